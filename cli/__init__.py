@@ -1,0 +1,1 @@
+"""The terraseg command line and the worker process entry point."""

@@ -1,0 +1,232 @@
+"""The ``terraseg`` command line: train, predict, evaluate, grid, info, worker.
+
+Human-readable progress goes to stderr; stdout carries only results (JSON for ``info``
+and with ``--json``) or, in ``worker`` mode, the JSON-lines protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from terraseg.core.errors import CancelledError, TerraSegError
+
+EXIT_OK, EXIT_ERROR, EXIT_BUG = 0, 2, 3
+
+
+def _ints(spec: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in spec.split(",") if s.strip())
+
+
+def _window(spec: str) -> Any:
+    from rasterio.windows import Window
+
+    try:
+        col, row, w, h = (int(s) for s in spec.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("window must be col,row,width,height") from None
+    return Window(col, row, w, h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all subcommands."""
+    p = argparse.ArgumentParser(prog="terraseg", description=__doc__.splitlines()[0])
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a raster and labels")
+    _add_train_args(t)
+
+    g = sub.add_parser("grid", help="hyperparameter grid: lr x weight decay x augmentation")
+    _add_train_args(g, grid=True)
+    g.add_argument("--out-dir", required=True, help="folder for the models and grid.csv")
+    g.add_argument("--lrs", default="1e-3,1e-4", help="learning rates (comma-separated)")
+    g.add_argument("--weight-decays", default="0,0.1,0.01", help="weight decays")
+    g.add_argument("--augment-options", default="none;flip,rotate",
+                   help="augmentation settings separated by ';' (e.g. 'none;flip,rotate')")
+
+    pr = sub.add_parser("predict", help="probability and class rasters for a raster")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--raster", required=True)
+    pr.add_argument("--out-dir", required=True)
+    pr.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    area = pr.add_mutually_exclusive_group()
+    area.add_argument("--window", type=_window, help="col,row,width,height in pixels")
+    area.add_argument("--extent-layer", help="predict over this vector layer's extent")
+    pr.add_argument("--tile-size", type=int, default=510, help="tile size in output pixels")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    pr.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    pr.add_argument("--preview", action="store_true", help="also write preview.png")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    ev = sub.add_parser("evaluate", help="accuracy against an independent reference layer")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--raster", required=True)
+    ev.add_argument("--reference", required=True, help="points or polygons (or a raster)")
+    ev.add_argument("--class-field", help="class attribute of the reference layer")
+    ev.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
+    ev.add_argument("--category-field", help="attribute for accuracy per category")
+    ev.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    ev.add_argument("--out-dir", required=True)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--overwrite", action="store_true")
+
+    i = sub.add_parser("info", help="print a model file's metadata as JSON")
+    i.add_argument("model")
+
+    sub.add_parser("worker", help="run one JSON job from stdin, JSON lines on stdout")
+    return p
+
+
+def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
+    t.add_argument("--raster", required=True, help="any GDAL-readable raster")
+    t.add_argument("--labels", required=True, help="vector labels or a label raster")
+    t.add_argument("--class-field", help="class attribute (integer or name) of vector labels")
+    t.add_argument("--class-map", help="merge source classes, e.g. developed=sealed,*=unsealed")
+    t.add_argument("--bands", help="bands feeding the model: 1,2,3,4 or red=1,green=2,...")
+    if not grid:
+        t.add_argument("--out", required=True, help="model file to write (.tsm)")
+    t.add_argument("--model", default="patch_cnn", help="architecture (registry name)")
+    t.add_argument("--patch-size", type=int, default=51, help="input cutout (odd)")
+    t.add_argument("--block-size", type=int, default=5, help="predicted centre block (odd)")
+    t.add_argument("--stride", type=int, default=0, help="network stride (0 = block size)")
+    t.add_argument("--planes", type=_ints, default=(4, 8, 16), help="channels per stage")
+    t.add_argument("--blocks", type=_ints, default=(2, 2, 2), help="residual blocks per stage")
+    t.add_argument("--epochs", type=int, default=300, help="maximum epochs")
+    t.add_argument("--patience", type=int, default=10, help="early-stopping patience")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-2)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--augment", default="flip,rotate",
+                   help="flip,rotate,pixel_noise,channel_noise or none")
+    t.add_argument("--pixel-noise", type=float, default=0.05, help="pixel noise scale (sd)")
+    t.add_argument("--channel-noise", type=float, default=0.05, help="channel noise scale")
+    t.add_argument("--split", default="polygons", choices=["polygons", "blocks"])
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--test-fraction", type=float, default=0.0)
+    t.add_argument("--split-block-size", type=int, default=256)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--all-touched", action="store_true", help="rasterise all touched pixels")
+    t.add_argument("--cache-dir", help="Zarr cache folder (default ~/.cache/terraseg)")
+    t.add_argument("--init-model", help="fine-tune from this model file")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--accelerator", default="auto", help="Lightning: auto, cpu, gpu, ...")
+    t.add_argument("--devices", default="auto", help="Lightning: number or list of devices")
+    t.add_argument("--num-nodes", type=int, default=1, help="Lightning: nodes (Slurm)")
+    t.add_argument("--strategy", default="auto", help="Lightning: auto, ddp, fsdp, ...")
+    t.add_argument("--precision", default="32-true", help="Lightning: 32-true, bf16-mixed")
+    t.add_argument("--num-workers", type=int, default=0, help="data loader processes")
+
+
+def train_config(a: argparse.Namespace, out: str = "") -> Any:
+    """TrainConfig from parsed arguments."""
+    from terraseg.training.train import TrainConfig
+
+    return TrainConfig(
+        raster=a.raster, labels=a.labels, out=out or a.out, class_field=a.class_field,
+        class_map=a.class_map, bands=a.bands, model=a.model, patch_px=a.patch_size,
+        block_px=a.block_size, planes=tuple(a.planes), blocks=tuple(a.blocks),
+        stride_px=a.stride, epochs=a.epochs, patience=a.patience, lr=a.lr,
+        weight_decay=a.weight_decay, batch_size=a.batch_size, augment=a.augment,
+        pixel_noise=a.pixel_noise, channel_noise=a.channel_noise, split=a.split,
+        val_fraction=a.val_fraction, test_fraction=a.test_fraction,
+        split_block_px=a.split_block_size, seed=a.seed, all_touched=a.all_touched,
+        cache_dir=a.cache_dir, init_model=a.init_model, overwrite=a.overwrite,
+        accelerator=a.accelerator, devices=a.devices, num_nodes=a.num_nodes,
+        strategy=a.strategy, precision=a.precision, num_workers=a.num_workers)
+
+
+def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:
+    from terraseg.core.raster import RasterSource, parse_band_mapping
+
+    spec = bands or ",".join(str(i) for i in meta["bands"].get("indices", []))
+    return RasterSource(raster, parse_band_mapping(spec or None, raster))
+
+
+def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
+    """Run one parsed command; returns its result payload."""
+    if a.command == "train":
+        from terraseg.training.train import run_train
+
+        return run_train(train_config(a), reporter)
+    if a.command == "grid":
+        from terraseg.training.grid import parse_floats, run_grid
+
+        augments = [s.strip() for s in a.augment_options.split(";")]
+        base = train_config(a, out="unused.tsm")
+        return run_grid(base, a.out_dir, parse_floats(a.lrs), parse_floats(a.weight_decays),
+                        augments, reporter, overwrite=a.overwrite)
+    if a.command == "info":
+        from terraseg.core.modelfile import read_metadata
+
+        return read_metadata(a.model)
+    from terraseg.core.modelfile import load_model
+
+    model = load_model(a.model)
+    source = _source_for_model(a.raster, a.bands, model.meta)
+    if a.command == "predict":
+        from terraseg.core.inference import predict_raster
+
+        return predict_raster(model, source, a.out_dir, reporter, window=a.window,
+                              extent_layer=a.extent_layer, tile_px=a.tile_size,
+                              overwrite=a.overwrite, preview=a.preview, device=a.device,
+                              precision=a.precision)
+    if a.command == "evaluate":
+        from terraseg.core.evaluate import evaluate_model
+
+        return evaluate_model(model, source, a.reference, a.class_field, a.out_dir, reporter,
+                              class_map=a.class_map, category_field=a.category_field,
+                              overwrite=a.overwrite, device=a.device)
+    raise TerraSegError(f"Unknown command {a.command}.", "See terraseg --help.")
+
+
+def install_signal_handlers(reporter: Any) -> None:
+    """SIGTERM/SIGINT: request cancel and interrupt the work at once (outputs roll back)."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        reporter.cancel()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``terraseg`` command."""
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from terraseg.cli.worker import run_worker
+
+        return run_worker()
+    from terraseg.core.protocol import ConsoleReporter
+
+    reporter = ConsoleReporter(quiet=args.quiet)
+    install_signal_handlers(reporter)
+    try:
+        result = run_command(args, reporter)
+    except TerraSegError as exc:
+        reporter.error(exc.kind, exc.message, exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err = CancelledError("Cancelled; no output was written.")
+        reporter.error(err.kind, err.message)
+        return err.exit_code
+    if args.command == "info":
+        print(json.dumps(result, indent=2))
+    elif args.command == "evaluate":
+        print(f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
+              f"n={result['n_samples']}  -> {result['metrics']}")
+    elif result:
+        keys = ("model", "probability", "classes", "preview", "grid_csv")
+        for k in keys:
+            if k in result:
+                print(f"{k}: {result[k]}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Accuracy of a model against an independent reference layer (points or polygons)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from terraseg.core.classes import ClassMapping, classes_from_dicts
+from terraseg.core.errors import LabelError
+from terraseg.core.inference import DenseGeometry, pick_device, predict_tile, tiles
+from terraseg.core.labels import load_labels
+from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
+from terraseg.core.modelfile import LoadedModel, check_raster_fits
+from terraseg.core.normalise import BandStats
+from terraseg.core.outputs import check_output_dir
+from terraseg.core.protocol import Reporter
+from terraseg.core.raster import RasterSource
+
+OUTPUT_NAMES = ("metrics.json", "per_class.csv", "confusion_matrix.csv")
+
+
+def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
+                   class_field: str | None, out_dir: str | Path, reporter: Reporter,
+                   class_map: str | None = None, category_field: str | None = None,
+                   overwrite: bool = False, tile_px: int = 510,
+                   device: str = "auto") -> dict[str, Any]:
+    """Predict at the reference pixels and write metrics.json plus CSV tables.
+
+    Only tiles that contain reference pixels are predicted. Reference classes are mapped
+    to the model's classes by name (after ``class_map``); unknown classes are refused.
+    """
+    check_raster_fits(model.meta, source)
+    out_dir = Path(out_dir)
+    names = list(OUTPUT_NAMES) + (["per_category.csv"] if category_field else [])
+    check_output_dir(out_dir, names, overwrite)
+    classes = classes_from_dicts(model.meta["classes"])
+    ref = load_labels(reference, source.grid, class_field=class_field,
+                      class_map=ClassMapping.parse(class_map), classes=classes,
+                      category_field=category_field)
+    rows, cols = np.nonzero(ref.labels)
+    if len(rows) == 0:
+        raise LabelError(f"No reference feature of {reference} falls on the raster.",
+                         "Use a reference layer that overlaps the raster.")
+    region = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
+                    int(rows.max() - rows.min() + 1))
+    geom = DenseGeometry.of(model)
+    stats = BandStats.from_dict(model.meta["normalisation"])
+    dev = pick_device(device)
+    network = model.network.to(dev).eval()
+    pred = np.zeros(len(rows), dtype=np.int64)
+    todo = list(tiles(region, tile_px, geom.stride_px))
+    for i, (tile, _crop) in enumerate(todo):
+        r0, c0 = int(tile.row_off), int(tile.col_off)
+        inside = ((rows >= r0) & (rows < r0 + tile.height) & (cols >= c0)
+                  & (cols < c0 + tile.width))
+        if inside.any():
+            probs, valid = predict_tile(network, source, stats, geom, tile, dev)
+            rr, cc = rows[inside] - r0, cols[inside] - c0
+            pred[inside] = np.where(valid[rr, cc], probs[:, rr, cc].argmax(0) + 1, 0)
+        reporter.progress((i + 1) / len(todo), "evaluate")
+    truth = ref.labels[rows, cols].astype(np.int64)
+    cats = ref.categories[rows, cols] if ref.categories is not None else None
+    metrics: Metrics = compute_metrics(truth, pred, classes, cats, ref.category_names)
+    extra = {"reference": str(reference), "raster": source.path,
+             "n_reference_pixels": int(len(rows)),
+             "n_outside_valid_data": int((pred == 0).sum())}
+    paths = write_metrics(metrics, out_dir, extra=extra, overwrite=overwrite)
+    return {"metrics": str(out_dir / "metrics.json"), "files": [str(p) for p in paths],
+            "accuracy": metrics.accuracy, "f1_weighted": metrics.f1_weighted,
+            "n_samples": metrics.n_samples}

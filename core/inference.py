@@ -1,0 +1,257 @@
+"""Dense, streamed inference of a model over a raster, a window or a layer's extent.
+
+The network is run fully convolutionally over large tiles (see core/models/patch_cnn.py),
+never cutout by cutout. Tiles start on multiples of the network stride in raster
+coordinates, so every output pixel is computed from the same input window whatever
+extent is processed: a window predicted alone equals the same window of a whole-raster
+run. Each tile is read, predicted and written before the next is read, so memory does not
+grow with the raster. Results go to temporary files that are renamed into place only
+when everything succeeded (core/outputs.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from terraseg.core.errors import ConfigError, RasterError
+from terraseg.core.modelfile import LoadedModel, check_raster_fits
+from terraseg.core.normalise import BandStats, normalise
+from terraseg.core.outputs import AtomicOutputs, GeoTiffWriter, check_output_dir, write_preview_png
+from terraseg.core.protocol import Reporter
+from terraseg.core.raster import RasterSource
+
+PROB_NODATA = -1.0
+CLASS_NODATA = 0
+
+
+@dataclass(frozen=True)
+class DenseGeometry:
+    """What dense inference needs to know about a network (pixels).
+
+    Attributes:
+        stride_px: Total stride S; tiles are multiples of it.
+        context_px: R - S: extra input pixels a tile needs (split evenly at both sides).
+        margin_px: Input pixels before the first output pixel ((R - S) / 2).
+    """
+
+    stride_px: int
+    context_px: int
+
+    @property
+    def margin_px(self) -> int:
+        """Context on the leading side."""
+        return self.context_px // 2
+
+    @staticmethod
+    def of(model: LoadedModel) -> DenseGeometry:
+        """Geometry from a model's metadata."""
+        g = model.meta["geometry"]
+        return DenseGeometry(int(g["stride_px"]),
+                             int(g["receptive_field_px"]) - int(g["stride_px"]))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; or the named torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device '{name}'.", "Use auto, cpu or cuda.") from exc
+
+
+def tiles(region: Window, tile_px: int, stride_px: int) -> Iterator[tuple[Window, Window]]:
+    """Stride-aligned tiles covering ``region``.
+
+    Yields:
+        (tile, crop): the stride-aligned computation window (raster pixels) and the part
+        of it inside ``region`` (also raster pixels).
+    """
+    s = stride_px
+    t = max(s, tile_px - tile_px % s)
+    r_start = int(region.row_off) - int(region.row_off) % s
+    c_start = int(region.col_off) - int(region.col_off) % s
+    r_end, c_end = int(region.row_off + region.height), int(region.col_off + region.width)
+    for r in range(r_start, r_end, t):
+        for c in range(c_start, c_end, t):
+            h = min(t, -(-(r_end - r) // s) * s)
+            w = min(t, -(-(c_end - c) // s) * s)
+            r0, c0 = max(r, int(region.row_off)), max(c, int(region.col_off))
+            r1, c1 = min(r + h, r_end), min(c + w, c_end)
+            yield Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0)
+
+
+@torch.inference_mode()
+def predict_tile(network: torch.nn.Module, source: RasterSource, stats: BandStats,
+                 geom: DenseGeometry, tile: Window, device: torch.device,
+                 autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities for one stride-aligned tile.
+
+    Returns:
+        probs float32 (K, h, w) and valid bool (h, w) for the tile's output pixels.
+    """
+    m, ctx = geom.margin_px, geom.context_px
+    inp = Window(tile.col_off - m, tile.row_off - m, tile.width + ctx, tile.height + ctx)
+    data, valid = source.read(inp)
+    x = torch.from_numpy(normalise(data, valid, stats))[None].to(device)
+    if autocast_dtype is not None:
+        with torch.autocast(device.type, dtype=autocast_dtype):
+            logits = network(x)
+    else:
+        logits = network(x)
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    out_valid = valid[m : m + int(tile.height), m : m + int(tile.width)]
+    return probs, out_valid
+
+
+def resolve_region(source: RasterSource, window: Window | None = None,
+                   extent_layer: str | None = None) -> Window:
+    """The output region in raster pixels: a window, a layer's extent, or the whole raster.
+
+    Raises:
+        RasterError: The region does not overlap the raster.
+    """
+    g = source.grid
+    full = Window(0, 0, g.width_px, g.height_px)
+    if extent_layer:
+        window = _layer_window(source, extent_layer)
+    if window is None:
+        return full
+    try:
+        inter = window.intersection(full)
+    except Exception:  # rasterio raises WindowError on no overlap
+        inter = None
+    if inter is None or inter.width < 1 or inter.height < 1:
+        raise RasterError(f"The requested area {window} does not overlap the raster "
+                          f"({g.width_px}x{g.height_px} px).",
+                          "Choose a window or layer inside the raster.")
+    return Window(int(inter.col_off), int(inter.row_off), int(inter.width), int(inter.height))
+
+
+def _layer_window(source: RasterSource, path: str) -> Window:
+    import fiona
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    try:
+        with fiona.open(path) as layer:
+            bounds, crs = layer.bounds, layer.crs
+    except Exception as exc:  # noqa: BLE001 - fiona raises many types
+        raise RasterError(f"Cannot read extent layer {path} ({exc}).",
+                          "Give a readable vector file (GeoPackage, GeoJSON, Shapefile).") from exc
+    if not crs or source.grid.crs is None:
+        raise RasterError(f"Extent layer {path} or the raster has no CRS.",
+                          "Assign a CRS to both (QGIS: Layer properties > Source).")
+    left, bottom, right, top = transform_bounds(crs, source.grid.crs, *bounds)
+    w = from_bounds(left, bottom, right, top, source.grid.transform)
+    return w.round_offsets(op="floor").round_lengths(op="ceil")
+
+
+def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path,
+                   reporter: Reporter, window: Window | None = None,
+                   extent_layer: str | None = None, tile_px: int = 510,
+                   overwrite: bool = False, preview: bool = False, device: str = "auto",
+                   precision: str = "32") -> dict[str, Any]:
+    """Write probability.tif and classes.tif (and preview.png) for a region of a raster.
+
+    Returns:
+        Paths and a summary (device, pixels, class shares).
+    """
+    check_raster_fits(model.meta, source)
+    out_dir = Path(out_dir)
+    names = ["probability.tif", "classes.tif"] + (["preview.png"] if preview else [])
+    check_output_dir(out_dir, names, overwrite)
+    region = resolve_region(source, window, extent_layer)
+    geom = DenseGeometry.of(model)
+    stats = BandStats.from_dict(model.meta["normalisation"])
+    classes = model.meta["classes"]
+    dev = pick_device(device)
+    autocast = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+    if precision not in ("32", "bf16", "16"):
+        raise ConfigError(f"Unknown precision '{precision}'.", "Use 32, bf16 or 16.")
+    network = model.network.to(dev).eval()
+    grid = source.grid.window_grid(region)
+    k = len(classes)
+    all_tiles = list(tiles(region, tile_px, geom.stride_px))
+    counts = np.zeros(k + 1, dtype=np.int64)
+    reporter.log(f"predicting {region.width}x{region.height} px in {len(all_tiles)} tile(s) "
+                 f"on {dev.type}")
+    with AtomicOutputs(out_dir, overwrite=overwrite) as outputs:
+        prob_w = GeoTiffWriter(outputs.temp_path("probability.tif"), grid, k, "float32",
+                               PROB_NODATA, [f"probability {c['name']}" for c in classes])
+        cmap = {int(c["id"]): _rgba(c["colour"]) for c in classes}
+        cls_w = GeoTiffWriter(outputs.temp_path("classes.tif"), grid, 1, "uint8",
+                              CLASS_NODATA, ["class"], colormap=cmap)
+        for i, (tile, crop) in enumerate(all_tiles):
+            probs, valid = predict_tile(network, source, stats, geom, tile, dev, autocast)
+            r = int(crop.row_off - tile.row_off)
+            c = int(crop.col_off - tile.col_off)
+            h, w = int(crop.height), int(crop.width)
+            p = probs[:, r : r + h, c : c + w]
+            v = valid[r : r + h, c : c + w]
+            cls = np.where(v, p.argmax(0) + 1, CLASS_NODATA).astype(np.uint8)
+            p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
+            out_win = Window(crop.col_off - region.col_off, crop.row_off - region.row_off, w, h)
+            prob_w.write(p, out_win)
+            cls_w.write(cls[None], out_win)
+            counts += np.bincount(cls.ravel(), minlength=k + 1)
+            reporter.progress((i + 1) / len(all_tiles), "predict")
+        reporter.progress(1.0, "predict", "building overviews")
+        prob_w.close(overviews=True)
+        cls_w.close(overviews=True)
+        if preview:
+            write_preview_png(outputs.temp_path("classes.tif"), outputs.temp_path("preview.png"),
+                              {int(c["id"]): c["colour"] for c in classes})
+    n_valid = int(counts[1:].sum())
+    shares = {c["name"]: (float(counts[c["id"]]) / n_valid if n_valid else 0.0) for c in classes}
+    result = {"probability": str(out_dir / "probability.tif"),
+              "classes": str(out_dir / "classes.tif"),
+              "window": [int(region.col_off), int(region.row_off), int(region.width),
+                         int(region.height)],
+              "device": dev.type, "valid_pixels": n_valid, "class_shares": shares}
+    if preview:
+        result["preview"] = str(out_dir / "preview.png")
+    return result
+
+
+def _rgba(colour: str) -> tuple[int, int, int, int]:
+    c = colour.lstrip("#")
+    return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255)
+
+
+@torch.inference_mode()
+def patchwise_probabilities(network: torch.nn.Module, source: RasterSource, stats: BandStats,
+                            patch_px: int, block_px: int, region: Window,
+                            batch_size: int = 256) -> np.ndarray:
+    """Reference implementation: one cutout per output block, as the study's loader did.
+
+    ``region`` must start on multiples of ``block_px`` and have sizes that are multiples
+    of it. Used to check dense inference and to measure its speed-up.
+
+    Returns:
+        float32 (K, H, W) probabilities.
+    """
+    m = (patch_px - block_px) // 2
+    data, valid = source.read(Window(region.col_off - m, region.row_off - m,
+                                     region.width + 2 * m, region.height + 2 * m))
+    x = normalise(data, valid, stats)
+    origins = [(r, c) for r in range(0, int(region.height), block_px)
+               for c in range(0, int(region.width), block_px)]
+    out: np.ndarray | None = None
+    for i in range(0, len(origins), batch_size):
+        batch = origins[i : i + batch_size]
+        cut = np.stack([x[:, r : r + patch_px, c : c + patch_px] for r, c in batch])
+        probs = torch.softmax(network(torch.from_numpy(cut)), dim=1).numpy()
+        if out is None:
+            out = np.zeros((probs.shape[1], int(region.height), int(region.width)), np.float32)
+        for (r, c), p in zip(batch, probs, strict=True):
+            out[:, r : r + block_px, c : c + block_px] = p
+    assert out is not None
+    return out

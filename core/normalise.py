@@ -1,0 +1,65 @@
+"""Per-band normalisation statistics and their application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from terraseg.core.errors import RasterError
+from terraseg.core.raster import RasterSource
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Mean and standard deviation per model band (raw raster units)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready form."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @staticmethod
+    def from_dict(d: dict) -> BandStats:
+        """Inverse of :meth:`to_dict`."""
+        return BandStats(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+
+
+def compute_band_stats(source: RasterSource, max_px: int = 1024) -> BandStats:
+    """Band statistics over the whole raster from a decimated read (at most max_px a side).
+
+    Raises:
+        RasterError: The raster has no valid pixel in the mapped bands.
+    """
+    ds = source._ds  # noqa: SLF001 - same package
+    g = source.grid
+    scale = max(1.0, max(g.height_px, g.width_px) / max_px)
+    shape = (max(1, round(g.height_px / scale)), max(1, round(g.width_px / scale)))
+    idx = list(source.bands.indices)
+    data = ds.read(idx, out_shape=(len(idx), *shape), out_dtype="float64", resampling=Resampling.nearest)
+    masks = ds.read_masks(idx, out_shape=(len(idx), *shape), resampling=Resampling.nearest)
+    ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    if not ok.any():
+        raise RasterError(f"Raster {source.path} has no valid (non-nodata) pixel.",
+                          "Check the raster's nodata value and band mapping.")
+    vals = data[:, ok]
+    mean = vals.mean(axis=1)
+    std = np.maximum(vals.std(axis=1), 1e-6)
+    return BandStats(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def normalise(data: np.ndarray, valid: np.ndarray, stats: BandStats) -> np.ndarray:
+    """Standardise bands; invalid pixels become 0 (the band mean).
+
+    Shape:
+        data: (C, H, W) or (N, C, H, W); valid: matching without the C axis.
+    """
+    mean = np.asarray(stats.mean, dtype=np.float32)
+    std = np.asarray(stats.std, dtype=np.float32)
+    shape = (-1, 1, 1)
+    out = (data - mean.reshape(shape)) / std.reshape(shape)
+    v = valid[:, None] if data.ndim == 4 else valid[None]
+    return np.where(v, out, 0.0).astype(np.float32, copy=False)

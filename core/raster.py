@@ -1,0 +1,196 @@
+"""Reading rasters: band mapping, nodata, windows that may reach past the raster's edge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from terraseg.core.errors import RasterError
+from terraseg.core.grid import Grid
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class BandMapping:
+    """Which raster bands feed the model, in model order.
+
+    Attributes:
+        indices: 1-based band indices in the raster.
+        names: One name per index (e.g. "red", "nir"); recorded in the model file.
+    """
+
+    indices: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.indices) != len(self.names):
+            raise RasterError(
+                f"Band mapping has {len(self.indices)} indices but {len(self.names)} names.",
+                "Give one name per band, e.g. --bands red=1,green=2,blue=3,nir=4.",
+            )
+
+
+def parse_band_mapping(spec: str | None, path: str | Path) -> BandMapping:
+    """Parse a band mapping against a raster.
+
+    Accepted forms: ``None`` (all bands), ``"1,2,3,4"`` or ``"red=1,green=2,blue=3,nir=4"``.
+    Names default to the raster's band descriptions, else ``band_<index>``.
+
+    Raises:
+        RasterError: An index is out of range, repeated or not a number.
+    """
+    with open_raster(path) as src:
+        count = src.count
+        descriptions = list(src.descriptions)
+    if spec is None or not str(spec).strip():
+        pairs: list[tuple[str | None, str]] = [(None, str(i)) for i in range(1, count + 1)]
+    else:
+        pairs = []
+        for token in str(spec).split(","):
+            token = token.strip()
+            if "=" in token:
+                name, idx = token.split("=", 1)
+                pairs.append((name.strip(), idx.strip()))
+            else:
+                pairs.append((None, token))
+    indices: list[int] = []
+    names: list[str] = []
+    for name, idx in pairs:
+        try:
+            i = int(idx)
+        except ValueError:
+            raise RasterError(
+                f"Band '{idx}' in the band mapping '{spec}' is not a band number.",
+                "Use 1-based band numbers, e.g. --bands 1,2,3,4 or --bands red=1,nir=4.",
+            ) from None
+        if not 1 <= i <= count:
+            raise RasterError(
+                f"Band index {i} is out of range: {Path(path).name} has {count} band(s).",
+                f"Use band numbers between 1 and {count} in --bands.",
+            )
+        if i in indices:
+            raise RasterError(f"Band {i} appears twice in the band mapping.", "List each once.")
+        indices.append(i)
+        names.append(name or descriptions[i - 1] or f"band_{i}")
+    return BandMapping(tuple(indices), tuple(names))
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading with a clear error when it cannot be read."""
+    p = Path(path)
+    if not p.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+        raise RasterError(f"Raster not found: {path}.", "Check the path to the raster file.")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterError(
+            f"Cannot read raster {path}: {exc}.",
+            "Give a GDAL-readable raster (GeoTIFF, COG, VRT, ...).",
+        ) from exc
+
+
+class RasterSource:
+    """A raster opened with a band mapping; reads float32 windows plus a validity mask.
+
+    Pixels are invalid where any mapped band is nodata (per the dataset's masks: nodata
+    value, alpha band or internal mask) or not finite. Windows may extend past the raster:
+    the outside is invalid and filled with 0.
+
+    Args:
+        path: Raster path (anything GDAL reads).
+        bands: Band mapping; all bands when None.
+    """
+
+    def __init__(self, path: str | Path, bands: BandMapping | None = None) -> None:
+        self.path = str(path)
+        self._ds = open_raster(path)
+        if bands is None:
+            bands = parse_band_mapping(None, path)
+        self.bands = bands
+        dtypes = {self._ds.dtypes[i - 1] for i in bands.indices}
+        bad = sorted(d for d in dtypes if d not in SUPPORTED_DTYPES)
+        if bad:
+            raise RasterError(
+                f"Raster {path} has unsupported data type(s) {bad}.",
+                f"Convert it to one of {', '.join(SUPPORTED_DTYPES)} (e.g. gdal_translate -ot).",
+            )
+        crs = self._ds.crs
+        self.grid = Grid(
+            height_px=self._ds.height,
+            width_px=self._ds.width,
+            transform=self._ds.transform,
+            crs_wkt=crs.to_wkt() if crs else "",
+        )
+
+    @property
+    def count(self) -> int:
+        """Number of mapped bands (model input channels)."""
+        return len(self.bands.indices)
+
+    @property
+    def nodata(self) -> float | None:
+        """The nodata value of the first mapped band, if any."""
+        return self._ds.nodatavals[self.bands.indices[0] - 1]
+
+    def close(self) -> None:
+        """Close the underlying dataset."""
+        self._ds.close()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window, which may extend past the raster's edges.
+
+        Returns:
+            data: float32 array. Shape: (C, H, W); invalid pixels are 0.
+            valid: bool array. Shape: (H, W).
+        """
+        row0, col0 = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        data = np.zeros((self.count, h, w), dtype=np.float32)
+        valid = np.zeros((h, w), dtype=bool)
+        r0, c0 = max(row0, 0), max(col0, 0)
+        r1, c1 = min(row0 + h, self.grid.height_px), min(col0 + w, self.grid.width_px)
+        if r1 <= r0 or c1 <= c0:
+            return data, valid
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        arr = self._ds.read(list(self.bands.indices), window=inner, out_dtype="float32")
+        masks = self._ds.read_masks(list(self.bands.indices), window=inner)
+        ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(arr), axis=0)
+        arr = np.where(ok[None], arr, 0.0).astype(np.float32, copy=False)
+        data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = arr
+        valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ok
+        return data, valid
+
+    def block_windows(self, block_px: int = 1024) -> list[Window]:
+        """Windows that tile the whole raster in blocks of at most ``block_px`` square."""
+        wins = []
+        for r in range(0, self.grid.height_px, block_px):
+            for c in range(0, self.grid.width_px, block_px):
+                wins.append(
+                    Window(
+                        c,
+                        r,
+                        min(block_px, self.grid.width_px - c),
+                        min(block_px, self.grid.height_px - r),
+                    )
+                )
+        return wins
+
+
+def pixel_size_ratio(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """How many times larger the bigger of two pixel sizes is (>= 1)."""
+    ra = math.sqrt(a[0] * a[1])
+    rb = math.sqrt(b[0] * b[1])
+    return max(ra, rb) / min(ra, rb)

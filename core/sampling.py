@@ -1,0 +1,150 @@
+"""Where training patches come from, and the spatial train/validation/test split.
+
+Samples are output blocks (``block_px`` square, on a grid aligned to the raster origin)
+that contain labelled pixels. Labels are split *by region* (a source polygon, or a
+connected component of a label raster), so the pixels of one polygon never fall on both
+sides of a split:
+
+- ``polygons``: regions are shuffled per class (seeded) and dealt to test/val/train so
+  each class keeps at least one training region where it has any.
+- ``blocks``: the raster is cut into square blocks of ``split_block_px``; blocks are
+  shuffled (seeded) and dealt to the splits; each region follows the block holding its
+  first pixel (so a polygon that straddles two blocks still stays on one side).
+
+A block that holds labelled pixels of two splits gives one sample per split, each with
+the other split's pixels masked out of the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from terraseg.core.errors import ConfigError, LabelError
+from terraseg.core.labels import LabelSet
+
+SPLITS = ("train", "val", "test")
+SplitMode = Literal["polygons", "blocks"]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to split labelled regions.
+
+    Attributes:
+        mode: "polygons" or "blocks".
+        val_fraction: Share of regions (or blocks) for validation.
+        test_fraction: Share held out for the final test metrics.
+        split_block_px: Block size for mode "blocks".
+        seed: Random seed; the same seed and labels give the same split.
+    """
+
+    mode: SplitMode = "polygons"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_block_px: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("polygons", "blocks"):
+            raise ConfigError(f"Unknown split mode '{self.mode}'.", "Use polygons or blocks.")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError(
+                f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} must "
+                "be in [0, 1).", "Use e.g. --val-fraction 0.2 --test-fraction 0.1.")
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """Training samples: block origins per split plus the per-pixel split map.
+
+    Attributes:
+        origins: split name -> int64 array (N, 2) of (row, col) of output blocks.
+        split_map: int8 (H, W): -1 unlabelled, else index into SPLITS.
+        pixel_counts: split name -> class id -> labelled pixels.
+    """
+
+    origins: dict[str, np.ndarray]
+    split_map: np.ndarray
+    pixel_counts: dict[str, dict[int, int]]
+
+
+def assign_regions(labels: LabelSet, cfg: SplitConfig) -> dict[int, int]:
+    """Map each region id to a split index (0 train, 1 val, 2 test)."""
+    regions = labels.regions
+    mask = regions > 0
+    ids, first = np.unique(regions[mask], return_index=True)
+    rng = np.random.default_rng(cfg.seed)
+    out: dict[int, int] = {}
+    if cfg.mode == "blocks":
+        rows, cols = np.nonzero(mask)
+        b = cfg.split_block_px
+        nbx = -(-regions.shape[1] // b)
+        block_of = (rows[first] // b) * nbx + cols[first] // b
+        blocks = np.unique(block_of)
+        order = rng.permutation(blocks)
+        split_of_block = _deal(len(order), cfg, rng_free=True)
+        lut = dict(zip(order.tolist(), split_of_block, strict=True))
+        for rid, blk in zip(ids.tolist(), block_of.tolist(), strict=True):
+            out[rid] = lut[blk]
+        return out
+    lab_flat = labels.labels[mask]
+    region_class = dict(zip(ids.tolist(), lab_flat[first].tolist(), strict=True))
+    for cls in sorted(set(region_class.values())):
+        members = np.array(sorted(r for r, c in region_class.items() if c == cls))
+        members = rng.permutation(members)
+        for rid, split in zip(members.tolist(), _deal(len(members), cfg), strict=True):
+            out[rid] = split
+    return out
+
+
+def _deal(n: int, cfg: SplitConfig, rng_free: bool = False) -> list[int]:
+    """Split indices for n shuffled items: test first, then val, rest train (>= 1 train)."""
+    n_test = int(round(n * cfg.test_fraction))
+    n_val = int(round(n * cfg.val_fraction))
+    if cfg.val_fraction > 0 and n_val == 0 and n >= 3:
+        n_val = 1
+    while n_test + n_val >= n and (n_test or n_val):
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return [2] * n_test + [1] * n_val + [0] * (n - n_test - n_val)
+
+
+def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int) -> SampleIndex:
+    """Split labelled pixels by region and list the output blocks of each split.
+
+    Raises:
+        LabelError: No labelled pixel, or no training pixel after the split.
+    """
+    lab = labels.labels
+    if not (lab > 0).any():
+        raise LabelError("No labelled pixel to train on.", "Draw labels inside the raster.")
+    region_split = assign_regions(labels, cfg)
+    split_map = np.full(lab.shape, -1, dtype=np.int8)
+    if region_split:
+        max_id = int(labels.regions.max())
+        lut = np.full(max_id + 1, -1, dtype=np.int8)
+        for rid, s in region_split.items():
+            lut[rid] = s
+        split_map = np.where(lab > 0, lut[labels.regions], -1).astype(np.int8)
+        split_map[(lab > 0) & (labels.regions == 0)] = 0
+    else:
+        split_map[lab > 0] = 0
+    origins: dict[str, np.ndarray] = {}
+    counts: dict[str, dict[int, int]] = {}
+    for si, name in enumerate(SPLITS):
+        sel = split_map == si
+        rows, cols = np.nonzero(sel)
+        blocks = np.unique(np.stack([rows // block_px, cols // block_px], 1), axis=0)
+        origins[name] = (blocks * block_px).astype(np.int64)
+        vals, cnt = np.unique(lab[sel], return_counts=True)
+        counts[name] = {int(v): int(c) for v, c in zip(vals, cnt, strict=True)}
+    if len(origins["train"]) == 0:
+        raise LabelError("No labelled region is left for training after the split.",
+                         "Draw more polygons or lower --val-fraction/--test-fraction.")
+    return SampleIndex(origins=origins, split_map=split_map, pixel_counts=counts)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# TerraSeg demo (`make demo`): North Carolina Landsat 7, 6 bands, 28.5 m (see data/demo/PROVENANCE.md).
+#
+# 1. sealed vs unsealed: 'developed' polygons are sealed, every other class unsealed.
+# 2. land cover: the 7 classes of the polygons as they are.
+# Each model is trained on the 34 polygons, applied to the whole scene and evaluated on the
+# 1,000 independent reference points. Rerunnable: every step uses --overwrite.
+# Hyperparameters below may be overridden from the environment (DEMO_EPOCHS=5 make demo).
+set -euo pipefail
+
+DEMO_EPOCHS="${DEMO_EPOCHS:-30}"
+DEMO_PATCH="${DEMO_PATCH:-}"          # --patch-size in pixels; empty: the CLI's default
+DEMO_BLOCK="${DEMO_BLOCK:-}"          # --block-size in pixels; empty: the CLI's default
+DEMO_SEED="${DEMO_SEED:-0}"
+DEMO_CACHE_DIR="${DEMO_CACHE_DIR:-}"  # --cache-dir; empty: the CLI's default
+SEALED_MAP="developed=sealed,*=unsealed"
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+venv="${ENGINE_VENV:-.venv-engine}"
+data="${DEMO_DATA:-data/demo}"
+out="${DEMO_OUT:-demo_output}"
+terraseg="$venv/bin/terraseg"
+
+raster="$data/nc_landsat7_6band.tif"
+polygons="$data/nc_training_polygons.gpkg"
+points="$data/nc_reference_points.gpkg"
+for f in "$terraseg" "$raster" "$polygons" "$points"; do
+  [ -e "$f" ] || { echo "demo: $f is missing; run 'make install demo-data' first" >&2; exit 1; }
+done
+
+train_opts=(--epochs "$DEMO_EPOCHS" --seed "$DEMO_SEED" --overwrite)
+[ -n "$DEMO_PATCH" ] && train_opts+=(--patch-size "$DEMO_PATCH")
+[ -n "$DEMO_BLOCK" ] && train_opts+=(--block-size "$DEMO_BLOCK")
+[ -n "$DEMO_CACHE_DIR" ] && train_opts+=(--cache-dir "$DEMO_CACHE_DIR")
+
+# run_model NAME [--class-map MAP]: train NAME.tsm, predict into NAME/, evaluate into NAME/eval.
+run_model() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "== $name: train" >&2
+  "$terraseg" train --raster "$raster" --labels "$polygons" --class-field label "$@" \
+    --out "$out/$name.tsm" "${train_opts[@]}"
+  echo "== $name: predict" >&2
+  "$terraseg" predict --model "$out/$name.tsm" --raster "$raster" --out-dir "$out/$name" \
+    --overwrite --preview
+  echo "== $name: evaluate on the reference points" >&2
+  "$terraseg" evaluate --model "$out/$name.tsm" --raster "$raster" --reference "$points" \
+    --class-field label "$@" --out-dir "$out/$name/eval" --overwrite
+  echo "== $name: done in $((SECONDS - start)) s" >&2
+}
+
+mkdir -p "$out"
+run_model sealed --class-map "$SEALED_MAP"
+run_model landcover
+
+"$venv/bin/python" - "$out" sealed landcover <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+out, names = Path(sys.argv[1]), sys.argv[2:]
+print("\nTerraSeg demo: accuracy on the independent reference points")
+for name in names:
+    metrics = json.loads((out / name / "eval" / "metrics.json").read_text())
+    f1 = metrics.get("f1_per_class") or {}
+    f1_text = ", ".join(f"{k} {v:.2f}" for k, v in f1.items()) if isinstance(f1, dict) else f1
+    print(f"  {name:<10} accuracy {metrics['accuracy']:.3f}   F1: {f1_text}")
+    print(f"             model {out / name}.tsm")
+    for product in ("probability.tif", "classes.tif", "preview.png", "eval/metrics.json"):
+        print(f"             {out / name / product}")
+EOF

@@ -1,0 +1,552 @@
+"""Tests for terraseg.core.labels on tiny generated layers with real CRSs (and real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds, transform_geom
+from shapely.geometry import box, mapping
+
+from terraseg.core.classes import ClassMapping, make_classes
+from terraseg.core.errors import LabelError, RasterError
+from terraseg.core.grid import Grid
+from terraseg.core.labels import LabelSet, load_labels, load_raster_labels, load_vector_labels
+from terraseg.core.raster import RasterSource
+
+X0, Y0 = 500000.0, 5000100.0  # top-left of the 10 x 10 grid, EPSG:32633, 10 m pixels
+UTM = "EPSG:32633"
+DATA = Path("/work/shared/data/aerial_nl_rgb_water_polygons")
+
+
+@pytest.fixture
+def grid() -> Grid:
+    return Grid(10, 10, Affine(10, 0, X0, 0, -10, Y0), CRS.from_string(UTM).to_wkt())
+
+
+def cells(r0: int, c0: int, r1: int, c1: int) -> shapely.Polygon:
+    """Polygon covering rows r0..r1-1 and columns c0..c1-1 of the 10 m grid."""
+    return box(X0 + 10 * c0, Y0 - 10 * r1, X0 + 10 * c1, Y0 - 10 * r0)
+
+
+def px(col: float, row: float) -> tuple[float, float]:
+    """Map coordinates of a (fractional) pixel position."""
+    return (X0 + 10 * col, Y0 - 10 * row)
+
+
+def write_vector(
+    path: Path,
+    features: list[tuple[shapely.Geometry | None, dict]],
+    crs: str | None = "EPSG:4326",
+    driver: str = "GPKG",
+    props: dict[str, str] | None = None,
+    geometry: str = "Unknown",
+    layer: str | None = None,
+) -> Path:
+    """Write features given in EPSG:32633 to ``path``, reprojected to ``crs``."""
+    if props is None:
+        props = {"class": "str"}
+    schema = {"geometry": geometry, "properties": props}
+    kwargs = {"layer": layer} if layer else {}
+    with fiona.open(path, "w", driver=driver, schema=schema, crs=crs, **kwargs) as dst:
+        for geom, attrs in features:
+            g = None
+            if geom is not None:
+                g = mapping(geom)
+                if crs and crs != UTM:
+                    g = transform_geom(UTM, crs, g)
+            dst.write(fiona.Feature.from_dict({"geometry": g, "properties": attrs}))
+    return path
+
+
+def write_raster(path: Path, data: np.ndarray, transform: Affine, crs: str | None,
+                 nodata: float | None = None) -> Path:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=data.shape[0], width=data.shape[1], count=1,
+        dtype=data.dtype, transform=transform, crs=crs, nodata=nodata,
+    ) as dst:
+        dst.write(data, 1)
+    return path
+
+
+def expected(*blocks: tuple[int, int, int, int, int]) -> np.ndarray:
+    out = np.zeros((10, 10), dtype=np.uint8)
+    for r0, c0, r1, c1, v in blocks:
+        out[r0:r1, c0:c1] = v
+    return out
+
+
+TWO_SQUARES = [
+    (cells(1, 1, 4, 4), {"class": "water"}),  # 9 px
+    (cells(5, 5, 9, 9), {"class": "land"}),  # 16 px
+]
+
+
+# ------------------------------------------------------------------------------- vectors
+
+
+def test_gpkg_in_4326_is_reprojected_and_rasterised_exactly(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "labels.gpkg", TWO_SQUARES)
+    ls = load_vector_labels(path, grid, "class")
+    assert isinstance(ls, LabelSet)
+    assert [(c.id, c.name) for c in ls.classes] == [(1, "land"), (2, "water")]
+    np.testing.assert_array_equal(ls.labels, expected((1, 1, 4, 4, 2), (5, 5, 9, 9, 1)))
+    assert ls.labels.dtype == np.uint8 and ls.regions.dtype == np.int32
+    # Region = 1-based feature position; its feature id is recorded.
+    np.testing.assert_array_equal(ls.regions, expected((1, 1, 4, 4, 1), (5, 5, 9, 9, 2)))
+    assert ls.feature_ids == ("1", "2")
+    assert ls.pixel_counts == {"land": 16, "water": 9}
+    assert ls.labelled_px == 25
+    assert ls.categories is None and ls.category_names == ()
+    assert ls.repaired_features == () and ls.skipped_features == ()
+    assert len(ls.fingerprint) == 64
+    assert load_vector_labels(path, grid, "class").fingerprint == ls.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("name", "driver", "crs"),
+    [("l.geojson", "GeoJSON", "EPSG:4326"), ("l.shp", "ESRI Shapefile", UTM),
+     ("l.fgb", "FlatGeobuf", "EPSG:3857")],
+)
+def test_other_formats_give_the_same_labels(
+    tmp_path: Path, grid: Grid, name: str, driver: str, crs: str
+) -> None:
+    path = write_vector(tmp_path / name, TWO_SQUARES, crs=crs, driver=driver, geometry="Polygon")
+    ls = load_labels(path, grid, class_field="class")
+    np.testing.assert_array_equal(ls.labels, expected((1, 1, 4, 4, 2), (5, 5, 9, 9, 1)))
+    assert ls.pixel_counts == {"land": 16, "water": 9}
+
+
+def test_fingerprint_changes_with_labels(tmp_path: Path, grid: Grid) -> None:
+    a = load_vector_labels(write_vector(tmp_path / "a.gpkg", TWO_SQUARES), grid, "class")
+    moved = [(cells(1, 1, 4, 5), {"class": "water"}), TWO_SQUARES[1]]
+    b = load_vector_labels(write_vector(tmp_path / "b.gpkg", moved), grid, "class")
+    assert a.fingerprint != b.fingerprint
+
+
+def test_overlap_of_different_classes_is_unlabelled_same_class_kept(
+    tmp_path: Path, grid: Grid
+) -> None:
+    feats = [
+        (cells(0, 0, 5, 5), {"class": "a"}),  # feature 1
+        (cells(3, 3, 7, 7), {"class": "b"}),  # feature 2 overlaps 1 at rows 3-4, cols 3-4
+        (cells(6, 0, 9, 3), {"class": "a"}),  # feature 3
+        (cells(7, 1, 10, 4), {"class": "a"}),  # feature 4 overlaps 3 (same class)
+    ]
+    ls = load_vector_labels(write_vector(tmp_path / "o.gpkg", feats), grid, "class")
+    want = expected((0, 0, 5, 5, 1), (3, 3, 7, 7, 2), (6, 0, 9, 3, 1), (7, 1, 10, 4, 1))
+    want[3:5, 3:5] = 0
+    np.testing.assert_array_equal(ls.labels, want)
+    regions = expected((0, 0, 5, 5, 1), (3, 3, 7, 7, 2), (6, 0, 9, 3, 3), (7, 1, 10, 4, 4))
+    regions[3:5, 3:5] = 0
+    np.testing.assert_array_equal(ls.regions, regions)  # later feature wins (4 over 3)
+    assert ls.pixel_counts == {"a": 25 - 4 + 9 + 9 - 4, "b": 16 - 4}
+
+
+def test_class_map_merges_source_classes(tmp_path: Path, grid: Grid) -> None:
+    feats = [
+        (cells(0, 0, 2, 2), {"class": "developed"}),
+        (cells(0, 5, 2, 8), {"class": "Grass"}),
+        (cells(5, 0, 7, 2), {"class": "water"}),
+        (cells(8, 8, 10, 10), {"class": "Developed"}),
+    ]
+    path = write_vector(tmp_path / "m.gpkg", feats)
+    cmap = ClassMapping.parse("developed=sealed,*=unsealed")
+    ls = load_vector_labels(path, grid, "class", class_map=cmap)
+    assert [(c.id, c.name) for c in ls.classes] == [(1, "sealed"), (2, "unsealed")]
+    want = expected((0, 0, 2, 2, 1), (0, 5, 2, 8, 2), (5, 0, 7, 2, 2), (8, 8, 10, 10, 1))
+    np.testing.assert_array_equal(ls.labels, want)
+    assert ls.pixel_counts == {"sealed": 8, "unsealed": 10}
+
+
+def test_integer_class_field(tmp_path: Path, grid: Grid) -> None:
+    feats = [(cells(0, 0, 2, 2), {"code": 7}), (cells(4, 4, 6, 7), {"code": 3})]
+    path = write_vector(tmp_path / "i.gpkg", feats, props={"code": "int"})
+    ls = load_vector_labels(path, grid, "CODE")  # field name matched case-insensitively
+    assert [(c.id, c.name) for c in ls.classes] == [(1, "3"), (2, "7")]
+    np.testing.assert_array_equal(ls.labels, expected((0, 0, 2, 2, 2), (4, 4, 6, 7, 1)))
+    assert ls.pixel_counts == {"3": 6, "7": 4}
+
+
+def test_integer_values_accepted_as_ids_when_classes_given(tmp_path: Path, grid: Grid) -> None:
+    feats = [(cells(0, 0, 2, 2), {"code": 2}), (cells(4, 4, 6, 7), {"code": 1})]
+    path = write_vector(tmp_path / "i.gpkg", feats, props={"code": "int"})
+    model = make_classes(["sealed", "unsealed"])
+    ls = load_vector_labels(path, grid, "code", classes=model)
+    assert ls.classes == model
+    np.testing.assert_array_equal(ls.labels, expected((0, 0, 2, 2, 2), (4, 4, 6, 7, 1)))
+
+
+def test_names_matched_case_insensitively_when_classes_given(tmp_path: Path, grid: Grid) -> None:
+    feats = [(cells(0, 0, 1, 1), {"class": "SEALED"})]
+    path = write_vector(tmp_path / "n.gpkg", feats)
+    ls = load_vector_labels(path, grid, "class", classes=make_classes(["sealed", "unsealed"]))
+    assert ls.pixel_counts == {"sealed": 1, "unsealed": 0}  # one class is fine for evaluation
+
+
+def test_class_map_onto_given_classes(tmp_path: Path, grid: Grid) -> None:
+    feats = [(cells(0, 0, 1, 2), {"class": "developed"}), (cells(5, 5, 6, 6), {"class": "lake"})]
+    path = write_vector(tmp_path / "e.gpkg", feats)
+    model = make_classes(["unsealed", "sealed"])
+    ls = load_vector_labels(path, grid, "class", classes=model,
+                            class_map=ClassMapping.parse("developed=Sealed,*=unsealed"))
+    np.testing.assert_array_equal(ls.labels, expected((0, 0, 1, 2, 2), (5, 5, 6, 6, 1)))
+    with pytest.raises(LabelError, match="'lake->water'"):
+        load_vector_labels(path, grid, "class", classes=model,
+                           class_map=ClassMapping.parse("developed=sealed,*=water"))
+
+
+def test_invalid_bowtie_is_repaired_and_reported(tmp_path: Path, grid: Grid) -> None:
+    # Self-intersecting bow-tie over columns 0-6, rows 0-4 (no edge passes through a centre).
+    bowtie = shapely.Polygon([px(0, 0), px(6, 4), px(6, 0), px(0, 4), px(0, 0)])
+    # Degenerate (collinear) ring: make_valid gives a line, nothing polygonal remains.
+    sliver = shapely.Polygon([px(7, 7), px(8, 8), px(9, 9), px(7, 7)])
+    assert not bowtie.is_valid and not sliver.is_valid
+    feats = [(bowtie, {"class": "x"}), (cells(8, 0, 10, 2), {"class": "y"}),
+             (sliver, {"class": "y"})]
+    ls = load_vector_labels(write_vector(tmp_path / "b.gpkg", feats, crs=UTM), grid, "class")
+    want = np.zeros((10, 10), dtype=np.uint8)
+    want[0:4, :7] = [
+        [1, 0, 0, 0, 0, 1, 0],
+        [1, 1, 0, 0, 1, 1, 0],
+        [1, 1, 0, 0, 1, 1, 0],
+        [1, 0, 0, 0, 0, 1, 0],
+    ]
+    want[8:10, 0:2] = 2
+    np.testing.assert_array_equal(ls.labels, want)
+    assert ls.repaired_features == ("1", "3")
+    assert ls.skipped_features == ("3",)
+    assert any("empty after repair" in n for n in ls.notes)
+
+
+def test_null_geometry_and_null_class_are_skipped(tmp_path: Path, grid: Grid) -> None:
+    feats = [TWO_SQUARES[0], (None, {"class": "land"}), (cells(0, 8, 2, 10), {"class": None}),
+             TWO_SQUARES[1]]
+    ls = load_vector_labels(write_vector(tmp_path / "n.gpkg", feats), grid, "class")
+    assert ls.skipped_features == ("2", "3")
+    assert ls.pixel_counts == {"land": 16, "water": 9}
+    assert ls.feature_ids == ("1", "4")
+
+
+def test_layername_suffix_selects_layer(tmp_path: Path, grid: Grid) -> None:
+    path = tmp_path / "multi.gpkg"
+    write_vector(path, [(cells(0, 0, 1, 1), {"class": "z"})], layer="first")
+    write_vector(path, TWO_SQUARES, layer="second")
+    ls = load_labels(f"{path}|layername=second", grid, class_field="class")
+    assert ls.pixel_counts == {"land": 16, "water": 9}
+    with pytest.raises(LabelError, match="only one class|Only one class"):
+        load_labels(path, grid, class_field="class")  # first layer has a single class
+    with pytest.raises(LabelError, match="first, second"):
+        load_labels(f"{path}|layername=nope", grid, class_field="class")
+
+
+def test_points_with_categories_for_reference(tmp_path: Path, grid: Grid) -> None:
+    feats = [
+        (shapely.Point(px(0.5, 0.5)), {"class": "sealed", "zone": "urban"}),
+        (shapely.Point(px(3.2, 2.7)), {"class": "unsealed", "zone": "rural"}),
+        (shapely.Point(px(9.9, 9.1)), {"class": "unsealed", "zone": None}),
+        (shapely.Point(px(5.2, 5.2)), {"class": "sealed", "zone": "urban"}),
+        (shapely.Point(px(5.8, 5.8)), {"class": "unsealed", "zone": "rural"}),  # same pixel
+        (shapely.Point(px(20, 20)), {"class": "sealed", "zone": "urban"}),  # off the grid
+    ]
+    path = write_vector(tmp_path / "ref.gpkg", feats, props={"class": "str", "zone": "str"},
+                        geometry="Point")
+    model = make_classes(["sealed", "unsealed"])
+    ls = load_vector_labels(path, grid, "class", classes=model, category_field="zone")
+    want = np.zeros((10, 10), dtype=np.uint8)
+    want[0, 0], want[2, 3], want[9, 9] = 1, 2, 2  # pixel (5, 5) is ambiguous -> 0
+    np.testing.assert_array_equal(ls.labels, want)
+    assert ls.category_names == ("rural", "urban")
+    cats = np.zeros((10, 10), dtype=np.int32)
+    cats[0, 0], cats[2, 3] = 2, 1
+    np.testing.assert_array_equal(ls.categories, cats)
+    assert ls.pixel_counts == {"sealed": 1, "unsealed": 2}
+    assert ls.regions[0, 0] == 1 and ls.regions[2, 3] == 2 and ls.regions[9, 9] == 3
+
+
+def test_small_polygons_need_all_touched(tmp_path: Path, grid: Grid) -> None:
+    feats = [(box(X0 + 11, Y0 - 19, X0 + 13, Y0 - 17), {"class": "a"}),  # inside pixel (1, 1)
+             (box(X0 + 61, Y0 - 49, X0 + 63, Y0 - 47), {"class": "b"})]  # inside pixel (4, 6)
+    path = write_vector(tmp_path / "s.gpkg", feats, crs=UTM)
+    with pytest.raises(LabelError, match="smaller than a pixel") as err:
+        load_vector_labels(path, grid, "class")
+    assert "all_touched" in err.value.hint
+    ls = load_vector_labels(path, grid, "class", all_touched=True)
+    np.testing.assert_array_equal(ls.labels, expected((1, 1, 2, 2, 1), (4, 6, 5, 7, 2)))
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_missing_field_lists_available_fields(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "f.gpkg", [(cells(0, 0, 1, 1), {"kind": "a", "note": "x"})],
+                        props={"kind": "str", "note": "str"})
+    with pytest.raises(LabelError, match="'class'.*kind, note") as err:
+        load_vector_labels(path, grid, "class")
+    assert err.value.hint
+    with pytest.raises(LabelError, match="category field 'zone'"):
+        load_vector_labels(path, grid, "kind", category_field="zone")
+
+
+def test_empty_layer(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "e.gpkg", [])
+    with pytest.raises(LabelError, match="no features") as err:
+        load_vector_labels(path, grid, "class")
+    assert err.value.hint
+
+
+def test_all_features_unusable(tmp_path: Path, grid: Grid) -> None:
+    feats = [(None, {"class": "a"}), (cells(0, 0, 1, 1), {"class": None})]
+    path = write_vector(tmp_path / "u.gpkg", feats)
+    with pytest.raises(LabelError, match="No usable features.*1, 2"):
+        load_vector_labels(path, grid, "class")
+
+
+def test_no_overlap_names_both_extents_and_crss(tmp_path: Path, grid: Grid) -> None:
+    far = [(shapely.affinity.translate(g, 100_000, 0), a) for g, a in TWO_SQUARES]
+    path = write_vector(tmp_path / "far.gpkg", far)
+    with pytest.raises(LabelError, match="do not overlap") as err:
+        load_vector_labels(path, grid, "class")
+    msg = err.value.message
+    assert "EPSG:4326" in msg and "EPSG:32633" in msg and "600010" in msg and "500000" in msg
+    assert err.value.hint
+
+
+def test_vector_without_crs(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "nocrs.shp", TWO_SQUARES, crs=None, driver="ESRI Shapefile",
+                        geometry="Polygon")
+    with pytest.raises(LabelError, match="no coordinate reference system") as err:
+        load_vector_labels(path, grid, "class")
+    assert "Assign" in err.value.hint
+
+
+def test_grid_without_crs(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "l.gpkg", TWO_SQUARES)
+    bare = Grid(10, 10, grid.transform, "")
+    with pytest.raises(RasterError, match="no coordinate reference system"):
+        load_vector_labels(path, bare, "class")
+    raster = write_raster(tmp_path / "l.tif", np.ones((2, 2), np.uint8), grid.transform, UTM)
+    with pytest.raises(RasterError):
+        load_raster_labels(raster, bare)
+
+
+def test_unknown_class_values_with_classes_given(tmp_path: Path, grid: Grid) -> None:
+    feats = [(cells(0, 0, 1, 1), {"class": "sealed"}), (cells(1, 1, 2, 2), {"class": "forest"}),
+             (cells(2, 2, 3, 3), {"class": "lake"})]
+    path = write_vector(tmp_path / "u.gpkg", feats)
+    with pytest.raises(LabelError, match="'forest', 'lake'") as err:
+        load_vector_labels(path, grid, "class", classes=make_classes(["sealed", "unsealed"]))
+    assert "1=sealed, 2=unsealed" in err.value.message
+
+
+def test_class_map_without_fallback_must_cover_values(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "m.gpkg", [(cells(0, 0, 1, 1), {"class": "developed"}),
+                                              (cells(1, 1, 2, 2), {"class": "grass"})])
+    cmap = ClassMapping.parse("developed=sealed,water=unsealed")
+    with pytest.raises(LabelError, match="'grass'.*not covered") as err:
+        load_vector_labels(path, grid, "class", class_map=cmap)
+    assert "*=" in err.value.hint
+
+
+def test_one_class_only(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "one.gpkg", [TWO_SQUARES[0]])
+    with pytest.raises(LabelError, match="Only one class \\(water\\)"):
+        load_vector_labels(path, grid, "class")
+    ls = load_vector_labels(path, grid, "class", require_two_classes=False)
+    assert ls.pixel_counts == {"water": 9}
+    # A class map whose second target never occurs is still a single class.
+    with pytest.raises(LabelError, match="Only one class"):
+        load_vector_labels(path, grid, "class", class_map=ClassMapping.parse("water=a,*=b"))
+
+
+def test_file_missing(tmp_path: Path, grid: Grid) -> None:
+    for p in ("missing.gpkg", "missing.tif", "missing.xyz"):
+        with pytest.raises(LabelError, match="not found") as err:
+            load_labels(tmp_path / p, grid, class_field="class")
+        assert err.value.hint
+
+
+def test_unreadable_file(tmp_path: Path, grid: Grid) -> None:
+    bad = tmp_path / "bad.gpkg"
+    bad.write_text("not a geopackage")
+    with pytest.raises(LabelError, match="Cannot read"):
+        load_vector_labels(bad, grid, "class")
+
+
+def test_vector_needs_class_field(tmp_path: Path, grid: Grid) -> None:
+    path = write_vector(tmp_path / "l.gpkg", TWO_SQUARES)
+    with pytest.raises(LabelError, match="no class field"):
+        load_labels(path, grid)
+
+
+# ------------------------------------------------------------------------------ rasters
+
+
+COARSE = np.array(
+    [[1, 1, 0, 2, 2, 2],
+     [1, 0, 0, 2, 9, 2],
+     [0, 0, 1, 0, 0, 0],
+     [3, 3, 0, 1, 0, 3],
+     [3, 0, 0, 0, 1, 3],
+     [0, 0, 0, 0, 0, 0]],
+    dtype=np.uint8,
+)
+
+
+def coarse_transform() -> Affine:
+    # 20 m pixels, shifted 10 m left and up of the 10 m grid.
+    return Affine(20, 0, X0 - 10, 0, -20, Y0 + 10)
+
+
+def nearest_expected(src: np.ndarray) -> np.ndarray:
+    # Centre of fine pixel i lies at 15 + 10 i metres from the coarse origin -> index (15+10i)//20.
+    idx = (15 + 10 * np.arange(10)) // 20
+    return src[np.ix_(idx, idx)]
+
+
+def test_label_raster_on_coarser_grid_is_resampled_nearest(tmp_path: Path, grid: Grid) -> None:
+    path = write_raster(tmp_path / "coarse.tif", COARSE, coarse_transform(), UTM, nodata=9)
+    ls = load_labels(path, grid)
+    src = np.where(COARSE == 9, 0, COARSE)
+    want = nearest_expected(src)
+    assert want.tolist()[0] == [1, 1, 1, 0, 0, 2, 2, 2, 2, 2]
+    np.testing.assert_array_equal(ls.labels, want)
+    assert [(c.id, c.name) for c in ls.classes] == [(1, "1"), (2, "2"), (3, "3")]
+    assert ls.pixel_counts == {str(k): int((want == k).sum()) for k in (1, 2, 3)}
+    assert ls.feature_ids == () and ls.categories is None
+
+
+def test_label_raster_regions_are_8_connected_components_per_class(
+    tmp_path: Path, grid: Grid
+) -> None:
+    path = write_raster(tmp_path / "coarse.tif", COARSE, coarse_transform(), UTM, nodata=9)
+    ls = load_raster_labels(path, grid)
+    regions = ls.regions
+    assert np.array_equal(regions > 0, ls.labels > 0)
+    # Class 1: top-left blob, and the diagonal chain (2,2)-(3,3)-(4,4) joined by corners.
+    # Class 2: one blob. Class 3: two separate blobs. -> 5 regions in all.
+    assert len(np.unique(regions[regions > 0])) == 5
+    for k in (1, 2, 3):
+        ids = set(np.unique(regions[ls.labels == k]).tolist())
+        assert len(ids) == {1: 2, 2: 1, 3: 2}[k]
+    assert len(set(np.unique(regions[ls.labels == 1]).tolist())
+               & set(np.unique(regions[ls.labels == 3]).tolist())) == 0
+
+
+def test_label_raster_class_map_and_reprojection(tmp_path: Path, grid: Grid) -> None:
+    # Same labels in EPSG:3857 with 1 m pixels: majority classes survive nearest resampling.
+    data = np.zeros((200, 200), dtype=np.uint8)
+    path = tmp_path / "r3857.tif"
+    left, bottom, right, top = transform_bounds(UTM, "EPSG:3857", *grid.bounds)
+    tr = Affine((right - left) / 200, 0, left, 0, -(top - bottom) / 200, top)
+    data[:100, :] = 5
+    data[100:, :] = 7
+    write_raster(path, data, tr, "EPSG:3857")
+    ls = load_raster_labels(path, grid, class_map=ClassMapping.parse("5=sealed,*=unsealed"))
+    assert [c.name for c in ls.classes] == ["sealed", "unsealed"]
+    assert set(np.unique(ls.labels).tolist()) <= {1, 2}
+    assert ls.pixel_counts["sealed"] > 30 and ls.pixel_counts["unsealed"] > 30
+    assert ls.labelled_px == 100
+
+
+def test_label_raster_errors(tmp_path: Path, grid: Grid) -> None:
+    nocrs = write_raster(tmp_path / "nocrs.tif", COARSE, coarse_transform(), None)
+    with pytest.raises(LabelError, match="no coordinate reference system"):
+        load_raster_labels(nocrs, grid)
+    far = Affine(20, 0, X0 + 50_000, 0, -20, Y0)
+    path = write_raster(tmp_path / "far.tif", COARSE, far, UTM)
+    with pytest.raises(LabelError, match="does not overlap.*EPSG:32633"):
+        load_raster_labels(path, grid)
+    one = write_raster(tmp_path / "one.tif", np.ones((6, 6), np.uint8), coarse_transform(), UTM)
+    with pytest.raises(LabelError, match="Only one class"):
+        load_raster_labels(one, grid)
+    coarse = write_raster(tmp_path / "c.tif", COARSE, coarse_transform(), UTM, nodata=9)
+    with pytest.raises(LabelError, match="Unknown class value\\(s\\) '3'"):
+        load_raster_labels(coarse, grid, classes=make_classes(["a", "b"]))
+    empty = write_raster(tmp_path / "z.tif", np.zeros((6, 6), np.uint8), coarse_transform(), UTM)
+    with pytest.raises(LabelError, match="no labelled pixels"):
+        load_raster_labels(empty, grid)
+    frac = write_raster(tmp_path / "f.tif", np.full((6, 6), 1.5, np.float32), coarse_transform(),
+                        UTM)
+    with pytest.raises(LabelError, match="non-integer"):
+        load_raster_labels(frac, grid)
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+def _merge_layers(dst: Path, sources: dict[str, Path]) -> Path:
+    """Copy the features of several single-class files into one layer with a 'class' field."""
+    first = next(iter(sources.values()))
+    with fiona.open(first) as src:
+        crs = src.crs
+    schema = {"geometry": "Unknown", "properties": {"class": "str"}}
+    with fiona.open(dst, "w", driver="GPKG", schema=schema, crs=crs) as out:
+        for cls, path in sources.items():
+            with fiona.open(path) as src:
+                for f in src:
+                    geom = dict(f.geometry) if f.geometry else None
+                    out.write(fiona.Feature.from_dict(
+                        {"geometry": geom, "properties": {"class": cls}}))
+    return dst
+
+
+def _polygon_px(path: Path, crs: CRS, grid: Grid) -> float:
+    """Area of the layer's polygons in the grid CRS, in pixels."""
+    with fiona.open(path) as src:
+        geoms = [transform_geom(src.crs, crs, f.geometry) for f in src if f.geometry]
+    area = sum(shapely.geometry.shape(g).area for g in geoms)
+    return area / (grid.pixel_size[0] * grid.pixel_size[1])
+
+
+@pytest.mark.skipif(not (DATA / "crop_512").is_dir(), reason=f"real data absent: {DATA}")
+def test_real_crop_512_labels_in_raster_crs(tmp_path: Path) -> None:
+    crop = DATA / "crop_512"
+    with RasterSource(crop / "orthophoto_rgb_512x512_georef_offset.tif") as src:
+        grid = src.grid
+    water = crop / "labels_positive_water_epsg28992.gpkg"
+    land = crop / "labels_negative_land_epsg28992.gpkg"
+    merged = _merge_layers(tmp_path / "wl.gpkg", {"water": water, "land": land})
+    ls = load_vector_labels(merged, grid, "class")
+    assert [c.name for c in ls.classes] == ["land", "water"]
+    assert len(ls.skipped_features) == 2  # one NULL geometry per source file
+    for name, path in (("water", water), ("land", land)):
+        want = _polygon_px(path, grid.crs, grid)
+        assert abs(ls.pixel_counts[name] - want) / want < 0.02
+    # Land rectangle starts at the left edge of the image; water is at the right edge.
+    rows, cols = np.nonzero(ls.labels == 1)
+    assert cols.min() == 0
+    rows, cols = np.nonzero(ls.labels == 2)
+    assert cols.max() >= 510 and rows.max() >= 509
+    # The single water file: its 'id' value 2 is the id of "water" in (land, water).
+    ref = load_vector_labels(water, grid, "id", classes=make_classes(["land", "water"]))
+    assert ref.pixel_counts["water"] == ls.pixel_counts["water"] and ref.pixel_counts["land"] == 0
+    with pytest.raises(LabelError, match="Only one class"):
+        load_vector_labels(water, grid, "id")
+
+
+@pytest.mark.skipif(not (DATA / "orthophoto_rgb_1210x718.tif").is_file(),
+                    reason=f"real data absent: {DATA}")
+def test_real_4326_labels_reprojected_to_rd_new(tmp_path: Path) -> None:
+    with RasterSource(DATA / "orthophoto_rgb_1210x718.tif") as src:
+        grid = src.grid
+    assert grid.crs.to_epsg() == 28992
+    water = DATA / "labels_positive_water_epsg4326.gpkg"
+    land = DATA / "labels_negative_land_epsg4326.gpkg"
+    merged = _merge_layers(tmp_path / "wl.gpkg", {"water": water, "land": land})
+    ls = load_labels(merged, grid, class_field="class",
+                     class_map=ClassMapping.parse("water=water,land=land"))
+    assert [(c.id, c.name) for c in ls.classes] == [(1, "water"), (2, "land")]
+    for name, path in (("water", water), ("land", land)):
+        want = _polygon_px(path, grid.crs, grid)
+        assert want > 1000
+        assert abs(ls.pixel_counts[name] - want) / want < 0.02
+    # Both rectangles lie inside the image and do not touch each other.
+    assert np.count_nonzero(ls.labels) == sum(ls.pixel_counts.values())
+    assert set(np.unique(ls.regions).tolist()) == {0, 1, 2}

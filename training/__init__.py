@@ -1,0 +1,1 @@
+"""Training with Lightning: datasets, task, callbacks, training and grid runs (no QGIS)."""

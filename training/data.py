@@ -1,0 +1,102 @@
+"""Patch datasets read from the Zarr cache for training, validation and test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from terraseg.core.augment import AugmentChain
+from terraseg.core.cache import ImageCache
+from terraseg.core.normalise import BandStats, normalise
+
+IGNORE_INDEX = -1
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """Cutout geometry in pixels: input patch P, output block K, margin (P - K) / 2."""
+
+    patch_px: int
+    block_px: int
+
+    @property
+    def margin_px(self) -> int:
+        """Context pixels on each side of the block."""
+        return (self.patch_px - self.block_px) // 2
+
+
+class ImageWindowStore:
+    """Image bands for the area around all samples, read from the cache.
+
+    When the samples' bounding box (plus margin) fits in ``max_bytes`` it is read once from
+    the Zarr cache into memory; otherwise every patch is read lazily from the cache.
+    """
+
+    def __init__(self, cache: ImageCache, origins: np.ndarray, geom: PatchGeometry,
+                 stats: BandStats, max_bytes: int = 1 << 30) -> None:
+        self.cache, self.geom, self.stats = cache, geom, stats
+        m, k = geom.margin_px, geom.block_px
+        r0 = int(origins[:, 0].min()) - m
+        c0 = int(origins[:, 1].min()) - m
+        r1 = int(origins[:, 0].max()) + k + m
+        c1 = int(origins[:, 1].max()) + k + m
+        self.window = Window(c0, r0, c1 - c0, r1 - r0)
+        cache.ensure(self.window)
+        nbytes = cache.source.count * (r1 - r0) * (c1 - c0) * 4
+        self.in_memory = nbytes <= max_bytes
+        self._data: np.ndarray | None = None
+        if self.in_memory:
+            data, valid = cache.read(self.window)
+            self._data = normalise(data, valid, stats)
+
+    def patch(self, row: int, col: int) -> np.ndarray:
+        """Normalised input cutout for the block at (row, col). Shape: (C, P, P)."""
+        m, p = self.geom.margin_px, self.geom.patch_px
+        if self._data is not None:
+            r = row - m - int(self.window.row_off)
+            c = col - m - int(self.window.col_off)
+            return self._data[:, r : r + p, c : c + p]
+        data, valid = self.cache.read(Window(col - m, row - m, p, p))
+        return normalise(data, valid, self.stats)
+
+
+class PatchDataset(Dataset):
+    """(image cutout, target block) pairs for one split.
+
+    Targets hold class indices 0..K-1 and IGNORE_INDEX where unlabelled, outside the
+    raster, or labelled for another split.
+
+    Shape:
+        x: (C, P, P) float32; y: (K, K) int64.
+    """
+
+    def __init__(self, store: ImageWindowStore, labels: np.ndarray, split_map: np.ndarray,
+                 split_index: int, origins: np.ndarray, augment: AugmentChain | None = None,
+                 seed: int = 0) -> None:
+        self.store, self.origins, self.augment = store, origins, augment
+        self.seed = seed
+        self.epoch = 0
+        k = store.geom.block_px
+        targets = np.full((len(origins), k, k), IGNORE_INDEX, dtype=np.int64)
+        h, w = labels.shape
+        for i, (r, c) in enumerate(origins):
+            lab = labels[r : r + k, c : c + k].astype(np.int64) - 1
+            keep = (split_map[r : r + k, c : c + k] == split_index) & (lab >= 0)
+            targets[i, : lab.shape[0], : lab.shape[1]] = np.where(keep, lab, IGNORE_INDEX)
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r, c = (int(v) for v in self.origins[i])
+        x = self.store.patch(r, c)
+        y = self.targets[i]
+        if self.augment is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            x, y = self.augment(x, y, rng)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))

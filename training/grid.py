@@ -1,0 +1,62 @@
+"""Hyperparameter grid (learning rate x weight decay x augmentation), as the study's Table 2."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from terraseg.core.errors import OutputError
+from terraseg.core.protocol import Reporter
+from terraseg.training.train import TrainConfig, run_train
+
+
+def parse_floats(spec: str) -> list[float]:
+    """'1e-3,1e-4' -> [0.001, 0.0001]."""
+    return [float(s) for s in spec.split(",") if s.strip()]
+
+
+def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
+             weight_decays: list[float], augments: list[str], reporter: Reporter,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Train one model per combination; write ``grid.csv`` ranked by validation accuracy.
+
+    Each model goes to ``out_dir/model_lr<lr>_wd<wd>_<aug>.tsm``. The ranking metric is
+    the accuracy on held-out validation pixels (then test, if present); ties keep grid order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "grid.csv"
+    if csv_path.exists() and not overwrite:
+        raise OutputError(f"{csv_path} already exists.", "Pass --overwrite or another --out-dir.")
+    combos = list(itertools.product(lrs, weight_decays, augments))
+    rows: list[dict[str, Any]] = []
+    for i, (lr, wd, aug) in enumerate(combos):
+        tag = f"lr{lr:g}_wd{wd:g}_{aug.replace(',', '+') or 'none'}"
+        reporter.log(f"grid {i + 1}/{len(combos)}: {tag}")
+        cfg = replace(base, lr=lr, weight_decay=wd, augment=aug,
+                      out=str(out / f"model_{tag}.tsm"), overwrite=True)
+        res = run_train(cfg, reporter)
+        m = res["metrics"].get("val") or res["metrics"].get("test") or {}
+        rows.append({"rank": 0, "learning_rate": lr, "weight_decay": wd,
+                     "augmentation": aug or "none", "accuracy": m.get("accuracy"),
+                     "f1_weighted": m.get("f1_weighted"), "mean_iou": m.get("mean_iou"),
+                     "epochs": res["epochs"], "best_epoch": res["best_epoch"],
+                     "model": res["model"]})
+        reporter.progress((i + 1) / len(combos), "grid")
+    order = sorted(range(len(rows)), key=lambda j: (-(rows[j]["accuracy"] or -1.0), j))
+    ranked = []
+    for rank, j in enumerate(order, start=1):
+        rows[j]["rank"] = rank
+        ranked.append(rows[j])
+    fd, tmp = tempfile.mkstemp(prefix=".grid.", suffix=".partial", dir=out)
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ranked[0]))
+        writer.writeheader()
+        writer.writerows(ranked)
+    os.replace(tmp, csv_path)
+    return {"grid_csv": str(csv_path), "runs": ranked}

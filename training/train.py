@@ -1,0 +1,325 @@
+"""Train a model from a raster and labels: the job behind ``terraseg train``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L  # noqa: N812
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import DataLoader
+
+from terraseg.core.augment import AugmentChain, AugmentConfig
+from terraseg.core.cache import ImageCache, default_cache_dir
+from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
+from terraseg.core.errors import ConfigError, ModelFileError, OutputError
+from terraseg.core.labels import LabelSet, load_labels
+from terraseg.core.metrics import compute_metrics
+from terraseg.core.modelfile import load_model, read_metadata, save_model
+from terraseg.core.models.registry import build_model
+from terraseg.core.normalise import BandStats, compute_band_stats
+from terraseg.core.protocol import ConsoleReporter, Reporter
+from terraseg.core.raster import RasterSource, parse_band_mapping
+from terraseg.core.sampling import SPLITS, SampleIndex, SplitConfig, build_index
+from terraseg.core.version import software_version
+from terraseg.training.callbacks import BestWeights, ReporterCallback
+from terraseg.training.data import ImageWindowStore, PatchDataset, PatchGeometry
+from terraseg.training.device import describe_device
+from terraseg.training.module import SegmentationTask
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (the command line's options)."""
+
+    raster: str
+    labels: str
+    out: str
+    class_field: str | None = None
+    class_map: str | None = None
+    bands: str | None = None
+    model: str = "patch_cnn"
+    patch_px: int = 51
+    block_px: int = 5
+    planes: tuple[int, ...] = (4, 8, 16)
+    blocks: tuple[int, ...] = (2, 2, 2)
+    stride_px: int = 0
+    epochs: int = 300
+    patience: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 128
+    augment: str = "flip,rotate"
+    pixel_noise: float = 0.05
+    channel_noise: float = 0.05
+    split: str = "polygons"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_block_px: int = 256
+    seed: int = 0
+    all_touched: bool = False
+    cache_dir: str | None = None
+    init_model: str | None = None
+    overwrite: bool = False
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_model_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing model file unless overwrite; the folder must be writable."""
+    if path.exists() and not overwrite:
+        raise OutputError(f"Model file {path} already exists.",
+                          "Choose another --out or pass --overwrite to replace it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create folder {parent} for the model ({exc}).",
+                          "Choose a writable --out location.") from exc
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"Folder {parent} is not writable.", "Choose a writable --out.")
+
+
+def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train and save a model file; returns the result summary (paths, metrics, device).
+
+    Raises:
+        TerraSegError: Any input problem, before training starts where it can be known.
+    """
+    rep = reporter or ConsoleReporter()
+    out = Path(cfg.out)
+    check_model_output(out, cfg.overwrite)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    init_meta = read_metadata(cfg.init_model) if cfg.init_model else None
+
+    rep.progress(0.0, "prepare", "reading raster and labels")
+    band_spec = cfg.bands
+    if band_spec is None and init_meta is not None:
+        band_spec = ",".join(str(i) for i in init_meta["bands"]["indices"])
+    mapping = parse_band_mapping(band_spec, cfg.raster)
+    source = RasterSource(cfg.raster, mapping)
+    rep.log(f"raster {cfg.raster}: {source.grid.width_px}x{source.grid.height_px} px, "
+            f"bands {list(mapping.names)}, pixel size {source.grid.pixel_size}")
+    classes = classes_from_dicts(init_meta["classes"]) if init_meta else None
+    class_map = ClassMapping.parse(cfg.class_map)
+    labels = load_labels(cfg.labels, source.grid, class_field=cfg.class_field,
+                         class_map=class_map, classes=classes)
+    for info in labels.classes:
+        rep.log(f"labelled pixels {info.name}: {labels.pixel_counts.get(info.name, 0)}")
+    if labels.repaired_features:
+        rep.log(f"repaired invalid geometries of feature(s) {list(labels.repaired_features)}",
+                "warning")
+
+    cache = ImageCache(source, Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+    cache.store_labels(labels)
+    stats = (BandStats.from_dict(init_meta["normalisation"]) if init_meta
+             else compute_band_stats(source))
+    split_cfg = SplitConfig(cfg.split, cfg.val_fraction, cfg.test_fraction,  # type: ignore[arg-type]
+                            cfg.split_block_px, cfg.seed)
+    index = build_index(labels, split_cfg, cfg.block_px)
+    for name in SPLITS:
+        rep.log(f"{name}: {len(index.origins[name])} blocks, pixels per class "
+                f"{ {labels.classes[k - 1].name: v for k, v in index.pixel_counts[name].items()} }")
+
+    arch_params = _arch_params(cfg, source.count, len(labels.classes))
+    if init_meta is not None:
+        arch_params = _check_init_compatible(init_meta, cfg, arch_params, labels.classes)
+    network = build_model(cfg.model, arch_params)
+    if cfg.init_model:
+        network.load_state_dict(load_model(cfg.init_model).network.state_dict())
+        rep.log(f"fine-tuning from {cfg.init_model}")
+    geom = PatchGeometry(cfg.patch_px, cfg.block_px)
+    all_origins = np.concatenate([o for o in index.origins.values() if len(o)])
+    store = ImageWindowStore(cache, all_origins, geom, stats)
+    rep.log(f"cache {cache.path} ({cache.chunks_read} chunk(s) read from the raster now)")
+    datasets = _datasets(store, labels, index, cfg)
+
+    weights = _class_weights(index, len(labels.classes))
+    task = SegmentationTask(network, weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    has_val = "val" in datasets
+    monitor = "val_loss" if has_val else "train_loss"
+    if not has_val:
+        rep.log("no validation region (too few polygons per class): early stopping watches "
+                "the training loss", "warning")
+    best = BestWeights(monitor)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
+        num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision,  # type: ignore[arg-type]
+        callbacks=[EarlyStopping(monitor, patience=cfg.patience, mode="min"), best,
+                   ReporterCallback(rep, cfg.epochs)],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, deterministic=False, default_root_dir=str(out.parent),
+        num_sanity_val_steps=0,
+    )
+    device = describe_device(trainer)
+    rep.log(f"training on {device['description']}")
+    loaders = {k: DataLoader(v, batch_size=cfg.batch_size if k == "train" else 256,
+                             shuffle=(k == "train"), num_workers=cfg.num_workers)
+               for k, v in datasets.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(task, loaders["train"], loaders.get("val"))
+    rep.check_cancelled()
+    if not trainer.is_global_zero:
+        return {}
+
+    state = best.best_state or best.last_state
+    network.load_state_dict(state)
+    network.eval()
+    evaluation = {name: _evaluate_split(network, ds, labels.classes)
+                  for name, ds in datasets.items() if name != "train"}
+    for name, m in evaluation.items():
+        rep.log(f"{name} (held-out pixels): accuracy {m['accuracy']:.4f}, "
+                f"F1 weighted {m['f1_weighted']:.4f}, n={m['n_samples']}")
+    meta = _metadata(cfg, source, mapping_indices=list(mapping.indices), stats=stats,
+                     labels=labels, arch_params=arch_params, network=network, best=best,
+                     trainer=trainer, evaluation=evaluation, index=index, device=device,
+                     cache=cache)
+    save_model(out, network, meta)
+    last_path = out.with_name(out.stem + ".last" + out.suffix)
+    if best.last_state is not None and best.best_state is not best.last_state:
+        last_net = build_model(cfg.model, arch_params)
+        last_net.load_state_dict(best.last_state)
+        save_model(last_path, last_net, {**meta, "checkpoint": "last"})
+    else:
+        last_path.unlink(missing_ok=True)
+    rep.progress(1.0, "train", "done")
+    result = {"model": str(out), "device": device, "epochs": trainer.current_epoch,
+              "best_epoch": best.best_epoch, "metrics": evaluation,
+              "pixel_counts": labels.pixel_counts}
+    if last_path.exists():
+        result["last_model"] = str(last_path)
+    return result
+
+
+def _arch_params(cfg: TrainConfig, n_bands: int, n_classes: int) -> dict[str, Any]:
+    if cfg.model != "patch_cnn":
+        build_model(cfg.model, {})  # raises with the list of valid names
+    return {"in_channels": n_bands, "num_classes": n_classes, "patch_px": cfg.patch_px,
+            "block_px": cfg.block_px, "planes": list(cfg.planes), "blocks": list(cfg.blocks),
+            "stride_px": cfg.stride_px}
+
+
+def _check_init_compatible(meta: dict[str, Any], cfg: TrainConfig, params: dict[str, Any],
+                           classes: tuple[ClassInfo, ...]) -> dict[str, Any]:
+    """Fine-tuning keeps the initial model's architecture; refuse different bands/classes."""
+    arch = meta["architecture"]
+    if arch["name"] != cfg.model:
+        raise ModelFileError(f"--init-model is a '{arch['name']}' model, not '{cfg.model}'.",
+                             f"Pass --model {arch['name']} or train from scratch.")
+    init_params = dict(arch["params"])
+    if init_params["in_channels"] != params["in_channels"]:
+        raise ModelFileError(
+            f"--init-model was trained on {init_params['in_channels']} bands; this raster "
+            f"mapping has {params['in_channels']}.", "Map the same bands or train from scratch.")
+    if init_params["num_classes"] != len(classes):
+        raise ModelFileError("--init-model has other classes than these labels.",
+                             "Use the same classes or train from scratch.")
+    return init_params
+
+
+def _datasets(store: ImageWindowStore, labels: LabelSet, index: SampleIndex,
+              cfg: TrainConfig) -> dict[str, PatchDataset]:
+    chain = AugmentChain(AugmentConfig.parse(cfg.augment, cfg.pixel_noise, cfg.channel_noise))
+    out = {}
+    for si, name in enumerate(SPLITS):
+        if len(index.origins[name]) == 0:
+            continue
+        out[name] = PatchDataset(store, labels.labels, index.split_map, si, index.origins[name],
+                                 augment=chain if name == "train" and chain.steps else None,
+                                 seed=cfg.seed)
+    return out
+
+
+def _class_weights(index: SampleIndex, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 over present classes."""
+    counts = np.array([index.pixel_counts["train"].get(k + 1, 0) for k in range(n_classes)],
+                      dtype=np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _devices(spec: str) -> int | str | list[int]:
+    if spec == "auto":
+        return "auto"
+    if "," in spec:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    try:
+        return int(spec)
+    except ValueError:
+        raise ConfigError(f"--devices '{spec}' is not a number, list or 'auto'.",
+                          "Use e.g. --devices 2 or --devices 0,1.") from None
+
+
+@torch.inference_mode()
+def _evaluate_split(network: torch.nn.Module, ds: PatchDataset,
+                    classes: tuple[ClassInfo, ...]) -> dict[str, Any]:
+    """Metrics on the held-out pixels of one split (class ids 1..K)."""
+    preds, trues = [], []
+    for i in range(0, len(ds), 512):
+        idx = range(i, min(i + 512, len(ds)))
+        x = torch.stack([ds[j][0] for j in idx])
+        y = torch.from_numpy(ds.targets[i : i + len(idx)])
+        p = network(x).argmax(1)
+        keep = y >= 0
+        preds.append(p[keep].numpy() + 1)
+        trues.append(y[keep].numpy() + 1)
+    return compute_metrics(np.concatenate(trues), np.concatenate(preds), classes).to_dict()
+
+
+def _metadata(cfg: TrainConfig, source: RasterSource, mapping_indices: list[int],
+              stats: BandStats, labels: LabelSet, arch_params: dict[str, Any],
+              network: torch.nn.Module, best: BestWeights, trainer: L.Trainer,
+              evaluation: dict[str, Any], index: SampleIndex, device: dict[str, Any],
+              cache: ImageCache) -> dict[str, Any]:
+    grid = source.grid
+    crs = grid.crs
+    train_opts = {k: v for k, v in asdict(cfg).items()
+                  if k not in ("extra_meta", "overwrite", "out")}
+    return {
+        "software": {"name": "TerraSeg", "version": software_version(),
+                     "torch": torch.__version__},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "architecture": {"name": cfg.model, "params": arch_params},
+        "geometry": {"patch_px": cfg.patch_px, "block_px": cfg.block_px,
+                     "stride_px": int(getattr(network, "stride_px", 1)),
+                     "receptive_field_px": int(getattr(network, "receptive_field_px",
+                                                       cfg.patch_px)),
+                     "margin_px": (cfg.patch_px - cfg.block_px) // 2},
+        "bands": {"indices": mapping_indices, "names": list(source.bands.names)},
+        "normalisation": {"method": "standardise", **stats.to_dict(),
+                          "nodata_fill": "band mean (0 after standardisation)"},
+        "classes": [c.to_dict() for c in labels.classes],
+        "class_map": cfg.class_map,
+        "class_field": cfg.class_field,
+        "training_raster": {"path": str(Path(cfg.raster).resolve()),
+                            "pixel_size": list(grid.pixel_size),
+                            "crs_wkt": grid.crs_wkt,
+                            "crs_epsg": crs.to_epsg() if crs else None,
+                            "fingerprint": cache.fingerprint},
+        "labels": {"path": str(Path(cfg.labels).resolve()), "fingerprint": labels.fingerprint,
+                   "pixel_counts": labels.pixel_counts,
+                   "split_pixel_counts": {s: {labels.classes[k - 1].name: v
+                                              for k, v in c.items()}
+                                          for s, c in index.pixel_counts.items()}},
+        "training": {"options": train_opts, "epochs_run": trainer.current_epoch,
+                     "best_epoch": best.best_epoch, "monitor": best.monitor,
+                     "best_score": best.best_score if best.best_epoch > 0 else None,
+                     "device": device, "init_model": cfg.init_model},
+        "metrics": evaluation,
+        **cfg.extra_meta,
+    }
