@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print a model file's metadata as JSON")
     i.add_argument("model")
+    for sp in (t, g, pr, ev, i):
+        sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors on stderr")
 
     sub.add_parser("worker", help="run one JSON job from stdin, JSON lines on stdout")
     return p
@@ -120,6 +123,8 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
     t.add_argument("--strategy", default="auto", help="Lightning: auto, ddp, fsdp, ...")
     t.add_argument("--precision", default="32-true", help="Lightning: 32-true, bf16-mixed")
     t.add_argument("--num-workers", type=int, default=0, help="data loader processes")
+    t.add_argument("--samples-per-epoch", type=int, default=2048,
+                   help="minimum training cutouts per epoch (blocks are resampled, jittered)")
 
 
 def train_config(a: argparse.Namespace, out: str = "") -> Any:
@@ -137,7 +142,8 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         split_block_px=a.split_block_size, seed=a.seed, all_touched=a.all_touched,
         cache_dir=a.cache_dir, init_model=a.init_model, overwrite=a.overwrite,
         accelerator=a.accelerator, devices=a.devices, num_nodes=a.num_nodes,
-        strategy=a.strategy, precision=a.precision, num_workers=a.num_workers)
+        strategy=a.strategy, precision=a.precision, num_workers=a.num_workers,
+        samples_per_epoch=a.samples_per_epoch)
 
 
 def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:

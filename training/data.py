@@ -40,10 +40,11 @@ class ImageWindowStore:
                  stats: BandStats, max_bytes: int = 1 << 30) -> None:
         self.cache, self.geom, self.stats = cache, geom, stats
         m, k = geom.margin_px, geom.block_px
-        r0 = int(origins[:, 0].min()) - m
-        c0 = int(origins[:, 1].min()) - m
-        r1 = int(origins[:, 0].max()) + k + m
-        c1 = int(origins[:, 1].max()) + k + m
+        # room for blocks jittered by up to k - 1 pixels (PatchDataset)
+        r0 = int(origins[:, 0].min()) - m - k
+        c0 = int(origins[:, 1].min()) - m - k
+        r1 = int(origins[:, 0].max()) + 2 * k + m
+        c1 = int(origins[:, 1].max()) + 2 * k + m
         self.window = Window(c0, r0, c1 - c0, r1 - r0)
         cache.ensure(self.window)
         nbytes = cache.source.count * (r1 - r0) * (c1 - c0) * 4
@@ -68,7 +69,10 @@ class PatchDataset(Dataset):
     """(image cutout, target block) pairs for one split.
 
     Targets hold class indices 0..K-1 and IGNORE_INDEX where unlabelled, outside the
-    raster, or labelled for another split.
+    raster, or labelled for another split. For training, ``length`` may exceed the number
+    of blocks (small label sets still give full epochs) and ``jitter`` shifts each block by
+    a random offset of up to block_px - 1 pixels, so the network sees every labelled pixel
+    at every position of its output block.
 
     Shape:
         x: (C, P, P) float32; y: (K, K) int64.
@@ -76,27 +80,45 @@ class PatchDataset(Dataset):
 
     def __init__(self, store: ImageWindowStore, labels: np.ndarray, split_map: np.ndarray,
                  split_index: int, origins: np.ndarray, augment: AugmentChain | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, length: int | None = None, jitter: bool = False) -> None:
         self.store, self.origins, self.augment = store, origins, augment
-        self.seed = seed
+        self.labels, self.split_map, self.split_index = labels, split_map, split_index
+        self.seed, self.jitter = seed, jitter
+        self.length = max(length or 0, len(origins))
         self.epoch = 0
-        k = store.geom.block_px
-        targets = np.full((len(origins), k, k), IGNORE_INDEX, dtype=np.int64)
-        h, w = labels.shape
-        for i, (r, c) in enumerate(origins):
-            lab = labels[r : r + k, c : c + k].astype(np.int64) - 1
-            keep = (split_map[r : r + k, c : c + k] == split_index) & (lab >= 0)
-            targets[i, : lab.shape[0], : lab.shape[1]] = np.where(keep, lab, IGNORE_INDEX)
-        self.targets = targets
+        self.targets = np.stack([self.target(int(r), int(c)) for r, c in origins])
+
+    def target(self, row: int, col: int) -> np.ndarray:
+        """Target block with origin (row, col); pixels off the raster are ignored."""
+        k = self.store.geom.block_px
+        out = np.full((k, k), IGNORE_INDEX, dtype=np.int64)
+        h, w = self.labels.shape
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + k, h), min(col + k, w)
+        if r1 > r0 and c1 > c0:
+            lab = self.labels[r0:r1, c0:c1].astype(np.int64) - 1
+            keep = (self.split_map[r0:r1, c0:c1] == self.split_index) & (lab >= 0)
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = np.where(keep, lab, IGNORE_INDEX)
+        return out
 
     def __len__(self) -> int:
-        return len(self.origins)
+        return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        r, c = (int(v) for v in self.origins[i])
+        j = i % len(self.origins)
+        r, c = (int(v) for v in self.origins[j])
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        if self.jitter:
+            k = self.store.geom.block_px
+            r += int(rng.integers(1 - k, k))
+            c += int(rng.integers(1 - k, k))
+            y = self.target(r, c)
+            if not (y >= 0).any():
+                r, c = (int(v) for v in self.origins[j])
+                y = self.targets[j]
+        else:
+            y = self.targets[j]
         x = self.store.patch(r, c)
-        y = self.targets[i]
         if self.augment is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
             x, y = self.augment(x, y, rng)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))

@@ -73,6 +73,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
+    samples_per_epoch: int = 2048
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,7 +240,9 @@ def _datasets(store: ImageWindowStore, labels: LabelSet, index: SampleIndex,
             continue
         out[name] = PatchDataset(store, labels.labels, index.split_map, si, index.origins[name],
                                  augment=chain if name == "train" and chain.steps else None,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed,
+                                 length=cfg.samples_per_epoch if name == "train" else None,
+                                 jitter=name == "train")
     return out
 
 
