@@ -1,0 +1,153 @@
+"""``make bench``: dense inference speed, exactness against cutout-wise evaluation, memory.
+
+Prints human-readable lines, then (last line) one JSON object with the keys
+``dense_mpx_per_s``, ``patchwise_mpx_per_s``, ``speedup``, ``max_abs_diff`` and
+``peak_rss_mb_20k``. The model is the study's patch CNN (51x51 in, 5x5 out, planes
+4/8/16, two blocks per stage) with random weights and randomised batch-norm statistics;
+speed does not depend on trained values.
+
+Usage: python -m terraseg.cli.bench [--out-dir bench_output] [--big-px 20000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from terraseg.core.classes import make_classes
+from terraseg.core.inference import patchwise_probabilities, predict_raster
+from terraseg.core.modelfile import load_model, save_model
+from terraseg.core.models.registry import build_model
+from terraseg.core.normalise import BandStats
+from terraseg.core.protocol import Reporter
+from terraseg.core.raster import RasterSource
+
+PARAMS = {"in_channels": 4, "num_classes": 2, "patch_px": 51, "block_px": 5,
+          "planes": [4, 8, 16], "blocks": [2, 2, 2], "stride_px": 0}
+
+
+def make_model(path: Path, seed: int = 0) -> Path:
+    """A study-sized patch CNN with random weights and batch-norm statistics."""
+    torch.manual_seed(seed)
+    net = build_model("patch_cnn", PARAMS)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    meta = {
+        "architecture": {"name": "patch_cnn", "params": PARAMS},
+        "geometry": {"patch_px": 51, "block_px": 5, "stride_px": net.stride_px,
+                     "receptive_field_px": net.receptive_field_px, "margin_px": 23},
+        "bands": {"indices": [1, 2, 3, 4], "names": ["red", "green", "blue", "nir"]},
+        "normalisation": BandStats((120.0,) * 4, (40.0,) * 4).to_dict(),
+        "classes": [c.to_dict() for c in make_classes(["sealed", "unsealed"])],
+        "training_raster": {"pixel_size": [0.1, 0.1], "crs_epsg": 2056},
+    }
+    return save_model(path, net, meta)
+
+
+def make_raster(path: Path, size_px: int, seed: int = 0) -> Path:
+    """A size x size x 4 uint8 GeoTIFF (EPSG:2056, 10 cm), written block by block."""
+    rng = np.random.default_rng(seed)
+    profile = {"driver": "GTiff", "width": size_px, "height": size_px, "count": 4,
+               "dtype": "uint8", "crs": "EPSG:2056", "nodata": 0,
+               "transform": from_origin(2600000.0, 1200000.0, 0.1, 0.1), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+    block = 2048
+    tile = rng.integers(1, 255, size=(4, block, block), dtype=np.uint8)
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size_px, block):
+            for c in range(0, size_px, block):
+                h, w = min(block, size_px - r), min(block, size_px - c)
+                dst.write(np.roll(tile, (r + c) % 97, axis=2)[:, :h, :w],
+                          window=Window(c, r, w, h))
+    return path
+
+
+def bench_dense_vs_patchwise(model_path: Path, raster: Path, out_dir: Path,
+                             patch_region_px: int) -> dict[str, float]:
+    """Throughput of dense and cutout-wise inference and their max abs difference."""
+    model = load_model(model_path)
+    src = RasterSource(raster)
+    n_px = src.grid.height_px * src.grid.width_px
+    rep = Reporter()
+    t0 = time.perf_counter()
+    predict_raster(model, src, out_dir / "dense", rep, overwrite=True)
+    dense_s = time.perf_counter() - t0
+    # network-only dense throughput on the same tiles (no GeoTIFF encoding)
+    region = Window(500, 500, patch_region_px, patch_region_px)
+    stats = BandStats.from_dict(model.meta["normalisation"])
+    t0 = time.perf_counter()
+    patch = patchwise_probabilities(model.network, src, stats, 51, 5, region)
+    patch_s = time.perf_counter() - t0
+    with rasterio.open(out_dir / "dense" / "probability.tif") as ds:
+        dense = ds.read(window=region)
+    diff = float(np.abs(dense - patch).max())
+    dense_rate = n_px / dense_s / 1e6
+    patch_rate = patch_region_px**2 / patch_s / 1e6
+    return {"dense_mpx_per_s": round(dense_rate, 3), "patchwise_mpx_per_s": round(patch_rate, 4),
+            "speedup": round(dense_rate / patch_rate, 1), "max_abs_diff": diff,
+            "dense_seconds": round(dense_s, 2), "dense_pixels": n_px}
+
+
+def peak_rss_predict(model_path: Path, raster: Path, out_dir: Path) -> tuple[float, float]:
+    """Peak RSS (MB) and wall time of ``terraseg predict`` on a raster, in a child process."""
+    cmd = [sys.executable, "-m", "terraseg.cli.main", "--quiet", "predict", "--model",
+           str(model_path), "--raster", str(raster), "--out-dir", str(out_dir), "--overwrite"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak_kb / 1024.0, wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the JSON summary as the last line."""
+    p = argparse.ArgumentParser(description="TerraSeg inference benchmark")
+    p.add_argument("--out-dir", default="bench_output")
+    p.add_argument("--dense-px", type=int, default=4000, help="side of the throughput raster")
+    p.add_argument("--big-px", type=int, default=20000, help="side of the memory raster")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.dense_px, a.big_px = 1000, 2000
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cuda={torch.cuda.is_available()}", flush=True)
+    model_path = make_model(out / "bench_model.tsm")
+    dense_raster = make_raster(out / f"bench_{a.dense_px}.tif", a.dense_px)
+    res = bench_dense_vs_patchwise(model_path, dense_raster, out, patch_region_px=200)
+    print(f"dense: {res['dense_mpx_per_s']} Mpx/s ({a.dense_px}x{a.dense_px}x4, written to "
+          f"GeoTIFF with overviews); patchwise: {res['patchwise_mpx_per_s']} Mpx/s; speed-up "
+          f"{res['speedup']}x; max |dense - patchwise| = {res['max_abs_diff']:.2e}", flush=True)
+    big = out / f"bench_{a.big_px}.tif"
+    if not big.exists():
+        print(f"writing {a.big_px}x{a.big_px}x4 uint8 raster ...", flush=True)
+        make_raster(big, a.big_px)
+    peak_mb, wall = peak_rss_predict(model_path, big, out / "big")
+    print(f"{a.big_px}x{a.big_px}x4: peak RSS {peak_mb:.0f} MB, {wall:.0f} s "
+          f"({a.big_px**2 / wall / 1e6:.2f} Mpx/s end to end)", flush=True)
+    summary = {"dense_mpx_per_s": res["dense_mpx_per_s"],
+               "patchwise_mpx_per_s": res["patchwise_mpx_per_s"], "speedup": res["speedup"],
+               "max_abs_diff": res["max_abs_diff"], "peak_rss_mb_20k": round(peak_mb, 1)}
+    if a.big_px != 20000:
+        summary["big_px"] = a.big_px
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
