@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from rasterio.enums import Resampling
+from rasterio.errors import NodataShadowWarning
 
 from terraseg.core.errors import RasterError
 from terraseg.core.raster import RasterSource
@@ -39,8 +41,12 @@ def compute_band_stats(source: RasterSource, max_px: int = 1024) -> BandStats:
     scale = max(1.0, max(g.height_px, g.width_px) / max_px)
     shape = (max(1, round(g.height_px / scale)), max(1, round(g.width_px / scale)))
     idx = list(source.bands.indices)
-    data = ds.read(idx, out_shape=(len(idx), *shape), out_dtype="float64", resampling=Resampling.nearest)
-    masks = ds.read_masks(idx, out_shape=(len(idx), *shape), resampling=Resampling.nearest)
+    data = ds.read(idx, out_shape=(len(idx), *shape), out_dtype="float64",
+                   resampling=Resampling.nearest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        masks = ds.read_masks(idx, out_shape=(len(idx), *shape),
+                              resampling=Resampling.nearest)
     ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
     if not ok.any():
         raise RasterError(f"Raster {source.path} has no valid (non-nodata) pixel.",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NodataShadowWarning, RasterioIOError
 from rasterio.windows import Window
 
 from terraseg.core.errors import RasterError
@@ -166,7 +167,10 @@ class RasterSource:
             return data, valid
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         arr = self._ds.read(list(self.bands.indices), window=inner, out_dtype="float32")
-        masks = self._ds.read_masks(list(self.bands.indices), window=inner)
+        with warnings.catch_warnings():
+            # a 4-band raster with a nodata value: nodata decides, as documented
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            masks = self._ds.read_masks(list(self.bands.indices), window=inner)
         ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(arr), axis=0)
         arr = np.where(ok[None], arr, 0.0).astype(np.float32, copy=False)
         data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = arr

@@ -1,0 +1,1 @@
+"""QGIS side of TerraSeg: imports only qgis, qgis.PyQt and the standard library."""
