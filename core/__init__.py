@@ -1,1 +1,1 @@
-"""TerraSeg engine core: raster and vector I/O, labels, cache, models, inference, metrics (no QGIS)."""
+"""Engine core: raster/vector I/O, labels, cache, models, inference, metrics (no QGIS)."""
