@@ -123,6 +123,8 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
     t.add_argument("--strategy", default="auto", help="Lightning: auto, ddp, fsdp, ...")
     t.add_argument("--precision", default="32-true", help="Lightning: 32-true, bf16-mixed")
     t.add_argument("--num-workers", type=int, default=0, help="data loader processes")
+    t.add_argument("--class-weights", default="inverse", choices=["inverse", "sqrt", "none"],
+                   help="cross-entropy class weighting from training pixel counts")
     t.add_argument("--samples-per-epoch", type=int, default=2048,
                    help="minimum training cutouts per epoch (blocks are resampled, jittered)")
 
@@ -143,7 +145,7 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         cache_dir=a.cache_dir, init_model=a.init_model, overwrite=a.overwrite,
         accelerator=a.accelerator, devices=a.devices, num_nodes=a.num_nodes,
         strategy=a.strategy, precision=a.precision, num_workers=a.num_workers,
-        samples_per_epoch=a.samples_per_epoch)
+        samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights)
 
 
 def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:

@@ -39,12 +39,16 @@ train_opts=(--epochs "$DEMO_EPOCHS" --seed "$DEMO_SEED" --bands "$DEMO_BANDS" --
 [ -n "$DEMO_BLOCK" ] && train_opts+=(--block-size "$DEMO_BLOCK")
 [ -n "$DEMO_CACHE_DIR" ] && train_opts+=(--cache-dir "$DEMO_CACHE_DIR")
 
-# run_model NAME [--class-map MAP]: train NAME.tsm, predict into NAME/, evaluate into NAME/eval.
+# run_model NAME WEIGHTING [--class-map MAP]: train NAME.tsm, predict into NAME/, evaluate
+# into NAME/eval. WEIGHTING is --class-weights: the study's inverse-frequency weights suit
+# the two-class map; for 7 classes with 46-785 labelled pixels each they over-predict the
+# rare classes, and unweighted cross-entropy scores better on the reference points.
 run_model() {
-  local name=$1; shift
+  local name=$1 weighting=$2; shift 2
   local start=$SECONDS
   echo "== $name: train" >&2
   "$terraseg" train --raster "$raster" --labels "$polygons" --class-field label "$@" \
+    --class-weights "$weighting" \
     --out "$out/$name.tsm" "${train_opts[@]}"
   echo "== $name: predict" >&2
   "$terraseg" predict --model "$out/$name.tsm" --raster "$raster" --out-dir "$out/$name" \
@@ -56,8 +60,8 @@ run_model() {
 }
 
 mkdir -p "$out"
-run_model sealed --class-map "$SEALED_MAP"
-run_model landcover
+run_model sealed inverse --class-map "$SEALED_MAP"
+run_model landcover none
 
 "$venv/bin/python" - "$out" sealed landcover <<'EOF'
 import json

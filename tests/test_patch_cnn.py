@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from terraseg.core.errors import ConfigError
-from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
+from terraseg.core.models.patch_cnn import BasicBlock, PatchCNN, PatchCNNConfig
 from terraseg.core.models.registry import MODELS, build_model, config_from_params, get_entry
 
 
@@ -104,6 +104,29 @@ def test_block_depends_only_on_its_receptive_field() -> None:
         z = x.clone()
         z[..., s, s + r // 2] += 50.0  # first row of the window
         assert not torch.allclose(net(z)[0, :, s : 2 * s, s : 2 * s], base)
+
+
+@pytest.mark.parametrize("stride,offset", [(1, 2), (2, 3), (3, 4), (5, 7)])
+def test_residual_shortcut_is_centred(stride: int, offset: int) -> None:
+    """With the residual branch silenced, a block returns relu of the input pixels at the
+    centres of its output pixels' receptive fields."""
+    c = 3
+    blk = BasicBlock(c, c, stride).eval()
+    with torch.no_grad():
+        blk.conv1.weight.zero_()
+        blk.conv2.weight.zero_()
+        blk.bn2.bias.zero_()
+        if blk.shortcut is not None:  # make the 1x1 projection an identity
+            blk.shortcut[0].weight.copy_(torch.eye(c)[:, :, None, None])
+        x = torch.randn(1, c, 40, 40, generator=torch.Generator().manual_seed(0))
+        y = blk(x)
+    k1 = 3 if stride <= 2 else stride
+    assert blk.offset == offset == (k1 - 1 + 2 * stride) // 2
+    h = y.shape[-1]
+    assert h == (40 - k1) // stride + 1 - 2
+    centre = x[..., offset : offset + (h - 1) * stride + 1 : stride,
+               offset : offset + (h - 1) * stride + 1 : stride]
+    torch.testing.assert_close(y, torch.relu(centre), atol=1e-6, rtol=1e-5)  # BN eps
 
 
 def test_study_default_parameter_count() -> None:

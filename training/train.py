@@ -74,6 +74,7 @@ class TrainConfig:
     precision: str = "32-true"
     num_workers: int = 0
     samples_per_epoch: int = 2048
+    class_weights: str = "inverse"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,7 +147,9 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     rep.log(f"cache {cache.path} ({cache.chunks_read} chunk(s) read from the raster now)")
     datasets = _datasets(store, labels, index, cfg)
 
-    weights = _class_weights(index, len(labels.classes))
+    weights = _class_weights(index, len(labels.classes), cfg.class_weights)
+    rep.log("class weights " + ", ".join(f"{c.name} {w:.2f}" for c, w in
+                                          zip(labels.classes, weights.tolist(), strict=True)))
     task = SegmentationTask(network, weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
     has_val = "val" in datasets
     monitor = "val_loss" if has_val else "train_loss"
@@ -246,13 +249,25 @@ def _datasets(store: ImageWindowStore, labels: LabelSet, index: SampleIndex,
     return out
 
 
-def _class_weights(index: SampleIndex, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 over present classes."""
+CLASS_WEIGHTING = ("inverse", "sqrt", "none")
+
+
+def _class_weights(index: SampleIndex, n_classes: int, mode: str = "inverse") -> torch.Tensor:
+    """Cross-entropy class weights from training pixel counts, mean 1 over present classes.
+
+    ``inverse``: 1 / frequency (the study's weighted loss); ``sqrt``: 1 / sqrt(frequency),
+    gentler for very rare classes; ``none``: equal weights.
+    """
+    if mode not in CLASS_WEIGHTING:
+        raise ConfigError(f"Unknown class weighting '{mode}'.",
+                          f"Use one of: {', '.join(CLASS_WEIGHTING)}.")
     counts = np.array([index.pixel_counts["train"].get(k + 1, 0) for k in range(n_classes)],
                       dtype=np.float64)
     present = counts > 0
     w = np.zeros(n_classes)
-    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    power = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[mode]
+    w[present] = 1.0 / counts[present] ** power
+    w[present] *= present.sum() / w[present].sum()
     return torch.tensor(w, dtype=torch.float32)
 
 
