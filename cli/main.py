@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     area = pr.add_mutually_exclusive_group()
     area.add_argument("--window", type=_window, help="col,row,width,height in pixels")
     area.add_argument("--extent-layer", help="predict over this vector layer's extent")
-    pr.add_argument("--tile-size", type=int, default=510, help="tile size in output pixels")
+    pr.add_argument("--tile-size", type=int, default=960, help="tile size in output pixels")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
     pr.add_argument("--preview", action="store_true", help="also write preview.png")

@@ -25,7 +25,7 @@ OUTPUT_NAMES = ("metrics.json", "per_class.csv", "confusion_matrix.csv")
 def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                    class_field: str | None, out_dir: str | Path, reporter: Reporter,
                    class_map: str | None = None, category_field: str | None = None,
-                   overwrite: bool = False, tile_px: int = 510,
+                   overwrite: bool = False, tile_px: int = 960,
                    device: str = "auto") -> dict[str, Any]:
     """Predict at the reference pixels and write metrics.json plus CSV tables.
 

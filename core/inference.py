@@ -11,6 +11,7 @@ when everything succeeded (core/outputs.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,15 @@ from rasterio.windows import Window
 from terraseg.core.errors import ConfigError, RasterError
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.normalise import BandStats, normalise
-from terraseg.core.outputs import AtomicOutputs, GeoTiffWriter, check_output_dir, write_preview_png
+from terraseg.core.outputs import AtomicOutputs, check_output_dir, write_preview_png
 from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
 
 PROB_NODATA = -1.0
+# GeoTIFF block size of the outputs; default tiles (960 px) are whole multiples of it, so
+# each block is compressed once. 480 is a multiple of 16 (TIFF) and of strides 1-6 and 8.
+OUTPUT_BLOCK_PX = 480
+DEFAULT_TILE_PX = 960
 CLASS_NODATA = 0
 
 
@@ -151,12 +156,16 @@ def _layer_window(source: RasterSource, path: str) -> Window:
                           "Assign a CRS to both (QGIS: Layer properties > Source).")
     left, bottom, right, top = transform_bounds(crs, source.grid.crs, *bounds)
     w = from_bounds(left, bottom, right, top, source.grid.transform)
-    return w.round_offsets(op="floor").round_lengths(op="ceil")
+    eps = 0.1  # ignore slivers from reprojection
+    col0, row0 = math.floor(w.col_off + eps), math.floor(w.row_off + eps)
+    col1 = math.ceil(w.col_off + w.width - eps)
+    row1 = math.ceil(w.row_off + w.height - eps)
+    return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
 
 
 def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path,
                    reporter: Reporter, window: Window | None = None,
-                   extent_layer: str | None = None, tile_px: int = 510,
+                   extent_layer: str | None = None, tile_px: int = DEFAULT_TILE_PX,
                    overwrite: bool = False, preview: bool = False, device: str = "auto",
                    precision: str = "32") -> dict[str, Any]:
     """Write probability.tif and classes.tif (and preview.png) for a region of a raster.
@@ -184,11 +193,12 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     reporter.log(f"predicting {region.width}x{region.height} px in {len(all_tiles)} tile(s) "
                  f"on {dev.type}")
     with AtomicOutputs(out_dir, overwrite=overwrite) as outputs:
-        prob_w = GeoTiffWriter(outputs.temp_path("probability.tif"), grid, k, "float32",
-                               PROB_NODATA, [f"probability {c['name']}" for c in classes])
+        prob_w = outputs.geotiff("probability.tif", grid, k, "float32", PROB_NODATA,
+                                 [f"probability {c['name']}" for c in classes],
+                                 block_px=OUTPUT_BLOCK_PX)
         cmap = {int(c["id"]): _rgba(c["colour"]) for c in classes}
-        cls_w = GeoTiffWriter(outputs.temp_path("classes.tif"), grid, 1, "uint8",
-                              CLASS_NODATA, ["class"], colormap=cmap)
+        cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
+                                colormap=cmap, block_px=OUTPUT_BLOCK_PX)
         for i, (tile, crop) in enumerate(all_tiles):
             probs, valid = predict_tile(network, source, stats, geom, tile, dev, autocast)
             r = int(crop.row_off - tile.row_off)

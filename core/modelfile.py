@@ -86,6 +86,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path} has corrupt TerraSeg metadata ({exc}).",
                              "Retrain or re-copy the model file.") from exc
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{path} has corrupt TerraSeg metadata (not a JSON object).",
+                             "Retrain or re-copy the model file.")
     if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has format {doc.get('format')} v{doc.get('format_version')}; this "

@@ -50,6 +50,9 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("polygons", "blocks"):
             raise ConfigError(f"Unknown split mode '{self.mode}'.", "Use polygons or blocks.")
+        if self.split_block_px < 1:
+            raise ConfigError(f"Split block size {self.split_block_px} must be >= 1 pixel.",
+                              "Use e.g. --split-block-size 256.")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(

@@ -363,10 +363,6 @@ def test_cancel_keeps_existing_outputs(model: LoadedModel, source: RasterSource,
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
-@pytest.mark.xfail(reason="BUG: predict_raster creates its GeoTiffWriters directly instead of "
-                          "via outputs.geotiff(), so AtomicOutputs.abort() deletes the temp "
-                          "files while they are still open (fails on Windows, leaks handles)",
-                   strict=True)
 def test_cancel_closes_temp_files(model: LoadedModel, source: RasterSource,
                                   tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -401,10 +397,6 @@ def test_extent_layer_partly_outside_is_clipped(source: RasterSource, tmp_path: 
     assert resolve_region(source, extent_layer=str(layer)) == Window(100, 0, 30, 50)
 
 
-@pytest.mark.xfail(reason="BUG: _layer_window relies on round_offsets(op='floor') / "
-                          "round_lengths(op='ceil'), but rasterio >= 1.4 ignores 'op' and rounds "
-                          "lengths to nearest: the output misses the layer's last partial "
-                          "column/row", strict=True)
 def test_extent_layer_fractional_extent_is_covered(source: RasterSource,
                                                    tmp_path: Path) -> None:
     # columns 10.6 .. 40.0, rows 5.3 .. 30.0 (same CRS as the raster: no reprojection blur)

@@ -225,10 +225,6 @@ def test_bad_config(kwargs: dict) -> None:
     assert exc.value.hint
 
 
-@pytest.mark.xfail(reason="BUG: SplitConfig does not validate split_block_px; 0 crashes "
-                          "assign_regions with ZeroDivisionError, negative sizes are silently "
-                          "accepted, instead of a ConfigError",
-                   strict=True)
 @pytest.mark.parametrize("block", [0, -16])
 def test_bad_split_block_size(block: int) -> None:
     with pytest.raises(ConfigError):

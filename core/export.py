@@ -1,0 +1,219 @@
+"""Planning exports of a class raster: polygons (vectorise) and area per class (and zone).
+
+Areas are pixel counts times the pixel area in the raster's CRS units squared, so the
+raster must be in a projected CRS with metre units (areas in m2); a geographic CRS is
+refused with a hint to reproject. Small regions are removed before vectorising by
+GDAL's sieve filter (they merge into their largest neighbour), so the polygons tile the
+map without holes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fiona
+import numpy as np
+import rasterio
+from rasterio.features import rasterize, shapes, sieve
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from terraseg.core.errors import InputError, OutputError, RasterError
+
+
+def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
+    if classes:
+        return {int(c["id"]): str(c["name"]) for c in classes}
+    names = {}
+    try:
+        cmap = ds.colormap(1)
+        names = {int(k): f"class_{k}" for k in cmap if k != 0 and any(cmap[k][:3])}
+    except ValueError:
+        pass
+    return names
+
+
+def pixel_area_m2(ds: rasterio.DatasetReader) -> float:
+    """Area of one pixel in m2; refuses geographic or unit-less CRSs."""
+    if ds.crs is None:
+        raise RasterError(f"{ds.name} has no CRS, so areas cannot be measured.",
+                          "Assign the raster's CRS (QGIS: Layer properties > Source).")
+    if ds.crs.is_geographic:
+        raise RasterError(f"{ds.name} is in a geographic CRS ({ds.crs}); pixel areas in "
+                          "degrees are not areas.", "Reproject it to a projected CRS in metres.")
+    factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+    return abs(ds.transform.a * ds.transform.e) * factor * factor
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists.", "Pass --overwrite or choose another path.")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float = 0.0,
+              classes: list[dict] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Polygons of a class raster (GeoPackage): fields class_id, class_name, area_m2.
+
+    Args:
+        classes_tif: uint8 class raster, 0 = nodata.
+        out_path: GeoPackage to write (atomically).
+        min_area_m2: Regions smaller than this merge into their neighbour first (sieve).
+        classes: Class dicts (id, name) for the names; default from the model-less raster.
+    """
+    out = Path(out_path)
+    _check_target(out, overwrite)
+    with rasterio.open(classes_tif) as ds:
+        data = ds.read(1)
+        px_area = pixel_area_m2(ds)
+        names = _class_names(ds, classes)
+        transform, crs = ds.transform, ds.crs
+    min_px = int(np.ceil(min_area_m2 / px_area)) if min_area_m2 > 0 else 0
+    if min_px > 1:
+        data = sieve(data, size=min_px, connectivity=8, mask=data != 0)
+    schema = {"geometry": "Polygon",
+              "properties": {"class_id": "int", "class_name": "str", "area_m2": "float"}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".gpkg", dir=out.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    n = 0
+    try:
+        with fiona.open(tmp, "w", driver="GPKG", crs=crs.to_wkt(), schema=schema,
+                        layer=out.stem) as dst:
+            for geom, value in shapes(data, mask=data != 0, connectivity=8,
+                                      transform=transform):
+                ring_px = _polygon_area(geom) / px_area if px_area else 0
+                area = ring_px * px_area
+                v = int(value)
+                dst.write({"geometry": geom, "properties": {
+                    "class_id": v, "class_name": names.get(v, f"class_{v}"), "area_m2": area}})
+                n += 1
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"polygons": str(out), "n_polygons": n, "min_area_m2": min_area_m2}
+
+
+def _polygon_area(geom: dict) -> float:
+    """Planar area of a GeoJSON polygon with holes (shoelace)."""
+    def ring(coords: list) -> float:
+        a = np.asarray(coords, dtype=np.float64)
+        x, y = a[:, 0], a[:, 1]
+        return 0.5 * abs(float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])))
+
+    rings = geom["coordinates"]
+    return ring(rings[0]) - sum(ring(r) for r in rings[1:])
+
+
+def area_statistics(classes_tif: str | Path, out_csv: str | Path,
+                    zones: str | None = None, zone_field: str | None = None,
+                    out_zones: str | Path | None = None, classes: list[dict] | None = None,
+                    overwrite: bool = False, block_px: int = 2048) -> dict[str, Any]:
+    """Area per class (m2 and % of classified area), overall or per zone feature.
+
+    Without zones the CSV has one row per class. With a zone layer (polygons, any CRS) it
+    has one row per zone and class, and ``out_zones`` (GeoPackage) receives the zones with
+    ``<class>_m2`` and ``<class>_pct`` attributes. Read block by block: memory stays flat.
+    """
+    out_csv = Path(out_csv)
+    _check_target(out_csv, overwrite)
+    if out_zones:
+        _check_target(Path(out_zones), overwrite)
+    with rasterio.open(classes_tif) as ds:
+        px_area = pixel_area_m2(ds)
+        names = _class_names(ds, classes)
+        zone_feats: list[dict] = []
+        if zones:
+            with fiona.open(zones) as layer:
+                if layer.crs is None or not layer.crs:
+                    raise InputError(f"Zone layer {zones} has no CRS.",
+                                     "Assign its CRS in QGIS and save it.")
+                zcrs, zschema = layer.crs, layer.schema
+                for f in layer:
+                    if f.geometry is None:
+                        continue
+                    zone_feats.append({"geom": transform_geom(zcrs, ds.crs, f.geometry),
+                                       "orig": f.geometry, "props": dict(f.properties)})
+            if zone_field and zone_feats and zone_field not in zone_feats[0]["props"]:
+                raise InputError(f"Zone layer has no field '{zone_field}'.",
+                                 f"Use one of: {', '.join(zone_feats[0]['props'])}.")
+        n_z = len(zone_feats) + 1  # zone 0 = outside any zone / whole raster
+        counts = np.zeros((n_z, 256), dtype=np.int64)
+        for r in range(0, ds.height, block_px):
+            for c in range(0, ds.width, block_px):
+                win = Window(c, r, min(block_px, ds.width - c), min(block_px, ds.height - r))
+                data = ds.read(1, window=win)
+                if zone_feats:
+                    zid = rasterize(((z["geom"], i + 1) for i, z in enumerate(zone_feats)),
+                                    out_shape=data.shape, transform=window_transform(win,
+                                                                                     ds.transform),
+                                    fill=0, dtype="int32")
+                else:
+                    zid = np.zeros(data.shape, dtype=np.int32)
+                np.add.at(counts, (zid.ravel(), data.ravel()), 1)
+    ids = sorted(set(names) | {int(v) for v in np.nonzero(counts[:, 1:].sum(0))[0] + 1})
+    rows = []
+    if zone_feats:
+        for zi, z in enumerate(zone_feats, start=1):
+            total = counts[zi, 1:].sum()
+            label = z["props"].get(zone_field) if zone_field else zi
+            for k in ids:
+                rows.append({"zone": label, "class_id": k, "class_name": names.get(k, f"class_{k}"),
+                             "area_m2": round(counts[zi, k] * px_area, 3),
+                             "percent": round(100.0 * counts[zi, k] / total, 4) if total else 0.0})
+    else:
+        total = counts[0, 1:].sum()
+        for k in ids:
+            rows.append({"class_id": k, "class_name": names.get(k, f"class_{k}"),
+                         "area_m2": round(counts[0, k] * px_area, 3),
+                         "percent": round(100.0 * counts[0, k] / total, 4) if total else 0.0})
+    _write_csv(out_csv, rows)
+    result: dict[str, Any] = {"csv": str(out_csv), "rows": rows}
+    if zone_feats and out_zones:
+        _write_zones(Path(out_zones), zone_feats, zschema, zcrs, counts, ids, names, px_area)
+        result["zones"] = str(out_zones)
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["class_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_zones(path: Path, feats: list[dict], schema: dict, crs: Any, counts: np.ndarray,
+                 ids: list[int], names: dict[int, str], px_area: float) -> None:
+    props = dict(schema["properties"])
+    safe = {k: "".join(ch if ch.isalnum() else "_" for ch in names.get(k, f"class_{k}"))
+            for k in ids}
+    for k in ids:
+        props[f"{safe[k]}_m2"] = "float"
+        props[f"{safe[k]}_pct"] = "float"
+    new_schema = {"geometry": schema["geometry"], "properties": props}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".gpkg", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        with fiona.open(tmp, "w", driver="GPKG", crs=crs, schema=new_schema,
+                        layer=path.stem) as dst:
+            for zi, f in enumerate(feats, start=1):
+                total = counts[zi, 1:].sum()
+                p = dict(f["props"])
+                for k in ids:
+                    p[f"{safe[k]}_m2"] = float(counts[zi, k] * px_area)
+                    p[f"{safe[k]}_pct"] = float(100.0 * counts[zi, k] / total) if total else 0.0
+                dst.write({"geometry": f["orig"], "properties": p})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
