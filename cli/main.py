@@ -77,7 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print a model file's metadata as JSON")
     i.add_argument("model")
-    for sp in (t, g, pr, ev, i):
+
+    ra = sub.add_parser("rasterise", help="rasterise labels onto a raster's grid (0 = none)")
+    ra.add_argument("--raster", required=True, help="raster whose grid the labels take")
+    ra.add_argument("--labels", required=True)
+    ra.add_argument("--class-field")
+    ra.add_argument("--class-map")
+    ra.add_argument("--out", required=True, help="uint8 GeoTIFF of class ids")
+    ra.add_argument("--all-touched", action="store_true")
+    ra.add_argument("--overwrite", action="store_true")
+
+    ve = sub.add_parser("vectorise", help="polygons of a class raster (GeoPackage)")
+    ve.add_argument("--classes", required=True, help="classes.tif from predict")
+    ve.add_argument("--out", required=True, help="GeoPackage to write")
+    ve.add_argument("--min-area", type=float, default=0.0, help="merge regions below (m2)")
+    ve.add_argument("--model", help="model file for class names")
+    ve.add_argument("--overwrite", action="store_true")
+
+    ar = sub.add_parser("areas", help="area per class (m2, %%), overall or per zone")
+    ar.add_argument("--classes", required=True, help="classes.tif from predict")
+    ar.add_argument("--out-csv", required=True)
+    ar.add_argument("--zones", help="polygon layer (parcels, districts)")
+    ar.add_argument("--zone-field", help="zone name attribute")
+    ar.add_argument("--out-zones", help="GeoPackage: zones with per-class area attributes")
+    ar.add_argument("--model", help="model file for class names")
+    ar.add_argument("--overwrite", action="store_true")
+
+    sub.add_parser("env", help="engine environment as JSON: python, packages, device")
+    for sp in (t, g, pr, ev, i, ra, ve, ar):
         sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and errors on stderr")
 
@@ -172,6 +199,24 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
         from terraseg.core.modelfile import read_metadata
 
         return read_metadata(a.model)
+    if a.command == "env":
+        from terraseg.training.environment import engine_environment
+
+        return engine_environment()
+    if a.command in ("vectorise", "areas"):
+        from terraseg.core import export
+        from terraseg.core.modelfile import read_metadata
+
+        classes = read_metadata(a.model)["classes"] if a.model else None
+        if a.command == "vectorise":
+            return export.vectorise(a.classes, a.out, a.min_area, classes, a.overwrite)
+        return export.area_statistics(a.classes, a.out_csv, a.zones, a.zone_field,
+                                      a.out_zones, classes, a.overwrite)
+    if a.command == "rasterise":
+        from terraseg.core.rasterise import rasterise_labels
+
+        return rasterise_labels(a.raster, a.labels, a.out, a.class_field, a.class_map,
+                                a.all_touched, a.overwrite)
     from terraseg.core.modelfile import load_model
 
     model = load_model(a.model)
@@ -223,15 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         err = CancelledError("Cancelled; no output was written.")
         reporter.error(err.kind, err.message)
         return err.exit_code
-    if args.command == "info":
+    if args.command in ("info", "env"):
         print(json.dumps(result, indent=2))
     elif args.command == "evaluate":
         print(f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
               f"n={result['n_samples']}  -> {result['metrics']}")
     elif result:
-        keys = ("model", "probability", "classes", "preview", "grid_csv")
+        keys = ("model", "probability", "classes", "preview", "grid_csv", "labels", "polygons",
+                "csv", "zones")
         for k in keys:
-            if k in result:
+            if isinstance(result.get(k), str):
                 print(f"{k}: {result[k]}")
     return EXIT_OK
 

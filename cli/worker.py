@@ -17,7 +17,8 @@ from typing import Any
 from terraseg.core.errors import CancelledError, TerraSegError
 from terraseg.core.protocol import JsonLinesReporter
 
-COMMANDS = ("train", "predict", "evaluate", "grid", "info")
+COMMANDS = ("train", "predict", "evaluate", "grid", "info", "rasterise", "vectorise", "areas",
+            "env")
 
 
 def job_to_argv(job: dict[str, Any]) -> list[str]:

@@ -66,6 +66,7 @@ def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float 
         out_path: GeoPackage to write (atomically).
         min_area_m2: Regions smaller than this merge into their neighbour first (sieve).
         classes: Class dicts (id, name) for the names; default from the model-less raster.
+        overwrite: Replace an existing ``out_path``.
     """
     out = Path(out_path)
     _check_target(out, overwrite)
