@@ -264,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TerraSegError as exc:
         reporter.error(exc.kind, exc.message, exc.hint)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Lightning turns the interrupt raised by our SIGTERM handler into sys.exit(1)
+        if isinstance(exc, SystemExit) and not reporter.cancelled:
+            raise
         err = CancelledError("Cancelled; no output was written.")
         reporter.error(err.kind, err.message)
         return err.exit_code

@@ -60,6 +60,9 @@ def run_worker() -> int:
         except json.JSONDecodeError as exc:
             raise TerraSegError(f"The job on stdin is not valid JSON ({exc}).",
                                 "Send one JSON object.") from exc
+        if not isinstance(job, dict):
+            raise TerraSegError("The job on stdin must be a JSON object.",
+                                'Send {"command": ..., "args": {...}}.')
         argv = job_to_argv(job)
         try:
             args = build_parser().parse_args(argv)
@@ -73,7 +76,10 @@ def run_worker() -> int:
     except TerraSegError as exc:
         reporter.error(exc.kind, exc.message, exc.hint)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Lightning turns the interrupt raised by our SIGTERM handler into sys.exit(1)
+        if isinstance(exc, SystemExit) and not reporter.cancelled:
+            raise
         err = CancelledError("Cancelled; no output was written.")
         reporter.error(err.kind, err.message)
         return err.exit_code

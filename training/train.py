@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import warnings
@@ -13,12 +14,13 @@ import lightning as L  # noqa: N812
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from rasterio.windows import Window
 from torch.utils.data import DataLoader
 
 from terraseg.core.augment import AugmentChain, AugmentConfig
 from terraseg.core.cache import ImageCache, default_cache_dir
 from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
-from terraseg.core.errors import ConfigError, ModelFileError, OutputError
+from terraseg.core.errors import ConfigError, LabelError, ModelFileError, OutputError
 from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
@@ -125,6 +127,7 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
 
     cache = ImageCache(source, Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     cache.store_labels(labels)
+    labels = _drop_nodata_labels(labels, cache, rep)
     stats = (BandStats.from_dict(init_meta["normalisation"]) if init_meta
              else compute_band_stats(source))
     split_cfg = SplitConfig(cfg.split, cfg.val_fraction, cfg.test_fraction,  # type: ignore[arg-type]
@@ -206,6 +209,34 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     if last_path.exists():
         result["last_model"] = str(last_path)
     return result
+
+
+def _drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> LabelSet:
+    """Unlabel pixels where the image is nodata; refuse labels that lie only on nodata.
+
+    Raises:
+        LabelError: No labelled pixel has image data.
+    """
+    rows, cols = np.nonzero(labels.labels)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    window = Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+    cache.ensure(window)
+    _, valid = cache.read(window)
+    sub = labels.labels[r0:r1, c0:c1]
+    bad = (sub > 0) & ~valid
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return labels
+    if n_bad == int((sub > 0).sum()):
+        raise LabelError(
+            "Every labelled pixel lies on nodata in the raster's mapped bands.",
+            "Draw labels where the raster has data, or check its nodata value and --bands.")
+    masked = labels.labels.copy()
+    masked[r0:r1, c0:c1][bad] = 0
+    counts = {c.name: int((masked == c.id).sum()) for c in labels.classes}
+    rep.log(f"ignored {n_bad} labelled pixel(s) on nodata; labelled pixels now {counts}",
+            "warning")
+    return dataclasses.replace(labels, labels=masked, pixel_counts=counts)
 
 
 def _arch_params(cfg: TrainConfig, n_bands: int, n_classes: int) -> dict[str, Any]:
