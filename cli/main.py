@@ -176,9 +176,22 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
 
 
 def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:
-    from terraseg.core.raster import RasterSource, parse_band_mapping
+    from pathlib import Path
 
-    spec = bands or ",".join(str(i) for i in meta["bands"].get("indices", []))
+    from terraseg.core.errors import RasterError
+    from terraseg.core.raster import RasterSource, open_raster, parse_band_mapping
+
+    idx = meta["bands"].get("indices", [])
+    if not bands and idx:
+        with open_raster(raster) as src:
+            count = src.count
+        if max(idx) > count:
+            raise RasterError(
+                f"The model expects {len(idx)} band(s) {meta['bands']['names']} (bands {idx}) "
+                f"but {Path(raster).name} has {count} band(s).",
+                f"Use a raster with the model's bands, or pass --bands with {len(idx)} band "
+                "numbers in the model's order.")
+    spec = bands or ",".join(str(i) for i in idx)
     return RasterSource(raster, parse_band_mapping(spec or None, raster))
 
 

@@ -57,11 +57,19 @@ def save_model(path: str | Path, network: nn.Module, meta: dict[str, Any]) -> Pa
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(doc)})
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; models are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_file_mode() -> int:
+    """Mode a new file gets under the current umask (e.g. 0o644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -121,6 +129,11 @@ def check_raster_fits(meta: dict[str, Any], source: RasterSource) -> None:
         RasterError: Band count differs, or the pixel size is off by more than a factor 2.
     """
     want = meta["bands"]["names"]
+    if source.grid.crs is None:
+        raise RasterError(f"Raster {source.path} has no CRS, so the outputs could not be "
+                          "placed on the map.",
+                          "Assign the raster's CRS (QGIS: Layer properties > Source; or "
+                          "gdal_edit.py -a_srs) and run again.")
     if source.count != len(want):
         raise RasterError(
             f"The model expects {len(want)} band(s) {want} but the raster mapping gives "

@@ -13,6 +13,15 @@
 #   ENGINE_VENV  venv directory (default: .venv-engine in the repository root)
 #   PYTHON       interpreter that creates the venv (default: python3)
 #   FORCE=1      reinstall even when the stamp is present
+#   WHEELS_DIR   install offline from this folder of wheels (pip --no-index --find-links);
+#                it must hold every requirement and, for the editable install of terraseg,
+#                setuptools>=68 and wheel (`pip download -d DIR -r requirements/engine.txt
+#                -r requirements/dev.txt setuptools wheel` on a machine with internet)
+#   TORCH_VARIANT cpu|cuda: the torch build wanted (the QGIS plugin picks it by looking for an
+#                NVIDIA GPU). Printed, recorded in <venv>/.torch-variant and checked after the
+#                install (a mismatch is a warning). Empty (default): whatever pip resolves.
+#   TORCH_INDEX_URL  install torch first from this index, e.g. the CPU-only builds at
+#                https://download.pytorch.org/whl/cpu (ignored with WHEELS_DIR)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +34,19 @@ inputs=(requirements/engine.txt requirements/dev.txt pyproject.toml scripts/inst
 for f in "${inputs[@]}"; do
   [ -f "$f" ] || { echo "install_engine: missing $root/$f" >&2; exit 1; }
 done
-hash=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
+variant=${TORCH_VARIANT:-}
+case "$variant" in
+  ""|cpu|cuda) ;;
+  *) echo "install_engine: TORCH_VARIANT must be cpu or cuda, not '$variant'" >&2; exit 1 ;;
+esac
+wheels=${WHEELS_DIR:-}
+if [ -n "$wheels" ] && [ ! -d "$wheels" ]; then
+  echo "install_engine: WHEELS_DIR '$wheels' is not a folder" >&2
+  exit 1
+fi
+# The torch variant is part of the stamp (switching it reinstalls); unset keeps the old hash.
+hash=$( { cat "${inputs[@]}"; [ -z "$variant" ] || echo "torch-variant=$variant"; } \
+  | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$hash"
 
 venv_usable() {
@@ -52,13 +73,37 @@ fi
 
 rm -f "$venv"/.installed-*
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+pip_install=("${pip[@]}" install)
+if [ -n "$wheels" ]; then
+  wheels=$(cd "$wheels" && pwd)
+  echo "installing offline from the wheels in $wheels"
+  pip_install+=(--no-index --find-links "$wheels")
+fi
+[ -z "$variant" ] || echo "torch build requested: $variant"
+if [ -n "$variant" ] && [ -f "$venv/.torch-variant" ] \
+    && [ "$(cat "$venv/.torch-variant")" != "$variant" ]; then
+  echo "removing the $(cat "$venv/.torch-variant") build of torch"
+  "${pip[@]}" uninstall -y torch
+fi
+if [ -n "${TORCH_INDEX_URL:-}" ] && [ -z "$wheels" ]; then
+  torch_pin=$(grep -E '^torch([=<>!~ ]|$)' requirements/engine.txt | head -n 1)
+  echo "installing ${torch_pin:-torch} from $TORCH_INDEX_URL"
+  "${pip_install[@]}" --index-url "$TORCH_INDEX_URL" "${torch_pin:-torch}"
+fi
 echo "installing pinned engine requirements into $venv"
-"${pip[@]}" install -r requirements/engine.txt -r requirements/dev.txt
+"${pip_install[@]}" -r requirements/engine.txt -r requirements/dev.txt
 echo "installing terraseg (editable, no dependencies)"
-"${pip[@]}" install --no-deps -e .
+"${pip_install[@]}" --no-deps -e .
 
 # A cheap smoke test of what the engine cannot run without, then the stamp.
 "$venv/bin/python" -c 'import torch, rasterio, fiona, shapely, sklearn, zarr, lightning, safetensors'
 [ -x "$venv/bin/terraseg" ] || { echo "install_engine: $venv/bin/terraseg was not created" >&2; exit 1; }
+installed=$("$venv/bin/python" -c 'import torch; print("cuda" if torch.version.cuda else "cpu")')
+echo "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)') ($installed build)"
+if [ -n "$variant" ] && [ "$installed" != "$variant" ]; then
+  echo "install_engine: warning: TORCH_VARIANT=$variant but the $installed build of torch was" \
+    "installed (set TORCH_INDEX_URL or WHEELS_DIR to choose the build)" >&2
+fi
+echo "$installed" > "$venv/.torch-variant"
 touch "$stamp"
 echo "engine environment ready: $venv (terraseg: $venv/bin/terraseg)"

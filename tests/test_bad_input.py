@@ -216,10 +216,6 @@ def test_labels_without_crs(case):
     assert not (case / "out.tsm").exists()
 
 
-@pytest.mark.xfail(reason="BUG: training/train.py run_train never checks the raster's "
-                   "validity under the labels; nodata pixels are filled with the band mean "
-                   "(normalise) and trained on, so labels that lie entirely on nodata give a "
-                   "'successful' meaningless model instead of an error", strict=True)
 def test_labelled_area_all_nodata(case):
     data = scene_data(case / "scene.tif")
     for (r0, c0, r1, c1), _, _ in label_boxes():
@@ -228,7 +224,7 @@ def test_labelled_area_all_nodata(case):
     before = snapshot(case)
     proc = train(case, raster, case / "labels.gpkg", case / "out.tsm")
     assert not (case / "out.tsm").exists()
-    assert_user_error(proc, "nodata")
+    assert_user_error(proc, "every labelled pixel lies on nodata", "nodata value")
     assert snapshot(case) == before
 
 
@@ -316,11 +312,6 @@ def test_model_on_raster_with_other_band_count(applied):
     assert not (case / "pred").exists()  # refused before any work
 
 
-@pytest.mark.xfail(reason="BUG: cli/main.py _source_for_model maps the model's band indices "
-                   "1..4 onto a 3-band raster before check_raster_fits runs, so the user sees "
-                   "'Band index 4 is out of range ... use band numbers between 1 and 3', which "
-                   "neither says the model needs 4 bands nor leads to a working command",
-                   strict=True)
 def test_model_on_raster_with_fewer_bands_default_mapping(applied):
     case = applied
     three = write_raster(case / "three.tif", scene_data(case / "scene.tif")[:3],

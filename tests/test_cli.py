@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -323,10 +325,42 @@ def test_retrain_from_model_reuses_cache(trained, info):
     assert info2["architecture"] == info["architecture"]
 
 
-@pytest.mark.xfail(reason="BUG: save_model (core/modelfile.py) writes via tempfile.mkstemp, "
-                   "whose 0600 mode survives os.replace, so model files ignore the umask "
-                   "(other users/cluster jobs cannot read them; GeoTIFF outputs are 0644)",
-                   strict=True)
+def test_ctrl_c_during_training_cancels_cleanly(trained):
+    d = trained["dir"]
+    out_dir = d / "cancelled"
+    model = out_dir / "c.tsm"
+    proc = subprocess.Popen(
+        [TERRASEG, "train", "--raster", str(trained["scene"].raster), "--labels",
+         str(trained["scene"].labels), "--class-field", "klass", "--out", str(model),
+         *TINY, "--epochs", "200", "--patience", "200", "--samples-per-epoch", "256",
+         "--cache-dir", str(trained["cache"])],
+        cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # wait until the first epoch is done
+            seen.append(line)
+            if line.startswith("epoch 1:") or time.monotonic() > deadline:
+                break
+        assert seen and seen[-1].startswith("epoch 1:"), "".join(seen)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = "".join(seen) + rest
+    assert elapsed < 20
+    assert proc.returncode == 130, err
+    assert re.search(r"^error: Cancelled", err, re.M), err
+    assert "Traceback" not in err, err
+    assert "model:" not in stdout
+    assert not model.exists()
+    assert not out_dir.exists() or not any(out_dir.iterdir())  # no temp/partial files
+
+
 def test_model_file_permissions_follow_umask(trained, predicted):
     umask = os.umask(0)
     os.umask(umask)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from terraseg.core.errors import OutputError
+from terraseg.core.modelfile import default_file_mode
 from terraseg.core.protocol import Reporter
 from terraseg.training.train import TrainConfig, run_train
 
@@ -58,5 +59,6 @@ def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
         writer = csv.DictWriter(fh, fieldnames=list(ranked[0]))
         writer.writeheader()
         writer.writerows(ranked)
+    os.chmod(tmp, default_file_mode())
     os.replace(tmp, csv_path)
     return {"grid_csv": str(csv_path), "runs": ranked}

@@ -1,0 +1,183 @@
+"""Task presets of the dock: which classes a model separates and in which colours.
+
+A preset fixes the model's class order (class id ``i + 1`` is ``classes[i]``) through the
+engine's ``--class-map`` (``sealed=sealed,unsealed=unsealed``), so class ids and colours
+stay the same between training runs, predictions and the label layer.
+
+Imports only the standard library (usable from tests without QGIS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+SEALED = "Sealed surfaces"
+LANDSLIDES = "Landslides"
+LAND_COVER = "Land cover"
+
+# Characters that would break the engine's "a=b,c=d" class-map syntax.
+FORBIDDEN_NAME_CHARS = ",="
+
+# Default band role names (lower case) recognised in raster band descriptions.
+BAND_ROLES = ("red", "green", "blue", "nir")
+_ROLE_ALIASES = {
+    "r": "red", "red": "red", "rot": "red",
+    "g": "green", "green": "green", "gruen": "green", "grün": "green",
+    "b": "blue", "blue": "blue", "blau": "blue",
+    "nir": "nir", "near infrared": "nir", "near-infrared": "nir", "infrared": "nir",
+    "nearinfrared": "nir", "ir": "nir", "nir1": "nir",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClassDef:
+    """One class of a task.
+
+    Attributes:
+        name: Class name (value of the label layer's ``class`` field).
+        colour: ``#rrggbb`` colour used in the label style and the results.
+    """
+
+    name: str
+    colour: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A task preset.
+
+    Attributes:
+        name: Title shown in the panel (key of :data:`PRESETS`).
+        slug: Short name used in model file names (``2026-11-23_1530_sealed.tsm``).
+        classes: Default classes in model order.
+        editable: Whether the user defines the classes (Land cover).
+    """
+
+    name: str
+    slug: str
+    classes: tuple[ClassDef, ...]
+    editable: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    SEALED: Preset(SEALED, "sealed",
+                   (ClassDef("sealed", "#d7191c"), ClassDef("unsealed", "#1a9641"))),
+    LANDSLIDES: Preset(LANDSLIDES, "landslides",
+                       (ClassDef("landslide", "#a6611a"), ClassDef("no landslide", "#dfc27d"))),
+    LAND_COVER: Preset(LAND_COVER, "landcover",
+                       (ClassDef("water", "#2b83ba"), ClassDef("forest", "#006d2c"),
+                        ClassDef("agriculture", "#fdae61"), ClassDef("built-up", "#d7191c")),
+                       editable=True),
+}
+
+# Colours for new user-defined classes (the engine's qualitative palette).
+PALETTE = (
+    "#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a",
+    "#b15928", "#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99",
+)  # fmt: skip
+
+
+def next_colour(used: Iterable[str]) -> str:
+    """A palette colour not in ``used`` (cycles when all are taken)."""
+    taken = {c.lower() for c in used}
+    for colour in PALETTE:
+        if colour not in taken:
+            return colour
+    return PALETTE[len(taken) % len(PALETTE)]
+
+
+def validate_classes(classes: Sequence[ClassDef]) -> str | None:
+    """Why these classes cannot train a model, or None when they can."""
+    names = [c.name.strip() for c in classes]
+    if len(names) < 2:
+        return "Define at least two classes."
+    if any(not n for n in names):
+        return "Every class needs a name."
+    bad = [n for n in names if any(ch in n for ch in FORBIDDEN_NAME_CHARS)]
+    if bad:
+        return f"Class names cannot contain ',' or '=': {', '.join(bad)}."
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        return "Class names must be unique."
+    return None
+
+
+def class_map(classes: Sequence[ClassDef]) -> str:
+    """The engine's ``--class-map`` that keeps the class order: ``a=a,b=b``."""
+    return ",".join(f"{c.name}={c.name}" for c in classes)
+
+
+def preset_for_classes(names: Sequence[str]) -> str:
+    """The preset whose classes are ``names`` (case-insensitive), else Land cover."""
+    wanted = [n.lower() for n in names]
+    for preset in PRESETS.values():
+        if not preset.editable and [c.name.lower() for c in preset.classes] == wanted:
+            return preset.name
+    return LAND_COVER
+
+
+def slug_for(preset_name: str, classes: Sequence[ClassDef] = ()) -> str:
+    """File-name friendly task name for a preset."""
+    preset = PRESETS.get(preset_name)
+    if preset is not None:
+        return preset.slug
+    text = "-".join(c.name for c in classes)[:30] or "model"
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower() or "model"
+
+
+def band_role(description: str, index: int) -> str:
+    """Default role name of a band from its description (``red``, ``nir``, ``band_5``)."""
+    text = description.strip().lower()
+    if text in _ROLE_ALIASES:
+        return _ROLE_ALIASES[text]
+    for word in text.replace("_", " ").replace("-", " ").split():
+        if word in ("red", "green", "blue", "nir"):
+            return word
+    if "infrared" in text and ("near" in text or "nir" in text):
+        return "nir"
+    return f"band_{index}"
+
+
+def default_band_roles(descriptions: Sequence[str]) -> list[tuple[str, bool]]:
+    """(role, include) per band: named roles from descriptions, unique, all included.
+
+    Without any recognisable description a 3- or 4-band raster is taken as R, G, B(, NIR).
+    """
+    roles = [band_role(d, i) for i, d in enumerate(descriptions, start=1)]
+    if all(r.startswith("band_") for r in roles) and len(roles) in (3, 4):
+        roles = list(BAND_ROLES[: len(roles)])
+    seen: set[str] = set()
+    out = []
+    for i, role in enumerate(roles, start=1):
+        if role in seen:
+            role = f"{role}_{i}"
+        seen.add(role)
+        out.append((role, True))
+    return out
+
+
+def bands_spec(rows: Iterable[tuple[int, str, bool]]) -> str:
+    """The engine's ``--bands`` string from (band number, role, include) rows.
+
+    Raises:
+        ValueError: No band is included, or a role name is empty, repeated or contains
+            ',' or '='.
+    """
+    parts = []
+    seen: set[str] = set()
+    for index, role, include in rows:
+        if not include:
+            continue
+        role = role.strip()
+        if not role:
+            raise ValueError(f"Band {index} has no role name.")
+        if any(ch in role for ch in FORBIDDEN_NAME_CHARS):
+            raise ValueError(f"Band role '{role}' cannot contain ',' or '='.")
+        if role.lower() in seen:
+            raise ValueError(f"Band role '{role}' is used twice.")
+        seen.add(role.lower())
+        parts.append(f"{role}={index}")
+    if not parts:
+        raise ValueError("Include at least one band.")
+    return ",".join(parts)

@@ -1,0 +1,176 @@
+"""Fixtures for the QGIS-side tests (run with QGIS's Python: `make test-plugin`).
+
+The engine is the real one in .venv-engine (skipped with a reason when missing). The test
+scene is made by the engine's Python with tests/synthetic.py (QGIS's Python must not import
+rasterio/fiona): a 96x96 4-band raster in EPSG:32632 and labels.gpkg (EPSG:4326) with the
+class field ``klass`` (sealed/unsealed) and a category field ``cat``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qgis.PyQt.QtCore import QCoreApplication, QEventLoop
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE_DIR = ROOT / ".venv-engine"
+TERRASEG = ENGINE_DIR / ("Scripts/terraseg.exe" if sys.platform == "win32" else "bin/terraseg")
+
+# The smallest training that still exercises every stage (a few seconds on 2 CPU cores).
+TINY_TRAIN = {"patch_size": 23, "block_size": 5, "blocks": "1,1,1", "epochs": 2,
+              "patience": 2, "samples_per_epoch": 256, "batch_size": 64}
+
+_MAKE_SCENE = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from synthetic import make_scene
+make_scene(Path(sys.argv[2]))
+"""
+
+
+@dataclass(frozen=True)
+class SceneFiles:
+    """Paths of the synthetic scene."""
+
+    folder: Path
+    raster: Path
+    labels: Path
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float) -> bool:
+    """Process Qt events until ``condition()`` is true or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return bool(condition())
+        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The engine in .venv-engine (EngineLocation)."""
+    if not TERRASEG.exists():
+        pytest.skip(f"no TerraSeg engine at {TERRASEG}: run `make install` first")
+    from terraseg.plugin.engine import engine_at
+
+    loc = engine_at(ENGINE_DIR)
+    assert loc is not None
+    return loc
+
+
+@pytest.fixture(scope="session")
+def scene(engine, tmp_path_factory) -> SceneFiles:
+    """The 96x96 synthetic scene, written by the engine's Python."""
+    folder = tmp_path_factory.mktemp("scene")
+    subprocess.run([engine.python, "-c", _MAKE_SCENE, str(ROOT / "tests"), str(folder)],
+                   check=True, capture_output=True, timeout=120)
+    return SceneFiles(folder, folder / "scene.tif", folder / "labels.gpkg")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A training cache shared by the tests (keeps ~/.cache clean)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+class RecordingFeedback:
+    """Feedback double for run_job: records progress, info and debug lines; cancellable."""
+
+    def __init__(self) -> None:
+        self.progress: list[float] = []
+        self.texts: list[str] = []
+        self.info: list[str] = []
+        self.debug: list[str] = []
+        self.warnings: list[str] = []
+        self.canceled = False
+
+    def setProgress(self, value: float) -> None:  # noqa: N802 - QgsFeedback API
+        self.progress.append(value)
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802
+        self.texts.append(text)
+
+    def pushInfo(self, text: str) -> None:  # noqa: N802
+        self.info.append(text)
+
+    def pushDebugInfo(self, text: str) -> None:  # noqa: N802
+        self.debug.append(text)
+
+    def pushWarning(self, text: str) -> None:  # noqa: N802
+        self.warnings.append(text)
+
+    def isCanceled(self) -> bool:  # noqa: N802
+        return self.canceled
+
+    def cancel(self) -> None:
+        self.canceled = True
+
+
+@dataclass
+class TinyModel:
+    """A model trained once per session with run_job, and what run_job reported."""
+
+    path: Path
+    result: dict
+    events: list
+    feedback: RecordingFeedback
+
+
+@pytest.fixture(scope="session")
+def tiny_model(engine, scene, cache_dir, tmp_path_factory) -> TinyModel:
+    """A 2-epoch model of the scene (trained through worker.run_job)."""
+    from terraseg.plugin import jobs
+    from terraseg.plugin.worker import run_job
+
+    out = tmp_path_factory.mktemp("model") / "tiny.tsm"
+    feedback, events = RecordingFeedback(), []
+    job = jobs.train_job(str(scene.raster), str(scene.labels), str(out), class_field="klass",
+                         cache_dir=str(cache_dir), **TINY_TRAIN)
+    result = run_job(job, feedback, on_event=events.append, engine=engine, timeout_s=300)
+    return TinyModel(out, result, events, feedback)
+
+
+@pytest.fixture(scope="session")
+def prediction(engine, scene, tiny_model, tmp_path_factory) -> dict:
+    """probability.tif/classes.tif of the tiny model (through worker.run_job)."""
+    from terraseg.plugin import jobs
+    from terraseg.plugin.worker import run_job
+
+    out_dir = tmp_path_factory.mktemp("prediction")
+    job = jobs.predict_job(str(tiny_model.path), str(scene.raster), str(out_dir))
+    return run_job(job, engine=engine, timeout_s=300)
+
+
+@pytest.fixture(scope="session")
+def terraseg_provider(qgis_processing, engine):
+    """Processing initialised, with the TerraSeg provider registered."""
+    from qgis.core import QgsApplication
+
+    from terraseg.plugin.processing import TerraSegProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("terraseg")
+    if provider is None:
+        provider = TerraSegProvider()
+        assert registry.addProvider(provider)
+    return registry.providerById("terraseg")
+
+
+@pytest.fixture
+def clean_engine_setting():
+    """Forget terraseg/engine_dir before and after a test that changes it."""
+    from terraseg.plugin import settings
+
+    settings.remove(settings.ENGINE_DIR)
+    yield settings
+    settings.remove(settings.ENGINE_DIR)
