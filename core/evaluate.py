@@ -10,7 +10,13 @@ from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.errors import LabelError
-from terraseg.core.inference import DenseGeometry, pick_device, predict_tile, tiles
+from terraseg.core.inference import (
+    DenseGeometry,
+    pick_device,
+    predict_tile,
+    prepare_network,
+    tiles,
+)
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -49,7 +55,7 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     geom = DenseGeometry.of(model)
     stats = BandStats.from_dict(model.meta["normalisation"])
     dev = pick_device(device)
-    network = model.network.to(dev).eval()
+    network = prepare_network(model.network, dev)
     pred = np.zeros(len(rows), dtype=np.int64)
     todo = list(tiles(region, tile_px, geom.stride_px))
     for i, (tile, _crop) in enumerate(todo):
