@@ -265,11 +265,12 @@ def patchwise_probabilities(network: torch.nn.Module, source: RasterSource, stat
     for i in range(0, len(origins), batch_size):
         batch = origins[i : i + batch_size]
         cut = np.stack([x[:, r : r + patch_px, c : c + patch_px] for r, c in batch])
-        x = torch.from_numpy(cut).contiguous(memory_format=torch.channels_last)
-        probs = torch.softmax(network(x), dim=1).numpy()
+        batch_x = torch.from_numpy(cut).contiguous(memory_format=torch.channels_last)
+        probs = torch.softmax(network(batch_x), dim=1).numpy()
         if out is None:
             out = np.zeros((probs.shape[1], int(region.height), int(region.width)), np.float32)
         for (r, c), p in zip(batch, probs, strict=True):
             out[:, r : r + block_px, c : c + block_px] = p
-    assert out is not None
+    if out is None:
+        raise ValueError(f"Empty region {region}.")
     return out

@@ -1,0 +1,242 @@
+"""The TerraSeg Processing provider: every algorithm run with processing.run on real data.
+
+The algorithms build jobs with plugin.jobs and run them with plugin.worker.run_job, the
+panel's code path, against the real engine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_TRAIN
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+ALGORITHMS = ("rasterise_labels", "train_model", "predict", "evaluate", "vectorise",
+              "area_statistics")
+
+
+@pytest.fixture(scope="module")
+def processing(terraseg_provider):
+    import processing as qgis_processing
+
+    return qgis_processing
+
+
+class Feedback(QgsProcessingFeedback):
+    """Keeps what an algorithm reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info: list[str] = []
+        self.values: list[float] = []
+        self.progressChanged.connect(self.values.append)
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        self.info.append(info)
+        super().pushInfo(info)
+
+
+def raster_values(path: str) -> tuple[QgsRasterLayer, set[int]]:
+    """The layer and the distinct values of its first band (small rasters)."""
+    layer = QgsRasterLayer(str(path), "r", "gdal")
+    assert layer.isValid(), path
+    block = layer.dataProvider().block(1, layer.extent(), layer.width(), layer.height())
+    values = set()
+    for row in range(layer.height()):
+        for col in range(layer.width()):
+            if not block.isNoData(row, col):
+                values.add(int(block.value(row, col)))
+    return layer, values
+
+
+def same_extent(a: QgsRectangle, b: QgsRectangle) -> bool:
+    return all(abs(x - y) < 1e-6 for x, y in zip(
+        (a.xMinimum(), a.yMinimum(), a.xMaximum(), a.yMaximum()),
+        (b.xMinimum(), b.yMinimum(), b.xMaximum(), b.yMaximum()), strict=True))
+
+
+def test_provider_and_algorithms(terraseg_provider):
+    assert terraseg_provider.id() == "terraseg" and terraseg_provider.name() == "TerraSeg"
+    assert {a.name() for a in terraseg_provider.algorithms()} == set(ALGORITHMS)
+    assert not terraseg_provider.icon().isNull()
+    assert terraseg_provider.warningMessage() == ""
+    for name in ALGORITHMS:
+        alg = terraseg_provider.algorithm(name)
+        assert alg.id() == f"terraseg:{name}"
+        assert alg.canExecute()[0]
+        assert alg.shortHelpString()
+        assert alg.outputDefinitions(), name
+
+
+def test_rasterise_labels(processing, scene, tmp_path):
+    out = tmp_path / "labels.tif"
+    res = processing.run("terraseg:rasterise_labels", {
+        "INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels),
+        "CLASS_FIELD": "klass", "OUTPUT": str(out)})
+    assert Path(res["OUTPUT"]) == out
+    layer, values = raster_values(res["OUTPUT"])
+    source = QgsRasterLayer(str(scene.raster), "scene", "gdal")
+    assert layer.crs().authid() == "EPSG:32632"
+    assert same_extent(layer.extent(), source.extent())
+    assert values == {0, 1, 2}
+    assert [c["name"] for c in json.loads(res["CLASSES"])] == ["sealed", "unsealed"]
+
+
+def memory_copy(path: Path) -> QgsVectorLayer:
+    """The labels as a memory layer (not file-based: the algorithm must save it first)."""
+    source = QgsVectorLayer(str(path), "labels", "ogr")
+    assert source.isValid()
+    mem = QgsVectorLayer(f"Polygon?crs={source.crs().authid()}&field=klass:string(20)",
+                         "labels (memory)", "memory")
+    feats = []
+    for f in source.getFeatures():
+        feat = QgsFeature(mem.fields())
+        feat.setGeometry(QgsGeometry(f.geometry()))
+        feat["klass"] = f["klass"]
+        feats.append(feat)
+    assert mem.dataProvider().addFeatures(feats)
+    assert mem.featureCount() == source.featureCount() > 0
+    return mem
+
+
+def test_train_model_from_memory_layer(processing, scene, cache_dir, tmp_path):
+    out = tmp_path / "model.tsm"
+    feedback = Feedback()
+    params = {"INPUT_RASTER": str(scene.raster), "LABELS": memory_copy(scene.labels),
+              "CLASS_FIELD": "klass", "EPOCHS": TINY_TRAIN["epochs"],
+              "PATIENCE": TINY_TRAIN["patience"], "PATCH_SIZE": TINY_TRAIN["patch_size"],
+              "BLOCK_SIZE": TINY_TRAIN["block_size"], "BLOCKS": TINY_TRAIN["blocks"],
+              "SAMPLES_PER_EPOCH": TINY_TRAIN["samples_per_epoch"],
+              "BATCH_SIZE": TINY_TRAIN["batch_size"], "CACHE_DIR": str(cache_dir),
+              "OUTPUT": str(out)}
+    res = processing.run("terraseg:train_model", params, feedback=feedback)
+    assert Path(res["OUTPUT"]) == out and out.is_file()
+    assert 0.0 <= res["VAL_ACCURACY"] <= 1.0
+    assert res["EPOCHS_RUN"] == 2
+    assert res["DEVICE"]
+    assert "val" in json.loads(res["METRICS"])
+    assert any(line.startswith("epoch 2:") for line in feedback.info), feedback.info
+    assert feedback.values and max(feedback.values) == pytest.approx(100.0)
+
+
+def test_predict_loads_probability_and_classes(processing, scene, tiny_model, tmp_path):
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    out_dir = tmp_path / "pred"
+    res = processing.run("terraseg:predict", {
+        "MODEL": str(tiny_model.path), "INPUT_RASTER": str(scene.raster),
+        "OUTPUT_FOLDER": str(out_dir)}, context=context, feedback=Feedback())
+    assert Path(res["PROBABILITY"]) == out_dir / "probability.tif"
+    assert Path(res["CLASSES"]) == out_dir / "classes.tif"
+    source = QgsRasterLayer(str(scene.raster), "scene", "gdal")
+    classes, values = raster_values(res["CLASSES"])
+    assert classes.crs().authid() == "EPSG:32632"
+    assert same_extent(classes.extent(), source.extent())
+    assert values and values <= {0, 1, 2}
+    prob = QgsRasterLayer(res["PROBABILITY"], "p", "gdal")
+    assert prob.isValid() and prob.bandCount() == 2
+    assert same_extent(prob.extent(), source.extent())
+    assert set(json.loads(res["CLASS_SHARES"])) == {"sealed", "unsealed"}
+    to_load = context.layersToLoadOnCompletion()
+    assert {Path(p).name for p in to_load} == {"probability.tif", "classes.tif"}
+
+
+def test_predict_extent_window(processing, scene, tiny_model, tmp_path):
+    # The north-west quarter: 48 x 48 pixels of 10 m.
+    extent = "500000,500480,5199520,5200000 [EPSG:32632]"
+    res = processing.run("terraseg:predict", {
+        "MODEL": str(tiny_model.path), "INPUT_RASTER": str(scene.raster), "EXTENT": extent,
+        "OUTPUT_FOLDER": str(tmp_path / "part")})
+    layer = QgsRasterLayer(res["CLASSES"], "c", "gdal")
+    assert (layer.width(), layer.height()) == (48, 48)
+    assert same_extent(layer.extent(), QgsRectangle(500000, 5199520, 500480, 5200000))
+
+
+def test_evaluate(processing, scene, tiny_model, tmp_path):
+    res = processing.run("terraseg:evaluate", {
+        "MODEL": str(tiny_model.path), "INPUT_RASTER": str(scene.raster),
+        "REFERENCE": str(scene.labels), "CLASS_FIELD": "klass", "CATEGORY_FIELD": "cat",
+        "OUTPUT_FOLDER": str(tmp_path / "eval")})
+    assert 0.0 <= res["ACCURACY"] <= 1.0 and res["N_SAMPLES"] > 0
+    metrics = json.loads(Path(res["METRICS"]).read_text())
+    assert metrics["accuracy"] == pytest.approx(res["ACCURACY"])
+    assert Path(res["PER_CLASS"]).is_file() and Path(res["CONFUSION_MATRIX"]).is_file()
+    assert (tmp_path / "eval" / "per_category.csv").is_file()
+
+
+def test_vectorise(processing, prediction, tiny_model, tmp_path):
+    out = tmp_path / "polygons.gpkg"
+    res = processing.run("terraseg:vectorise", {
+        "CLASSES": prediction["classes"], "MODEL": str(tiny_model.path), "OUTPUT": str(out)})
+    layer = QgsVectorLayer(res["OUTPUT"], "polygons", "ogr")
+    assert layer.isValid()
+    assert layer.featureCount() > 0 and layer.featureCount() == res["N_POLYGONS"]
+    assert layer.crs().authid() == "EPSG:32632"
+    assert {"class_id", "class_name", "area_m2"} <= set(layer.fields().names())
+    assert {f["class_name"] for f in layer.getFeatures()} <= {"sealed", "unsealed"}
+
+
+def test_area_statistics(processing, prediction, tiny_model, tmp_path):
+    out = tmp_path / "areas.csv"
+    res = processing.run("terraseg:area_statistics", {
+        "CLASSES": prediction["classes"], "MODEL": str(tiny_model.path),
+        "OUTPUT_CSV": str(out)})
+    with open(res["OUTPUT_CSV"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["class_name"] for r in rows] == ["sealed", "unsealed"]
+    assert sum(float(r["percent"]) for r in rows) == pytest.approx(100.0, abs=1e-3)
+    assert sum(float(r["area_m2"]) for r in rows) == pytest.approx(96 * 96 * 100.0)
+    assert res["OUTPUT_ZONES"] is None
+
+
+def test_area_statistics_per_zone(processing, prediction, tmp_path):
+    zones = QgsVectorLayer("Polygon?crs=EPSG:32632&field=name:string(10)", "zones", "memory")
+    feats = []
+    for name, (x0, x1) in {"west": (500000, 500480), "east": (500480, 500960)}.items():
+        f = QgsFeature(zones.fields())
+        f.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, 5199040, x1, 5200000)))
+        f["name"] = name
+        feats.append(f)
+    zones.dataProvider().addFeatures(feats)
+    res = processing.run("terraseg:area_statistics", {
+        "CLASSES": prediction["classes"], "ZONES": zones, "ZONE_FIELD": "name",
+        "OUTPUT_CSV": str(tmp_path / "zones.csv"),
+        "OUTPUT_ZONES": str(tmp_path / "zones.gpkg")})
+    with open(res["OUTPUT_CSV"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["zone"] for r in rows} == {"west", "east"}
+    out = QgsVectorLayer(res["OUTPUT_ZONES"], "z", "ogr")
+    assert out.isValid() and out.featureCount() == 2
+
+
+def test_engine_error_becomes_processing_exception(processing, tiny_model, tmp_path, scene):
+    # A one-band raster for a four-band model: the engine refuses it with a hint.
+    one_band = tmp_path / "labels.tif"
+    processing.run("terraseg:rasterise_labels", {
+        "INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels),
+        "CLASS_FIELD": "klass", "OUTPUT": str(one_band)})
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("terraseg:predict", {
+            "MODEL": str(tiny_model.path), "INPUT_RASTER": str(one_band),
+            "OUTPUT_FOLDER": str(tmp_path / "bad")})
+    assert "RasterError" in str(err.value) and "Fix:" in str(err.value)
+    assert not (tmp_path / "bad" / "classes.tif").exists()
+
+
+def test_crs_of_scene(scene):
+    layer = QgsRasterLayer(str(scene.raster), "scene", "gdal")
+    assert layer.crs() == QgsCoordinateReferenceSystem("EPSG:32632")
