@@ -51,15 +51,14 @@ class Feedback(QgsProcessingFeedback):
 
 
 def raster_values(path: str) -> tuple[QgsRasterLayer, set[int]]:
-    """The layer and the distinct values of its first band (small rasters)."""
+    """The layer and the distinct values of its first band, nodata (0) included."""
     layer = QgsRasterLayer(str(path), "r", "gdal")
     assert layer.isValid(), path
     block = layer.dataProvider().block(1, layer.extent(), layer.width(), layer.height())
     values = set()
     for row in range(layer.height()):
         for col in range(layer.width()):
-            if not block.isNoData(row, col):
-                values.add(int(block.value(row, col)))
+            values.add(int(block.value(row, col)))
     return layer, values
 
 
