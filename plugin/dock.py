@@ -115,6 +115,14 @@ def _layer_id(layer: Any) -> str | None:
     return layer.id() if layer is not None else None
 
 
+def _layer_filter(name: str) -> Any:
+    """A layer-combo filter: ``Qgis.LayerFilter`` (QGIS >= 3.34) or the older enum."""
+    scoped = getattr(Qgis, "LayerFilter", None)
+    if scoped is not None and hasattr(scoped, name):
+        return getattr(scoped, name)
+    return getattr(QgsMapLayerProxyModel.Filter, name)
+
+
 def _group(title: str, name: str, collapsed: bool = False) -> QgsCollapsibleGroupBox:
     box = QgsCollapsibleGroupBox(title)
     box.setObjectName(name)
@@ -185,6 +193,9 @@ class TerraSegDock(QgsDockWidget):
         self._area_timer.setInterval(0)
         self._area_timer.timeout.connect(self.refresh_areas)
         self._build_ui()
+        # connected once every widget exists (the combos signal while they are set up)
+        self.raster_combo.layerChanged.connect(self._on_raster_changed)
+        self.label_combo.layerChanged.connect(self._on_label_combo_changed)
         self.set_preset(presets.SEALED)
         self.refresh_engine_status()
         self._on_raster_changed(self.raster_combo.currentLayer())
@@ -233,9 +244,8 @@ class TerraSegDock(QgsDockWidget):
         box = _group("Data && task", "TerraSegDataBox")
         form = QFormLayout(box)
         self.raster_combo = QgsMapLayerComboBox()
-        self.raster_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.raster_combo.setFilters(_layer_filter("RasterLayer"))
         self.raster_combo.setAllowEmptyLayer(True)
-        self.raster_combo.layerChanged.connect(self._on_raster_changed)
         form.addRow("Raster", self.raster_combo)
         self.raster_info = QLabel()
         self.raster_info.setWordWrap(True)
@@ -247,7 +257,7 @@ class TerraSegDock(QgsDockWidget):
         header = self.band_table.horizontalHeader()
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        self.band_table.setMaximumHeight(150)
+        self.band_table.setMaximumHeight(180)
         self.band_table.setToolTip("Bands fed to the model and their role names "
                                    "(red, green, blue, nir, ...). Uncheck bands to leave out.")
         form.addRow("Bands", self.band_table)
@@ -263,7 +273,7 @@ class TerraSegDock(QgsDockWidget):
         self.class_table.horizontalHeader().setSectionResizeMode(
             0, QHeaderView.ResizeMode.Stretch)
         self.class_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.class_table.setMaximumHeight(150)
+        self.class_table.setMaximumHeight(130)
         self.class_table.itemChanged.connect(lambda _item: self._on_classes_edited())
         form.addRow("Classes", self.class_table)
         class_buttons = QHBoxLayout()
@@ -291,10 +301,9 @@ class TerraSegDock(QgsDockWidget):
         layout = QVBoxLayout(box)
         row = QHBoxLayout()
         self.label_combo = QgsMapLayerComboBox()
-        self.label_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.label_combo.setFilters(_layer_filter("PolygonLayer"))
         self.label_combo.setAllowEmptyLayer(True)
         self.label_combo.setLayer(None)
-        self.label_combo.layerChanged.connect(self._on_label_combo_changed)
         self.new_label_button = QPushButton("New label layer…")
         self.new_label_button.clicked.connect(lambda: self.new_label_layer())
         row.addWidget(self.label_combo, 1)
@@ -425,7 +434,7 @@ class TerraSegDock(QgsDockWidget):
         self.area_whole_radio = QRadioButton("Whole raster")
         self.area_canvas_radio.setChecked(True)
         self.extent_combo = QgsMapLayerComboBox()
-        self.extent_combo.setFilters(QgsMapLayerProxyModel.Filter.VectorLayer)
+        self.extent_combo.setFilters(_layer_filter("VectorLayer"))
         layout.addWidget(self.area_canvas_radio)
         row = QHBoxLayout()
         row.addWidget(self.area_layer_radio)
@@ -458,7 +467,7 @@ class TerraSegDock(QgsDockWidget):
         self.vectorise_button.clicked.connect(lambda: self.export_polygons())
         form.addRow("", self.vectorise_button)
         self.zones_combo = QgsMapLayerComboBox()
-        self.zones_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.zones_combo.setFilters(_layer_filter("PolygonLayer"))
         self.zones_combo.setAllowEmptyLayer(True)
         self.zones_combo.setLayer(None)
         self.zone_field_combo = QgsFieldComboBox()
@@ -705,7 +714,6 @@ class TerraSegDock(QgsDockWidget):
             self.class_table.setItem(r, 0, item)
             button = QgsColorButton()
             button.setColor(QColor(cls.colour))
-            button.setEnabled(editable)
             button.setColorDialogTitle(f"Colour of {cls.name}")
             button.colorChanged.connect(lambda _c: self._on_classes_edited())
             self.class_table.setCellWidget(r, 1, button)
@@ -1066,25 +1074,40 @@ class TerraSegDock(QgsDockWidget):
         slug = presets.slug_for(self.preset_name(), self.classes())
         return _unique_path(folder / f"{stamp}_{slug}.tsm")
 
-    def _init_model_for(self, classes: list[ClassDef], bands: str) -> tuple[str | None, str]:
-        """(model to fine-tune from or None, reason when starting from scratch)."""
+    def _init_model_for(self, classes: list[ClassDef],
+                        bands: str) -> tuple[str | None, dict[str, Any], str]:
+        """(model to fine-tune from or None, its architecture options, how training starts).
+
+        Fine-tuning keeps the last model's architecture, so its patch/block sizes and stage
+        settings replace the panel's.
+        """
         if self.scratch_check.isChecked():
-            return None, "from scratch (option)"
+            return None, {}, "from scratch (option)"
         if not self.last_model or not Path(self.last_model).is_file():
-            return None, "from scratch (no previous model)"
+            return None, {}, "from scratch (no previous model)"
         try:
             meta = modelinfo.read_model_metadata(self.last_model)
         except modelinfo.ModelInfoError as exc:
-            return None, f"from scratch ({exc})"
+            return None, {}, f"from scratch ({exc})"
         names = [c["name"] for c in modelinfo.model_classes(meta)]
         if [n.lower() for n in names] != [c.name.lower() for c in classes]:
-            return None, (f"from scratch: the last model's classes ({', '.join(names)}) "
-                          "differ from the task's")
+            return None, {}, (f"from scratch: the last model's classes ({', '.join(names)}) "
+                              "differ from the task's")
         indices = [i for i, _ in modelinfo.model_bands(meta)]
         wanted = [int(tok.split("=")[-1]) for tok in bands.split(",")]
         if indices != wanted:
-            return None, "from scratch: the last model uses other bands"
-        return self.last_model, f"fine-tuning {Path(self.last_model).name}"
+            return None, {}, "from scratch: the last model uses other bands"
+        params = (meta.get("architecture") or {}).get("params") or {}
+        arch: dict[str, Any] = {}
+        for key, option in (("patch_px", "patch_size"), ("block_px", "block_size"),
+                            ("blocks", "blocks"), ("planes", "planes")):
+            if params.get(key):
+                value = params[key]
+                arch[option] = ",".join(str(v) for v in value) if isinstance(value, list) else (
+                    int(value))
+        if (meta.get("architecture") or {}).get("name"):
+            arch["model"] = meta["architecture"]["name"]
+        return self.last_model, arch, f"fine-tuning {Path(self.last_model).name}"
 
     def start_training(self, wait: bool = False, timeout_s: float = 3600.0) -> bool:
         """Train a model on the raster and the label layer in a worker process.
@@ -1127,10 +1150,14 @@ class TerraSegDock(QgsDockWidget):
             return self._refuse("Train", "Save the project (or the label layer) first: "
                                 "models are kept in a 'models' folder next to it.")
         out.parent.mkdir(parents=True, exist_ok=True)
-        init_model, how = self._init_model_for(classes, bands)
-        options = self.training_options()
+        init_model, arch, how = self._init_model_for(classes, bands)
+        options = {**self.training_options(), **arch}
+        try:
+            labels_path = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
+        except OSError as exc:
+            return self._refuse("Train", str(exc))
         job = jobs.train_job(
-            raster=raster_path, labels=label_layer.label_source_path(layer), out=str(out),
+            raster=raster_path, labels=labels_path, out=str(out),
             class_field=label_layer.CLASS_FIELD, class_map=presets.class_map(classes),
             bands=bands, init_model=init_model, **options)
         self.pending_model = str(out)
@@ -1168,7 +1195,7 @@ class TerraSegDock(QgsDockWidget):
                          "metrics.")
         self.train_summary.setText("\n".join(lines))
         self.iface.messageBar().pushMessage(TITLE, f"Model trained: {Path(model).name}",
-                                            Qgis.Success, 5)
+                                            Qgis.MessageLevel.Success, 5)
 
     @staticmethod
     def _format_eval(m: dict[str, Any]) -> str:
@@ -1265,7 +1292,7 @@ class TerraSegDock(QgsDockWidget):
         text = " ".join(problems)
         self._log("warning", text)
         if not ask:
-            self.iface.messageBar().pushMessage(TITLE, text, Qgis.Warning, 10)
+            self.iface.messageBar().pushMessage(TITLE, text, Qgis.MessageLevel.Warning, 10)
             return True
         return self._confirm("Model and raster differ", f"{text}\n\nRun the model anyway?")
 
@@ -1400,11 +1427,12 @@ class TerraSegDock(QgsDockWidget):
                              "class_list": classes}
         if result.get("device"):
             self.device = str(result["device"])
+            self.device_label.setText(f"Device: {self.device} (prediction)")
         shares = result.get("class_shares") or {}
         share_text = ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items())
         self.predict_summary.setText(f"Results in {Path(cls).parent}\n{share_text}")
         self.iface.messageBar().pushMessage(TITLE, f"Prediction added to '{results.GROUP_NAME}'",
-                                            Qgis.Success, 5)
+                                            Qgis.MessageLevel.Success, 5)
 
     # ------------------------------------------------------------------------------------
     # Export
@@ -1648,7 +1676,7 @@ class TerraSegDock(QgsDockWidget):
             self._set_status(f"{self.job_kind}: cancelled. {message}", "warning")
             self._log("warning", message)
             self.iface.messageBar().pushMessage(TITLE, f"{self.job_kind} cancelled",
-                                                Qgis.Info, 5)
+                                                Qgis.MessageLevel.Info, 5)
             return
         self._show_error(f"{TITLE} {self.job_kind} failed", f"{kind}: {message}", hint)
 
@@ -1703,16 +1731,16 @@ class TerraSegDock(QgsDockWidget):
 
     def _refuse(self, title: str, message: str, hint: str = "") -> bool:
         self.last_error = ("Refused", message, hint)
-        self._show_error(title, message, hint, level=Qgis.Warning)
+        self._show_error(title, message, hint, level=Qgis.MessageLevel.Warning)
         return False
 
     def _show_error(self, title: str, message: str, hint: str = "",
-                    level: Any = Qgis.Critical) -> None:
-        text = f"{message} {hint}".strip() if hint else message
-        self._set_status(text, "error" if level == Qgis.Critical else "warning")
-        self._log("error" if level == Qgis.Critical else "warning", text)
-        self.iface.messageBar().pushMessage(title, text, level, 0 if level == Qgis.Critical
-                                            else 10)
+                    level: Any = Qgis.MessageLevel.Critical) -> None:
+        text = f"{message} Hint: {hint}" if hint else message
+        critical = level == Qgis.MessageLevel.Critical
+        self._set_status(text, "error" if critical else "warning")
+        self._log("error" if critical else "warning", text)
+        self.iface.messageBar().pushMessage(title, text, level, 0 if critical else 10)
 
     def _set_status(self, text: str, level: str = "info") -> None:
         colours = {"error": "#b00", "warning": "#a60", "success": "#080"}

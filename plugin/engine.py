@@ -311,7 +311,9 @@ class EngineSetup(QObject):
     Runs ``bash install_engine.sh`` in a QProcess with ``ENGINE_VENV=target_dir``,
     ``PYTHON`` (see :func:`find_system_python`), ``TORCH_VARIANT`` (``cpu``/``cuda``),
     ``WHEELS_DIR`` (offline installs) and, where needed, ``TORCH_INDEX_URL``.
-    On success the target is stored as the setting ``terraseg/engine_dir``.
+    On success the target is stored as the setting ``terraseg/engine_dir``. The
+    environment variable TERRASEG_PYTHON overrides the Python that creates the engine.
+    The installer needs bash (on Windows: Git Bash or WSL on PATH).
 
     Signals:
         log(str): One output line of the installer.

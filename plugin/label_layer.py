@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsDefaultValue,
@@ -26,13 +28,23 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from .presets import ClassDef
 
 CLASS_FIELD = "class"
 LAYER_NAME = "labels"
 STYLE_NAME = "TerraSeg classes"
+
+
+def _string_type() -> Any:
+    """The string field type: ``QMetaType.Type.QString`` from QGIS 3.38 (Qt6-ready)."""
+    if Qgis.QGIS_VERSION_INT >= 33800:
+        from qgis.PyQt.QtCore import QMetaType
+
+        return QMetaType.Type.QString
+    from qgis.PyQt.QtCore import QVariant
+
+    return QVariant.String
 
 
 class LabelLayerError(RuntimeError):
@@ -68,7 +80,7 @@ def create_label_layer(path: str | Path, crs: QgsCoordinateReferenceSystem,
     if p.exists():
         p.unlink()
     fields = QgsFields()
-    fields.append(QgsField(CLASS_FIELD, QVariant.String, "string", 64))
+    fields.append(QgsField(CLASS_FIELD, _string_type(), "string", 64))
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = LAYER_NAME
@@ -84,8 +96,8 @@ def create_label_layer(path: str | Path, crs: QgsCoordinateReferenceSystem,
     layer = QgsVectorLayer(f"{p}|layername={LAYER_NAME}", name or p.stem, "ogr")
     if not layer.isValid():
         raise LabelLayerError(f"Cannot open the new label layer {p}.")
-    apply_class_style(layer, classes, save_default=True)
     suppress_attribute_form(layer)
+    apply_class_style(layer, classes, save_default=True)
     if add_to_project:
         QgsProject.instance().addMapLayer(layer)
     return layer
@@ -125,7 +137,9 @@ def apply_class_style(layer: QgsVectorLayer, classes: Sequence[ClassDef],
 def suppress_attribute_form(layer: QgsVectorLayer) -> None:
     """Never open the attribute form after a polygon is drawn."""
     config = layer.editFormConfig()
-    config.setSuppress(QgsEditFormConfig.SuppressOn)
+    suppression = getattr(Qgis, "AttributeFormSuppression", None)  # QGIS >= 3.32
+    config.setSuppress(suppression.On if suppression is not None
+                       else QgsEditFormConfig.SuppressOn)
     layer.setEditFormConfig(config)
 
 
@@ -195,11 +209,6 @@ def class_stats(layer: QgsVectorLayer,
 def class_areas(layer: QgsVectorLayer, classes: Sequence[ClassDef]) -> dict[str, float]:
     """Labelled area (m2) per class name (planar in projected CRSs, else ellipsoidal)."""
     return {name: area for name, (area, _) in class_stats(layer, classes).items()}
-
-
-def label_source_path(layer: QgsVectorLayer) -> str:
-    """The layer's source as the engine reads it (``file.gpkg|layername=labels``)."""
-    return layer.source()
 
 
 def _rgba(colour: str, alpha: int) -> str:

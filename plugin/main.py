@@ -40,15 +40,14 @@ class TerraSegPlugin:
         self.action.setObjectName("TerraSegShowDock")
         self.action.setCheckable(True)
         self.action.setToolTip("Show or hide the TerraSeg panel")
-        self.action.toggled.connect(self._set_dock_visible)
-        self.iface.addToolBarIcon(self.action)
-        self.iface.addPluginToMenu(PLUGIN_NAME, self.action)
 
         self.dock = TerraSegDock(self.iface, self.iface.mainWindow())
         self.dock.setObjectName("TerraSegDock")
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
-        self.dock.visibilityChanged.connect(self._dock_visibility_changed)
+        self.dock.setToggleVisibilityAction(self.action)  # checked <-> dock open
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToMenu(PLUGIN_NAME, self.action)
         self._register_provider()
 
     def _register_provider(self) -> None:
@@ -60,19 +59,7 @@ class TerraSegPlugin:
         except Exception as exc:  # noqa: BLE001 - the dock works without Processing
             self.provider = None
             QgsMessageLog.logMessage(f"Processing provider not loaded: {exc}", PLUGIN_NAME,
-                                     Qgis.Warning)
-
-    def _set_dock_visible(self, visible: bool) -> None:
-        if self.dock is not None:
-            self.dock.setVisible(visible)
-            if visible:
-                self.dock.raise_()
-
-    def _dock_visibility_changed(self, visible: bool) -> None:
-        if self.action is not None and self.action.isChecked() != visible:
-            self.action.blockSignals(True)
-            self.action.setChecked(visible)
-            self.action.blockSignals(False)
+                                     Qgis.MessageLevel.Warning)
 
     def unload(self) -> None:
         """Remove the action, the dock and the Processing provider; stop running jobs."""
@@ -83,10 +70,6 @@ class TerraSegPlugin:
                 pass
             self.provider = None
         if self.dock is not None:
-            try:
-                self.dock.visibilityChanged.disconnect(self._dock_visibility_changed)
-            except (TypeError, RuntimeError):
-                pass
             self.dock.shutdown()
             self.iface.removeDockWidget(self.dock)
             self.dock.setParent(None)

@@ -258,10 +258,16 @@ class EngineSettingsWidget(QWidget):
         job = WorkerJob(self.engine, self)
         job.result.connect(self._env_result)
         job.error.connect(self._env_error)
-        job.finished.connect(lambda _code: self.refresh_button.setEnabled(True))
+        job.finished.connect(self._env_finished)
         self._env_job = job
         self.refresh_button.setEnabled(False)
         job.start(jobs.env_job())
+
+    def _env_finished(self, _exit_code: int) -> None:
+        self.refresh_button.setEnabled(True)
+        if self._env_job is not None:
+            self._env_job.deleteLater()
+            self._env_job = None
 
     def _show_missing(self) -> None:
         self.engine_label.setText(self.tr("No engine found."))

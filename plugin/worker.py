@@ -221,6 +221,9 @@ class WorkerJob(QObject):
             QTimer.singleShot(0, lambda: self._fail_early(
                 "EngineMissing", "No TerraSeg engine was found.", ENGINE_MISSING_HINT))
             return
+        if self._process is not None:
+            self._process.deleteLater()
+            self._process = None
         proc = QProcess(self)
         proc.setProgram(program)
         proc.setArguments(["worker"])
@@ -315,20 +318,36 @@ class WorkerJob(QObject):
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        try:  # a malformed event must not break the stream (nor QGIS)
+            if kind == "progress":
+                eta = event.get("eta_s")
+                args: tuple = (float(event.get("fraction") or 0.0), str(event.get("stage", "")),
+                               float(eta) if isinstance(eta, int | float) else None,
+                               str(event.get("message") or ""))
+            elif kind == "log":
+                args = (str(event.get("level", "info")), str(event.get("message", "")))
+            elif kind == "metrics":
+                args = (int(event.get("epoch") or 0), dict(event.get("values") or {}))
+            elif kind == "error":
+                args = (str(event.get("type") or "Error"), str(event.get("message") or ""),
+                        str(event.get("hint") or ""))
+            else:
+                args = ()
+        except (TypeError, ValueError):
+            self.log.emit("debug", f"(malformed event) {json.dumps(event)}")
+            return
         if kind == "progress":
-            self.progress.emit(float(event.get("fraction") or 0.0), str(event.get("stage", "")),
-                               event.get("eta_s"), str(event.get("message") or ""))
+            self.progress.emit(*args)
         elif kind == "log":
-            self.log.emit(str(event.get("level", "info")), str(event.get("message", "")))
+            self.log.emit(*args)
         elif kind == "metrics":
-            self.metrics.emit(int(event.get("epoch") or 0), dict(event.get("values") or {}))
+            self.metrics.emit(*args)
         elif kind in ("result", "error") and self.final_event is None:
             self.final_event = event
             if kind == "result":
                 self.result.emit(_payload(event))
             else:
-                self.error.emit(str(event.get("type") or "Error"),
-                                str(event.get("message") or ""), str(event.get("hint") or ""))
+                self.error.emit(*args)
 
     def _on_process_error(self, err: QProcess.ProcessError) -> None:
         if err == QProcess.FailedToStart and not self._done:
@@ -527,7 +546,10 @@ def run_job(job: dict[str, Any], feedback: Any = None,
             if event["event"] in ("result", "error") and final is None:
                 final = event
             if feedback is not None:
-                _report(feedback, event)
+                try:
+                    _report(feedback, event)
+                except (TypeError, ValueError):
+                    feedback.pushDebugInfo(f"(malformed event) {line}")
             if on_event is not None:
                 on_event(event)
     finally:

@@ -106,6 +106,13 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     check_model_output(out, cfg.overwrite)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     init_meta = read_metadata(cfg.init_model) if cfg.init_model else None
+    if init_meta is not None:
+        # fine-tuning keeps the initial model's architecture and geometry
+        p = init_meta["architecture"]["params"]
+        cfg = dataclasses.replace(cfg, model=init_meta["architecture"]["name"],
+                                  patch_px=int(p["patch_px"]), block_px=int(p["block_px"]),
+                                  planes=tuple(p["planes"]), blocks=tuple(p["blocks"]),
+                                  stride_px=int(p.get("stride_px", 0)))
 
     rep.progress(0.0, "prepare", "reading raster and labels")
     band_spec = cfg.bands

@@ -354,20 +354,23 @@ class TrainModel(TerraSegAlgorithm):
             "accelerator": self.ACCELERATORS[self.parameterAsEnum(parameters, "ACCELERATOR",
                                                                   context)],
         }
-        options.update(extra)
-        job = jobs.train_job(
-            raster=self.raster_path(parameters, "INPUT_RASTER", context),
-            labels=self.vector_path(parameters, "LABELS", context, feedback),
-            out=out, class_field=self.field(parameters, "CLASS_FIELD", context),
-            class_map=self.text(parameters, "CLASS_MAP", context),
-            bands=self.text(parameters, "BANDS", context),
-            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
-            patience=self.parameterAsInt(parameters, "PATIENCE", context),
-            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
-            block_size=self.parameterAsInt(parameters, "BLOCK_SIZE", context),
-            init_model=self.file(parameters, "INIT_MODEL", context),
-            cache_dir=self.file(parameters, "CACHE_DIR", context),
-            overwrite=True, **options)
+        named = {
+            "raster": self.raster_path(parameters, "INPUT_RASTER", context),
+            "labels": self.vector_path(parameters, "LABELS", context, feedback),
+            "out": out, "class_field": self.field(parameters, "CLASS_FIELD", context),
+            "class_map": self.text(parameters, "CLASS_MAP", context),
+            "bands": self.text(parameters, "BANDS", context),
+            "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+            "patience": self.parameterAsInt(parameters, "PATIENCE", context),
+            "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            "block_size": self.parameterAsInt(parameters, "BLOCK_SIZE", context),
+            "init_model": self.file(parameters, "INIT_MODEL", context),
+            "cache_dir": self.file(parameters, "CACHE_DIR", context),
+            "overwrite": True,
+            **options,
+        }
+        named.update(extra)  # the JSON options win
+        job = jobs.train_job(**named)
         result = self.run_engine(job, feedback)
         metrics = result.get("metrics") or {}
         val = metrics.get("val") or {}

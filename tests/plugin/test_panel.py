@@ -40,7 +40,7 @@ PIXEL_M = 10.0
 STARTS = range(4, 96 - 12, 32)
 BOX_AREA_M2 = 64 * PIXEL_M * PIXEL_M  # 8 x 8 pixels
 
-pytestmark = pytest.mark.skipif(
+needs_engine = pytest.mark.skipif(
     not os.access(TERRASEG, os.X_OK),
     reason=f"the TerraSeg engine is not installed ({TERRASEG} missing; run `make install`)")
 
@@ -154,7 +154,29 @@ def test_modelinfo_refuses_foreign_files(tmp_path: Path) -> None:
         modelinfo.read_model_metadata(tmp_path / "missing.tsm")
 
 
-def test_panel_workflow(qgis_iface, qgis_new_project, qgis_canvas, tmp_path: Path) -> None:  # noqa: PLR0915
+def test_missing_engine_is_reported(qgis_iface, qgis_new_project, monkeypatch) -> None:
+    from terraseg.plugin import dock as dock_module
+
+    monkeypatch.setattr(dock_module, "find_engine", lambda: None)
+    dock = dock_module.TerraSegDock(qgis_iface)
+    try:
+        assert not dock.refresh_engine_status()
+        assert "not found" in dock.engine_label.text()
+        # nothing to train on yet: refused with a reason, no job
+        assert not dock.start_training()
+        assert "raster" in dock.status_label.text().lower()
+        assert not dock._start_job("predict", {"command": "env", "args": {}},
+                                   lambda _r: None)
+        assert "engine was not found" in dock.status_label.text()
+        assert "Set up engine" in dock.status_label.text()
+        assert not dock.is_busy()
+    finally:
+        dock.shutdown()
+        dock.deleteLater()
+
+
+@needs_engine
+def test_panel_workflow(qgis_iface, qgis_new_project, qgis_canvas, tmp_path: Path) -> None:
     from terraseg import classFactory
     from terraseg.plugin import modelinfo, presets, results
 
@@ -165,7 +187,12 @@ def test_panel_workflow(qgis_iface, qgis_new_project, qgis_canvas, tmp_path: Pat
     try:
         dock = plugin.dock
         assert dock is not None and plugin.action is not None
-        plugin.action.setChecked(True)  # shows the dock
+        registry = QgsApplication.processingRegistry()
+        assert plugin.provider is not None
+        assert registry.providerById(plugin.provider.id()) is not None
+        provider_id = plugin.provider.id()
+        assert dock.isHidden() and not plugin.action.isChecked()
+        plugin.action.setChecked(True)  # the toolbar button shows the dock
         assert not dock.isHidden()
         dock.auto_answer = True
         assert dock.refresh_engine_status(), dock.engine_label.text()
@@ -428,4 +455,5 @@ def test_panel_workflow(qgis_iface, qgis_new_project, qgis_canvas, tmp_path: Pat
         assert not critical_messages(qgis_iface)[n_critical + 1:]
     finally:
         plugin.unload()
-    assert plugin.dock is None
+    assert plugin.dock is None and plugin.provider is None
+    assert QgsApplication.processingRegistry().providerById(provider_id) is None

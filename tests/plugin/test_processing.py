@@ -121,7 +121,7 @@ def test_train_model_from_memory_layer(processing, scene, cache_dir, tmp_path):
               "BLOCK_SIZE": TINY_TRAIN["block_size"], "BLOCKS": TINY_TRAIN["blocks"],
               "SAMPLES_PER_EPOCH": TINY_TRAIN["samples_per_epoch"],
               "BATCH_SIZE": TINY_TRAIN["batch_size"], "CACHE_DIR": str(cache_dir),
-              "OUTPUT": str(out)}
+              "EXTRA_OPTIONS": '{"val-fraction": 0.25}', "OUTPUT": str(out)}
     res = processing.run("terraseg:train_model", params, feedback=feedback)
     assert Path(res["OUTPUT"]) == out and out.is_file()
     assert 0.0 <= res["VAL_ACCURACY"] <= 1.0
@@ -130,6 +130,30 @@ def test_train_model_from_memory_layer(processing, scene, cache_dir, tmp_path):
     assert "val" in json.loads(res["METRICS"])
     assert any(line.startswith("epoch 2:") for line in feedback.info), feedback.info
     assert feedback.values and max(feedback.values) == pytest.approx(100.0)
+
+
+class CancelAfterFirstEpoch(Feedback):
+    """Presses Cancel when the first epoch's metrics arrive."""
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        super().pushInfo(info)
+        if info.startswith("epoch 1:"):
+            self.cancel()
+
+
+def test_train_model_cancel(processing, scene, cache_dir, tmp_path):
+    out = tmp_path / "cancelled.tsm"
+    params = {"INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels),
+              "CLASS_FIELD": "klass", "EPOCHS": 200, "PATIENCE": 200,
+              "PATCH_SIZE": TINY_TRAIN["patch_size"], "BLOCKS": TINY_TRAIN["blocks"],
+              "SAMPLES_PER_EPOCH": TINY_TRAIN["samples_per_epoch"],
+              "CACHE_DIR": str(cache_dir), "OUTPUT": str(out)}
+    feedback = CancelAfterFirstEpoch()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("terraseg:train_model", params, feedback=feedback)
+    assert "CancelledError" in str(err.value)
+    assert feedback.isCanceled()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_predict_loads_probability_and_classes(processing, scene, tiny_model, tmp_path):
@@ -239,3 +263,50 @@ def test_engine_error_becomes_processing_exception(processing, tiny_model, tmp_p
 def test_crs_of_scene(scene):
     layer = QgsRasterLayer(str(scene.raster), "scene", "gdal")
     assert layer.crs() == QgsCoordinateReferenceSystem("EPSG:32632")
+
+
+def test_modeler_chain(processing, scene, tiny_model, tmp_path):
+    """Predict -> Vectorise and Area statistics in a graphical model (outputs chain)."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+    )
+
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+
+    def with_defaults(child: QgsProcessingModelChildAlgorithm) -> None:
+        """Static default values, as the modeler dialog fills them in."""
+        for param in child.algorithm().parameterDefinitions():
+            if (not param.isDestination() and param.name() not in child.parameterSources()
+                    and param.defaultValue() is not None):
+                child.addParameterSources(param.name(), [static(param.defaultValue())])
+
+    model = QgsProcessingModelAlgorithm("chain", "tests")
+    predict = QgsProcessingModelChildAlgorithm("terraseg:predict")
+    predict.setChildId("predict")
+    predict.addParameterSources("MODEL", [static(str(tiny_model.path))])
+    predict.addParameterSources("INPUT_RASTER", [static(str(scene.raster))])
+    with_defaults(predict)
+    model.addChildAlgorithm(predict)
+    classes = [QgsProcessingModelChildParameterSource.fromChildOutput("predict", "CLASSES")]
+    for child_id, alg, output in (("vectorise", "terraseg:vectorise", "OUTPUT"),
+                                  ("areas", "terraseg:area_statistics", "OUTPUT_CSV")):
+        child = QgsProcessingModelChildAlgorithm(alg)
+        child.setChildId(child_id)
+        child.addParameterSources("CLASSES", classes)
+        out = QgsProcessingModelOutput(child_id, child_id)
+        out.setChildId(child_id)
+        out.setChildOutputName(output)
+        child.setModelOutputs({child_id: out})
+        with_defaults(child)
+        model.addChildAlgorithm(child)
+    model.updateDestinationParameters()
+    ok, errors = model.validate()
+    assert ok, errors
+    res = processing.run(model, {"vectorise:vectorise": str(tmp_path / "chain.gpkg"),
+                                 "areas:areas": str(tmp_path / "chain.csv")})
+    layer = QgsVectorLayer(res["vectorise:vectorise"], "polygons", "ogr")
+    assert layer.isValid() and layer.featureCount() > 0
+    assert Path(res["areas:areas"]).read_text().startswith("class_id,class_name")
