@@ -93,4 +93,5 @@ class AugmentChain:
         """
         for fn, s in self.steps:
             x, y = fn(x, y, rng, s)
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        # copies: flips leave negative strides, which torch.from_numpy refuses (even 1x1)
+        return np.array(x, order="C", copy=True), np.array(y, order="C", copy=True)

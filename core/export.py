@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from terraseg.core.errors import InputError, OutputError, RasterError
+from terraseg.core.labels import split_layer_spec
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
@@ -132,7 +133,8 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
         names = _class_names(ds, classes)
         zone_feats: list[dict] = []
         if zones:
-            with fiona.open(zones) as layer:
+            zone_file, zone_layer = split_layer_spec(zones)
+            with fiona.open(zone_file, layer=zone_layer) as layer:
                 if layer.crs is None or not layer.crs:
                     raise InputError(f"Zone layer {zones} has no CRS.",
                                      "Assign its CRS in QGIS and save it.")

@@ -151,8 +151,11 @@ def _layer_window(source: RasterSource, path: str) -> Window:
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
 
+    from terraseg.core.labels import split_layer_spec
+
+    file_path, layer_name = split_layer_spec(path)
     try:
-        with fiona.open(path) as layer:
+        with fiona.open(file_path, layer=layer_name) as layer:
             bounds, crs = layer.bounds, layer.crs
     except Exception as exc:  # noqa: BLE001 - fiona raises many types
         raise RasterError(f"Cannot read extent layer {path} ({exc}).",

@@ -167,7 +167,7 @@ def load_labels(
         LabelError: The labels are missing, unreadable or unusable (see the loaders).
         RasterError: ``grid`` has no CRS.
     """
-    file_path, _ = _split_layer_spec(str(path))
+    file_path, _ = split_layer_spec(str(path))
     if "|" in str(path):
         is_vector = True
     else:
@@ -241,7 +241,7 @@ def load_vector_labels(
         RasterError: ``grid`` has no CRS.
     """
     dst_crs = _grid_crs(grid)
-    file_path, layer = _split_layer_spec(str(path))
+    file_path, layer = split_layer_spec(str(path))
     name = Path(file_path).name
     _check_exists(file_path, "Label file")
     layer = _resolve_layer(file_path, layer)
@@ -460,7 +460,7 @@ def load_raster_labels(
 # --------------------------------------------------------------------------------------------
 
 
-def _split_layer_spec(path: str) -> tuple[str, str | int | None]:
+def split_layer_spec(path: str) -> tuple[str, str | int | None]:
     """Split QGIS's ``"file|layername=NAME"`` / ``"file|layerid=N"`` into (file, layer)."""
     if "|" not in path:
         return path, None

@@ -50,7 +50,14 @@ class TerraSegPlugin:
         self.iface.addPluginToMenu(PLUGIN_NAME, self.action)
         self._register_provider()
 
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS plugin API (qgis_process calls it)
+        """Register the Processing provider (also without a GUI, for qgis_process)."""
+        if self.provider is None:
+            self._register_provider()
+
     def _register_provider(self) -> None:
+        if self.provider is not None:
+            return
         try:
             from .processing.provider import TerraSegProvider
 

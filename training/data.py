@@ -121,4 +121,4 @@ class PatchDataset(Dataset):
         x = self.store.patch(r, c)
         if self.augment is not None:
             x, y = self.augment(x, y, rng)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        return torch.from_numpy(np.array(x, order="C")), torch.from_numpy(np.array(y, order="C"))

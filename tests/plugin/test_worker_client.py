@@ -183,6 +183,7 @@ echo "some library chatter" >&2
 sleep 0.3
 printf 'ent": "progress", "stage": "train", "fraction": 0.5, "eta_s": null, "message": ""}\n'
 echo "not json"
+echo '{"v": 1, "event": "progress", "fraction": "half"}'
 printf '{"v": 1, "event": "result", "command": "env", "answer": 42}'
 """
     rec = run({"command": "env", "args": {}}, fake_engine(tmp_path, body), timeout_s=30)
@@ -190,6 +191,9 @@ printf '{"v": 1, "event": "result", "command": "env", "answer": 42}'
     assert ("progress", 0.5, "train", None, "") in rec.events
     assert ("log", "debug", "some library chatter") in rec.events
     assert ("result", {"command": "env", "answer": 42}) in rec.events
+    debug = [e[2] for e in rec.of("log") if e[1] == "debug"]
+    assert any(d.startswith("(not a protocol line) not json") for d in debug), debug
+    assert any(d.startswith("(malformed event)") for d in debug), debug
     assert rec.job.stderr_tail == "some library chatter"
     assert rec.exit_code == 0
 
