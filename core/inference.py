@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.windows import Window
 
 from terraseg.core.errors import ConfigError, RasterError
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
+from terraseg.core.models.patch_cnn import fuse_batchnorm
 from terraseg.core.normalise import BandStats, normalise
 from terraseg.core.outputs import AtomicOutputs, check_output_dir, write_preview_png
 from terraseg.core.protocol import Reporter
@@ -33,6 +35,7 @@ PROB_NODATA = -1.0
 # each block is compressed once. 480 is a multiple of 16 (TIFF) and of strides 1-6 and 8.
 OUTPUT_BLOCK_PX = 480
 DEFAULT_TILE_PX = 960
+WRITE_CACHE_MB = 256
 CLASS_NODATA = 0
 
 
@@ -93,7 +96,33 @@ def tiles(region: Window, tile_px: int, stride_px: int) -> Iterator[tuple[Window
             yield Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0)
 
 
+def read_tile_input(source: RasterSource, stats: BandStats, geom: DenseGeometry,
+                    tile: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised network input for a stride-aligned tile, and its output validity.
+
+    Returns:
+        x float32 (C, h + R - S, w + R - S) and valid bool (h, w).
+    """
+    m, ctx = geom.margin_px, geom.context_px
+    inp = Window(tile.col_off - m, tile.row_off - m, tile.width + ctx, tile.height + ctx)
+    data, valid = source.read(inp)
+    return normalise(data, valid, stats), valid[m : m + int(tile.height),
+                                                m : m + int(tile.width)]
+
+
 @torch.inference_mode()
+def run_network(network: torch.nn.Module, x: np.ndarray, device: torch.device,
+                autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Softmax probabilities of the network on one normalised input. Shape: (K, h, w)."""
+    t = torch.from_numpy(x)[None].to(device).contiguous(memory_format=torch.channels_last)
+    if autocast_dtype is not None:
+        with torch.autocast(device.type, dtype=autocast_dtype):
+            logits = network(t)
+    else:
+        logits = network(t)
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
 def predict_tile(network: torch.nn.Module, source: RasterSource, stats: BandStats,
                  geom: DenseGeometry, tile: Window, device: torch.device,
                  autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -102,24 +131,35 @@ def predict_tile(network: torch.nn.Module, source: RasterSource, stats: BandStat
     Returns:
         probs float32 (K, h, w) and valid bool (h, w) for the tile's output pixels.
     """
-    m, ctx = geom.margin_px, geom.context_px
-    inp = Window(tile.col_off - m, tile.row_off - m, tile.width + ctx, tile.height + ctx)
-    data, valid = source.read(inp)
-    x = torch.from_numpy(normalise(data, valid, stats))[None].to(device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    if autocast_dtype is not None:
-        with torch.autocast(device.type, dtype=autocast_dtype):
-            logits = network(x)
-    else:
-        logits = network(x)
-    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-    out_valid = valid[m : m + int(tile.height), m : m + int(tile.width)]
-    return probs, out_valid
+    x, valid = read_tile_input(source, stats, geom, tile)
+    return run_network(network, x, device, autocast_dtype), valid
+
+
+def predict_tiles(network: torch.nn.Module, source: RasterSource, stats: BandStats,
+                  geom: DenseGeometry, tile_list: list[tuple[Window, Window]],
+                  device: torch.device, autocast_dtype: torch.dtype | None = None,
+                  ) -> Iterator[tuple[Window, Window, np.ndarray, np.ndarray]]:
+    """Predict tiles one after the other (memory: one tile at a time).
+
+    Reading the next tile in a thread while the network runs was measured slower on
+    2 cores (torch already uses both), so tiles are read and predicted in turn.
+
+    Yields:
+        (tile, crop, probs (K, h, w), valid (h, w)) as from :func:`tiles` and
+        :func:`predict_tile`.
+    """
+    for tile, crop in tile_list:
+        probs, valid = predict_tile(network, source, stats, geom, tile, device, autocast_dtype)
+        yield tile, crop, probs, valid
 
 
 def prepare_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Eval mode on ``device`` in channels-last layout (faster convolutions on CPU and GPU)."""
-    return network.to(device).eval().to(memory_format=torch.channels_last)
+    """An inference copy: batch norm folded into convolutions, on ``device``, channels-last.
+
+    The caller's network is left unchanged.
+    """
+    fused = fuse_batchnorm(network.eval())
+    return fused.to(device).eval().to(memory_format=torch.channels_last)
 
 
 def resolve_region(source: RasterSource, window: Window | None = None,
@@ -201,15 +241,18 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     counts = np.zeros(k + 1, dtype=np.int64)
     reporter.log(f"predicting {region.width}x{region.height} px in {len(all_tiles)} tile(s) "
                  f"on {dev.type}")
-    with AtomicOutputs(out_dir, overwrite=overwrite) as outputs:
+    # GDAL's block cache holds dirty output blocks; its default (5% of RAM) would let
+    # memory grow with the raster, so it is capped while writing.
+    with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_MB), \
+            AtomicOutputs(out_dir, overwrite=overwrite) as outputs:
         prob_w = outputs.geotiff("probability.tif", grid, k, "float32", PROB_NODATA,
                                  [f"probability {c['name']}" for c in classes],
                                  block_px=OUTPUT_BLOCK_PX)
         cmap = {int(c["id"]): _rgba(c["colour"]) for c in classes}
         cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
-        for i, (tile, crop) in enumerate(all_tiles):
-            probs, valid = predict_tile(network, source, stats, geom, tile, dev, autocast)
+        for i, (tile, crop, probs, valid) in enumerate(
+                predict_tiles(network, source, stats, geom, all_tiles, dev, autocast)):
             r = int(crop.row_off - tile.row_off)
             c = int(crop.col_off - tile.col_off)
             h, w = int(crop.height), int(crop.width)

@@ -414,7 +414,11 @@ class GeoTiffWriter:
             "tiled": True,
             "blockxsize": block_px,
             "blockysize": block_px,
-            "compress": "DEFLATE",
+            # ZSTD level 1: 4-6x faster to write than DEFLATE at nearly the same size;
+            # read by GDAL >= 2.3 (QGIS 3.x). Two threads compress blocks in parallel.
+            "compress": "ZSTD",
+            "zstd_level": 1,
+            "num_threads": "2",
             "predictor": 3 if is_float else 2,
             "BIGTIFF": "IF_SAFER",
             "interleave": "band" if count > 1 else "pixel",
@@ -476,6 +480,8 @@ class GeoTiffWriter:
                 with rasterio.Env(
                     GDAL_TIFF_OVR_BLOCKSIZE=str(self._block_px),
                     GDAL_CACHEMAX=OVERVIEW_CACHE_MB,
+                    GDAL_NUM_THREADS="2",
+                    ZSTD_LEVEL_OVERVIEW="1",
                 ):
                     self._ds.build_overviews(factors, self._resampling)
                     self._ds.update_tags(ns="rio_overview", resampling=self._resampling.name)

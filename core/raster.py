@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.errors import NodataShadowWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -166,16 +167,34 @@ class RasterSource:
         if r1 <= r0 or c1 <= c0:
             return data, valid
         inner = Window(c0, r0, c1 - c0, r1 - r0)
-        arr = self._ds.read(list(self.bands.indices), window=inner, out_dtype="float32")
-        with warnings.catch_warnings():
-            # a 4-band raster with a nodata value: nodata decides, as documented
-            warnings.simplefilter("ignore", NodataShadowWarning)
-            masks = self._ds.read_masks(list(self.bands.indices), window=inner)
-        ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(arr), axis=0)
-        arr = np.where(ok[None], arr, 0.0).astype(np.float32, copy=False)
+        idx = list(self.bands.indices)
+        arr = self._ds.read(idx, window=inner, out_dtype="float32")
+        ok = self._valid_mask(arr, inner)
+        arr[:, ~ok] = 0.0
         data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = arr
         valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ok
         return data, valid
+
+    def _valid_mask(self, arr: np.ndarray, window: Window) -> np.ndarray:
+        """Pixels valid in every mapped band (nodata value, alpha or mask band; finite).
+
+        When every mapped band is masked only by a nodata value (or not at all), the mask
+        comes from the values already read; otherwise GDAL's masks are read.
+        """
+        flags = [self._ds.mask_flag_enums[i - 1] for i in self.bands.indices]
+        simple = all(set(f) <= {MaskFlags.nodata, MaskFlags.all_valid} for f in flags)
+        if simple:
+            ok = np.all(np.isfinite(arr), axis=0)
+            for b, i in enumerate(self.bands.indices):
+                nd = self._ds.nodatavals[i - 1]
+                if nd is not None and MaskFlags.nodata in flags[b]:
+                    ok &= arr[b] != np.float32(nd)
+            return ok
+        with warnings.catch_warnings():
+            # a 4-band raster with a nodata value: nodata decides, as documented
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            masks = self._ds.read_masks(list(self.bands.indices), window=window)
+        return np.all(masks > 0, axis=0) & np.all(np.isfinite(arr), axis=0)
 
     def block_windows(self, block_px: int = 1024) -> list[Window]:
         """Windows that tile the whole raster in blocks of at most ``block_px`` square."""
