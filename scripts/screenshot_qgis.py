@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from qgis.core import QgsFeature, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import QEventLoop, QTimer
+from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface
 
@@ -70,9 +70,16 @@ def main() -> None:
     print("training ok:", ok, dock.last_model, flush=True)
     ok = dock.predict(mode="whole", wait=True, timeout_s=600)
     print("predict ok:", ok, dock.last_results, flush=True)
-    labels_node = QgsProject.instance().layerTreeRoot().findLayer(labels.id())
-    if labels_node:
-        labels_node.setItemVisibilityChecked(True)
+    root = QgsProject.instance().layerTreeRoot()
+    labels_node = root.findLayer(labels.id())
+    if labels_node:  # drawn labels on top, as an analyst keeps them
+        clone = labels_node.clone()
+        root.insertChildNode(0, clone)
+        labels_node.parent().removeChildNode(labels_node)
+    for layer in QgsProject.instance().mapLayers().values():
+        if layer.name().endswith("classes"):
+            layer.setOpacity(0.6)  # imagery shows through the class map
+    iface.mainWindow().resizeDocks([dock], [470], Qt.Horizontal)
     iface.mapCanvas().setExtent(raster.extent())
     iface.mapCanvas().refresh()
     wait(4000)
