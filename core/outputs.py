@@ -356,7 +356,7 @@ def overview_factors(height_px: int, width_px: int, min_px: int = MIN_OVERVIEW_P
 
 
 class GeoTiffWriter:
-    """Streaming, windowed writer of a tiled, DEFLATE-compressed GeoTIFF.
+    """Streaming, windowed writer of a tiled, ZSTD-compressed GeoTIFF.
 
     Windows are written as they come, so memory does not grow with the raster (GDAL keeps at
     most ``GDAL_CACHEMAX`` of dirty blocks). Write windows aligned to ``block_px`` so no tile

@@ -84,7 +84,7 @@ def test_geotiff_float_roundtrip(tmp_path: Path) -> None:
         assert src.descriptions == ("sealed", "unsealed", "water")
         assert src.nodata == -1.0
         assert src.block_shapes == [(256, 256)] * 3
-        assert src.compression == Compression.deflate
+        assert src.compression == Compression.zstd
         assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"
         assert src.overviews(1) == [2, 4]
         assert src.overviews(3) == [2, 4]
@@ -113,7 +113,7 @@ def test_geotiff_uint8_colormap_default_blocks(tmp_path: Path) -> None:
         assert src.nodata == 0
         assert src.descriptions == ("class",)
         assert src.block_shapes == [(512, 512)]
-        assert src.compression == Compression.deflate
+        assert src.compression == Compression.zstd
         assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
         assert src.overviews(1) == [2, 4]
         colours = src.colormap(1)
