@@ -10,6 +10,7 @@ map without holes.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,11 @@ from terraseg.core.labels import split_layer_spec
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
+    if not classes:
+        try:  # written by terraseg predict
+            classes = json.loads(ds.tags().get("TERRASEG_CLASSES", "null"))
+        except json.JSONDecodeError:
+            classes = None
     if classes:
         return {int(c["id"]): str(c["name"]) for c in classes}
     names = {}

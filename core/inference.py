@@ -11,6 +11,7 @@ when everything succeeded (core/outputs.py).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -251,6 +252,8 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         cmap = {int(c["id"]): _rgba(c["colour"]) for c in classes}
         cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
+        cls_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
+        prob_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
         for i, (tile, crop, probs, valid) in enumerate(
                 predict_tiles(network, source, stats, geom, all_tiles, dev, autocast)):
             r = int(crop.row_off - tile.row_off)

@@ -436,6 +436,10 @@ class GeoTiffWriter:
         if colormap:
             self._ds.write_colormap(1, colormap)
 
+    def set_tags(self, **tags: str) -> None:
+        """Dataset metadata items (GDAL's default domain), e.g. class names."""
+        self._ds.update_tags(**tags)
+
     @property
     def closed(self) -> bool:
         """Whether the file was closed."""
