@@ -250,6 +250,22 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
     raise TerraSegError(f"Unknown command {a.command}.", "See terraseg --help.")
 
 
+def report_failure(exc: BaseException, reporter: Any) -> int:
+    """Report a TerraSeg error or a cancellation as an error event; returns the exit code.
+
+    Re-raises a SystemExit that is not a cancellation (Lightning turns the interrupt our
+    SIGTERM handler raises into ``sys.exit(1)``).
+    """
+    if isinstance(exc, TerraSegError):
+        reporter.error(exc.kind, exc.message, exc.hint)
+        return exc.exit_code
+    if isinstance(exc, SystemExit) and not reporter.cancelled:
+        raise exc
+    err = CancelledError("Cancelled; no output was written.")
+    reporter.error(err.kind, err.message)
+    return err.exit_code
+
+
 def install_signal_handlers(reporter: Any) -> None:
     """SIGTERM/SIGINT: request cancel and interrupt the work at once (outputs roll back)."""
 
@@ -274,16 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_signal_handlers(reporter)
     try:
         result = run_command(args, reporter)
-    except TerraSegError as exc:
-        reporter.error(exc.kind, exc.message, exc.hint)
-        return exc.exit_code
-    except (KeyboardInterrupt, SystemExit) as exc:
-        # Lightning turns the interrupt raised by our SIGTERM handler into sys.exit(1)
-        if isinstance(exc, SystemExit) and not reporter.cancelled:
-            raise
-        err = CancelledError("Cancelled; no output was written.")
-        reporter.error(err.kind, err.message)
-        return err.exit_code
+    except (TerraSegError, KeyboardInterrupt, SystemExit) as exc:
+        return report_failure(exc, reporter)
     if args.command in ("info", "env"):
         print(json.dumps(result, indent=2))
     elif args.command == "evaluate":

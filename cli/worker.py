@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Any
 
-from terraseg.core.errors import CancelledError, TerraSegError
+from terraseg.core.errors import TerraSegError
 from terraseg.core.protocol import JsonLinesReporter
 
 COMMANDS = ("train", "predict", "evaluate", "grid", "info", "rasterise", "vectorise", "areas",
@@ -48,7 +48,12 @@ def job_to_argv(job: dict[str, Any]) -> list[str]:
 
 def run_worker() -> int:
     """Read the job, run it, stream events; exit code 0 on result, else non-zero."""
-    from terraseg.cli.main import build_parser, install_signal_handlers, run_command
+    from terraseg.cli.main import (
+        build_parser,
+        install_signal_handlers,
+        report_failure,
+        run_command,
+    )
 
     out = sys.stdout
     sys.stdout = sys.stderr  # keep stray prints off the protocol stream
@@ -73,16 +78,8 @@ def run_worker() -> int:
         result = run_command(args, reporter)
         reporter.result({"command": argv[0], **result})
         return 0
-    except TerraSegError as exc:
-        reporter.error(exc.kind, exc.message, exc.hint)
-        return exc.exit_code
-    except (KeyboardInterrupt, SystemExit) as exc:
-        # Lightning turns the interrupt raised by our SIGTERM handler into sys.exit(1)
-        if isinstance(exc, SystemExit) and not reporter.cancelled:
-            raise
-        err = CancelledError("Cancelled; no output was written.")
-        reporter.error(err.kind, err.message)
-        return err.exit_code
+    except (TerraSegError, KeyboardInterrupt, SystemExit) as exc:
+        return report_failure(exc, reporter)
     except Exception as exc:  # noqa: BLE001 - report every crash to the panel
         traceback.print_exc(file=sys.stderr)
         reporter.error(type(exc).__name__, str(exc),

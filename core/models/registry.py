@@ -10,6 +10,15 @@ from torch import nn
 
 from terraseg.core.errors import ConfigError
 from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
+from terraseg.core.models.unet import (
+    CBAMUNetConfig,
+    MultiResUNetConfig,
+    ResidualUNetConfig,
+    SEUNetConfig,
+    UNet,
+    UNetConfig,
+    UNetSmallConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,16 @@ MODELS: dict[str, ModelEntry] = {
         PatchCNN,
         "Residual patch CNN of the sealed-surface study (51x51 in, 5x5 out), dense-exact.",
     ),
+    "unet": ModelEntry(UNetConfig, UNet, "Classic U-Net (base width 64, depth 4: ~31M "
+                       "parameters); tiles must be multiples of 16 px."),
+    "unet_small": ModelEntry(UNetSmallConfig, UNet, "Small classic U-Net (base width 18: "
+                             "~2.5M parameters)."),
+    "unet_residual": ModelEntry(ResidualUNetConfig, UNet, "U-Net with residual conv blocks."),
+    "unet_se": ModelEntry(SEUNetConfig, UNet, "U-Net with squeeze-excitation attention."),
+    "unet_cbam": ModelEntry(CBAMUNetConfig, UNet, "U-Net with CBAM (channel + spatial) "
+                            "attention."),
+    "unet_multires": ModelEntry(MultiResUNetConfig, UNet, "U-Net whose head averages "
+                                "predictions from three scales (the landslide study's best)."),
 }
 
 
