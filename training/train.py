@@ -24,7 +24,7 @@ from terraseg.core.errors import ConfigError, LabelError, ModelFileError, Output
 from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
-from terraseg.core.models.registry import build_model
+from terraseg.core.models.registry import build_model, get_entry
 from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.protocol import ConsoleReporter, Reporter
 from terraseg.core.raster import RasterSource, parse_band_mapping
@@ -246,9 +246,16 @@ def _drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> L
     return dataclasses.replace(labels, labels=masked, pixel_counts=counts)
 
 
+PATCH_MODELS = ("patch_cnn",)
+
+
 def _arch_params(cfg: TrainConfig, n_bands: int, n_classes: int) -> dict[str, Any]:
-    if cfg.model != "patch_cnn":
-        build_model(cfg.model, {})  # raises with the list of valid names
+    if cfg.model not in PATCH_MODELS:
+        get_entry(cfg.model)  # unknown names: the error lists the registry
+        raise ConfigError(
+            f"Model '{cfg.model}' is a tile segmentation network; `terraseg train` trains "
+            f"the patch models ({', '.join(PATCH_MODELS)}) in this version.",
+            "Use --model patch_cnn.")
     return {"in_channels": n_bands, "num_classes": n_classes, "patch_px": cfg.patch_px,
             "block_px": cfg.block_px, "planes": list(cfg.planes), "blocks": list(cfg.blocks),
             "stride_px": cfg.stride_px}

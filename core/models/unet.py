@@ -1,5 +1,7 @@
-"""The U-Net family of the landslide study (seed 001): classic, small, residual, attention,
-multi-resolution head.
+"""The U-Net family of the landslide study (seed 001).
+
+Classic (31M-parameter original and a small ~2.5M variant), residual, SE / CBAM attention,
+and the multi-resolution head that averages predictions from several scales.
 
 One network class, :class:`UNet`, covers every variant; a frozen :class:`UNetConfig`
 picks the width, depth, block, attention and head. The registry names (``unet``,
