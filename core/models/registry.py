@@ -28,6 +28,7 @@ class ModelEntry:
     config_cls: type
     build: Callable[[Any], nn.Module]
     description: str
+    kind: str = "patch"  # "patch": dense-exact patch model; "tile": padded tile segmenter
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -36,16 +37,22 @@ MODELS: dict[str, ModelEntry] = {
         PatchCNN,
         "Residual patch CNN of the sealed-surface study (51x51 in, 5x5 out), dense-exact.",
     ),
-    "unet": ModelEntry(UNetConfig, UNet, "Classic U-Net (base width 64, depth 4: ~31M "
-                       "parameters); tiles must be multiples of 16 px."),
-    "unet_small": ModelEntry(UNetSmallConfig, UNet, "Small classic U-Net (base width 18: "
-                             "~2.5M parameters)."),
-    "unet_residual": ModelEntry(ResidualUNetConfig, UNet, "U-Net with residual conv blocks."),
-    "unet_se": ModelEntry(SEUNetConfig, UNet, "U-Net with squeeze-excitation attention."),
-    "unet_cbam": ModelEntry(CBAMUNetConfig, UNet, "U-Net with CBAM (channel + spatial) "
-                            "attention."),
-    "unet_multires": ModelEntry(MultiResUNetConfig, UNet, "U-Net whose head averages "
-                                "predictions from three scales (the landslide study's best)."),
+    "unet": ModelEntry(
+        UNetConfig, UNet,
+        "Classic U-Net (base width 64, depth 4: ~31M parameters); tiles are multiples of 16.",
+        kind="tile"),
+    "unet_small": ModelEntry(
+        UNetSmallConfig, UNet, "Small classic U-Net (base width 18: ~2.5M parameters).",
+        kind="tile"),
+    "unet_residual": ModelEntry(
+        ResidualUNetConfig, UNet, "U-Net with residual conv blocks.", kind="tile"),
+    "unet_se": ModelEntry(
+        SEUNetConfig, UNet, "U-Net with squeeze-excitation attention.", kind="tile"),
+    "unet_cbam": ModelEntry(
+        CBAMUNetConfig, UNet, "U-Net with CBAM (channel + spatial) attention.", kind="tile"),
+    "unet_multires": ModelEntry(
+        MultiResUNetConfig, UNet,
+        "U-Net whose head averages three scales (the landslide study's best).", kind="tile"),
 }
 
 
