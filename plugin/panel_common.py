@@ -1,0 +1,82 @@
+"""Shared pieces of the TerraSeg panel sections: title, formatting and widget helpers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsMapLayerProxyModel
+from qgis.gui import QgsCollapsibleGroupBox
+from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
+from qgis.PyQt.QtWidgets import QSpinBox
+
+TITLE = "TerraSeg"
+METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+LOG_LIMIT = 5000
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration as ``"42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"``; "" when unknown."""
+    if seconds is None or not math.isfinite(float(seconds)):
+        return ""
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def colour_icon(colour: str, size: int = 14) -> QIcon:
+    """A square icon filled with ``colour``."""
+    pix = QPixmap(size, size)
+    pix.fill(QColor(colour))
+    return QIcon(pix)
+
+
+def unique_path(path: Path) -> Path:
+    """``path`` or ``stem_2.suffix``, ``stem_3.suffix``, ... whichever does not exist."""
+    if not path.exists():
+        return path
+    for i in range(2, 10000):
+        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(str(path))
+
+
+def exec_qt(obj: Any) -> Any:
+    """``exec()`` of a dialog or event loop (``exec_`` on Qt5 bindings)."""
+    return obj.exec_() if hasattr(obj, "exec_") else obj.exec()
+
+
+def layer_id(layer: Any) -> str | None:
+    """The id of ``layer``, or None for no layer."""
+    return layer.id() if layer is not None else None
+
+
+def layer_filter(name: str) -> Any:
+    """A layer-combo filter: ``Qgis.LayerFilter`` (QGIS >= 3.34) or the older enum."""
+    scoped = getattr(Qgis, "LayerFilter", None)
+    if scoped is not None and hasattr(scoped, name):
+        return getattr(scoped, name)
+    return getattr(QgsMapLayerProxyModel.Filter, name)
+
+
+def group_box(title: str, name: str, collapsed: bool = False) -> QgsCollapsibleGroupBox:
+    """A collapsible panel section named ``name`` (collapsed state not saved)."""
+    box = QgsCollapsibleGroupBox(title)
+    box.setObjectName(name)
+    box.setSaveCollapsedState(False)
+    box.setCollapsed(collapsed)
+    return box
+
+
+def odd_spin(minimum: int, maximum: int, value: int) -> QSpinBox:
+    """A spin box stepping by 2 (odd patch and block sizes)."""
+    spin = QSpinBox()
+    spin.setRange(minimum, maximum)
+    spin.setSingleStep(2)
+    spin.setValue(value)
+    return spin

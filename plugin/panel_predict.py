@@ -1,0 +1,278 @@
+"""Panel section 'Prediction': model files, predict modes and result layers."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import jobs, modelinfo, presets, results, settings
+from .panel_common import TITLE, group_box, layer_filter, unique_path
+from .presets import ClassDef
+
+
+class PredictPanelMixin:
+    """Model loading, prediction modes and result layers of the panel.
+
+    Mixed into :class:`~.dock.TerraSegDock`; relies on the panel's shared state and helpers
+    (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
+    """
+
+    def _build_predict_box(self) -> QWidget:
+        box = group_box("Predict", "TerraSegPredictBox")
+        layout = QVBoxLayout(box)
+        self.area_canvas_radio = QRadioButton("Current map extent")
+        self.area_layer_radio = QRadioButton("Extent of layer")
+        self.area_whole_radio = QRadioButton("Whole raster")
+        self.area_canvas_radio.setChecked(True)
+        self.extent_combo = QgsMapLayerComboBox()
+        self.extent_combo.setFilters(layer_filter("VectorLayer"))
+        layout.addWidget(self.area_canvas_radio)
+        row = QHBoxLayout()
+        row.addWidget(self.area_layer_radio)
+        row.addWidget(self.extent_combo, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.area_whole_radio)
+        buttons = QHBoxLayout()
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.clicked.connect(lambda: self.predict(self._selected_predict_mode()))
+        buttons.addWidget(self.predict_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.predict_summary = QLabel()
+        self.predict_summary.setWordWrap(True)
+        self.predict_summary.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.predict_summary)
+        return box
+
+    # ------------------------------------------------------------------------------------
+    # Model files
+    # ------------------------------------------------------------------------------------
+    def _set_model(self, path: str) -> dict[str, Any] | None:
+        self.last_model = path
+        try:
+            self.model_meta = modelinfo.read_model_metadata(path)
+        except modelinfo.ModelInfoError as exc:
+            self.model_meta = None
+            self.model_label.setText(f"{Path(path).name} (unreadable: {exc})")
+            return None
+        self.model_label.setText(Path(path).name)
+        self.model_label.setToolTip(f"{path}\n{modelinfo.summary(self.model_meta)}")
+        self._update_buttons()
+        return self.model_meta
+
+    def load_model(self, path: str | Path | None = None) -> dict[str, Any] | None:
+        """Use an existing model file: fills bands, classes and preset from its metadata.
+
+        Args:
+            path: ``.tsm`` file; None asks with a file dialog.
+
+        Returns:
+            The model metadata, or None when cancelled or unreadable.
+        """
+        if path is None:
+            start = str(settings.get(settings.MODELS_DIR, "") or Path.home())
+            chosen, _ = QFileDialog.getOpenFileName(self, "Load TerraSeg model", start,
+                                                    "TerraSeg model (*.tsm)")
+            if not chosen:
+                return None
+            path = chosen
+        try:
+            meta = modelinfo.read_model_metadata(path)
+        except modelinfo.ModelInfoError as exc:
+            self._show_error("Model", str(exc), "Choose a .tsm file written by TerraSeg.")
+            return None
+        model_classes = modelinfo.model_classes(meta)
+        preset = presets.preset_for_classes([c["name"] for c in model_classes])
+        if presets.PRESETS[preset].editable:
+            self.set_classes([ClassDef(c["name"], c.get("colour", "#808080"))
+                              for c in model_classes])
+        else:
+            self.set_preset(preset)
+        self._set_model(str(path))
+        geometry = meta.get("geometry") or {}
+        if geometry.get("patch_px"):
+            self.patch_spin.setValue(int(geometry["patch_px"]))
+        if geometry.get("block_px"):
+            self.block_spin.setValue(int(geometry["block_px"]))
+        self._on_raster_changed(self.raster_layer())  # band roles from the model
+        settings.set(settings.LAST_MODEL, str(path))
+        self._log("info", f"Loaded model {path}: {modelinfo.summary(meta)}")
+        return meta
+
+    def _warn_incompatible(self, meta: dict[str, Any], raster: QgsRasterLayer,
+                           ask: bool) -> bool:
+        """Warn when the model may not fit the raster; with ``ask``, returns the answer."""
+        problems = modelinfo.compatibility_problems(
+            meta, raster.bandCount(),
+            (raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()))
+        if not problems:
+            return True
+        text = " ".join(problems)
+        self._log("warning", text)
+        if not ask:
+            self.iface.messageBar().pushMessage(TITLE, text, Qgis.MessageLevel.Warning, 10)
+            return True
+        return self._confirm("Model and raster differ", f"{text}\n\nRun the model anyway?")
+
+    # ------------------------------------------------------------------------------------
+    # Prediction
+    # ------------------------------------------------------------------------------------
+    def _selected_predict_mode(self) -> str:
+        if self.area_whole_radio.isChecked():
+            return "whole"
+        if self.area_layer_radio.isChecked():
+            return "layer"
+        return "canvas"
+
+    def canvas_window(self, raster: QgsRasterLayer) -> tuple[int, int, int, int] | None:
+        """The map canvas extent as a pixel window (col, row, width, height) of ``raster``."""
+        canvas = self.iface.mapCanvas()
+        extent = canvas.extent()
+        src = canvas.mapSettings().destinationCrs()
+        return self.extent_window(raster, extent, src)
+
+    @staticmethod
+    def extent_window(raster: QgsRasterLayer, extent: QgsRectangle,
+                      crs: QgsCoordinateReferenceSystem) -> tuple[int, int, int, int] | None:
+        """A rectangle (in ``crs``) as a pixel window of ``raster``; None if disjoint."""
+        if crs.isValid() and raster.crs().isValid() and crs != raster.crs():
+            transform = QgsCoordinateTransform(crs, raster.crs(), QgsProject.instance())
+            extent = transform.transformBoundingBox(extent)
+        r_ext = raster.extent()
+        inter = extent.intersect(r_ext)
+        if inter.isEmpty() or inter.width() <= 0 or inter.height() <= 0:
+            return None
+        px, py = raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()
+        eps = 1e-6
+        col0 = max(0, math.floor((inter.xMinimum() - r_ext.xMinimum()) / px + eps))
+        row0 = max(0, math.floor((r_ext.yMaximum() - inter.yMaximum()) / py + eps))
+        col1 = min(raster.width(), math.ceil((inter.xMaximum() - r_ext.xMinimum()) / px - eps))
+        row1 = min(raster.height(), math.ceil((r_ext.yMaximum() - inter.yMinimum()) / py - eps))
+        if col1 <= col0 or row1 <= row0:
+            return None
+        return col0, row0, col1 - col0, row1 - row0
+
+    def results_dir(self, mode: str) -> Path:
+        """A new results folder next to the model: ``<model>_results/<time>_<mode>``."""
+        model = Path(self.last_model or "model.tsm")
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S")
+        return unique_path(model.parent / f"{model.stem}_results" / f"{stamp}_{mode}")
+
+    def _temp_folder(self) -> str:
+        if self._temp_dir is None or not Path(self._temp_dir).is_dir():
+            self._temp_dir = tempfile.mkdtemp(prefix="terraseg_panel_")
+        return self._temp_dir
+
+    def predict(self, mode: str = "canvas", layer: QgsVectorLayer | None = None,
+                wait: bool = False, timeout_s: float = 3600.0) -> bool:
+        """Apply :attr:`last_model` to the raster; results go to 'TerraSeg results'.
+
+        Args:
+            mode: ``canvas`` (current map extent), ``layer`` (extent of ``layer`` or of the
+                layer chosen in the panel) or ``whole`` (the whole raster).
+            layer: Extent layer for ``mode='layer'``.
+            wait: Block until the job has ended.
+            timeout_s: Longest wait.
+
+        Returns:
+            True when the job started (with ``wait``: when it also succeeded).
+        """
+        raster = self.raster_layer()
+        if raster is None:
+            return self._refuse("Predict", "Choose a raster layer first.")
+        if not self.last_model or not Path(self.last_model).is_file():
+            return self._refuse("Predict", "Train or load a model first.")
+        meta = self.model_meta or self._set_model(self.last_model)
+        if meta is None:
+            return self._refuse("Predict", f"Cannot read the model {self.last_model}.")
+        if not self._warn_incompatible(meta, raster, ask=True):
+            return False
+        try:
+            raster_path = jobs.raster_layer_path(raster)
+        except ValueError as exc:
+            return self._refuse("Predict", str(exc))
+        window = extent_layer = None
+        if mode == "canvas":
+            window = self.canvas_window(raster)
+            if window is None:
+                return self._refuse("Predict", "The map view does not overlap the raster.")
+        elif mode == "layer":
+            layer = layer or self.extent_combo.currentLayer()
+            if not isinstance(layer, QgsVectorLayer):
+                return self._refuse("Predict", "Choose the extent layer first.")
+            try:
+                extent_layer = jobs.vector_layer_path(layer, self._temp_folder(),
+                                                      layer_spec=False)
+            except OSError as exc:
+                return self._refuse("Predict", str(exc))
+        elif mode != "whole":
+            raise ValueError(f"Unknown prediction mode {mode!r}: canvas, layer or whole.")
+        bands = None
+        try:
+            spec = self.bands_spec()
+            if len(spec.split(",")) == len(modelinfo.model_bands(meta)):
+                bands = spec
+        except ValueError:
+            bands = None
+        out_dir = self.results_dir(mode)
+        job = jobs.predict_job(model=self.last_model, raster=raster_path, out_dir=str(out_dir),
+                               bands=bands, window=list(window) if window else None,
+                               extent_layer=extent_layer)
+        self._log("info", f"Predicting ({mode}) with {Path(self.last_model).name} into "
+                          f"{out_dir}")
+        return self._start_job("predict", job, self._on_predict_result, wait, timeout_s)
+
+    def result_classes(self) -> list[dict[str, Any]]:
+        """The model's classes, with the panel's colours where the names match."""
+        meta = self.model_meta or {}
+        colours = {c.name.lower(): c.colour for c in self.classes()}
+        out = []
+        for c in modelinfo.model_classes(meta):
+            c = dict(c)
+            c["colour"] = colours.get(str(c["name"]).lower(), c.get("colour", "#808080"))
+            out.append(c)
+        return out
+
+    def _on_predict_result(self, result: dict[str, Any]) -> None:
+        prob, cls = str(result["probability"]), str(result["classes"])
+        classes = self.result_classes()
+        layers = results.add_results(prob, cls, classes,
+                                     name=f"{Path(self.last_model or '').stem} "
+                                          f"{Path(cls).parent.name}")
+        self.last_results = {"probability": prob, "classes": cls,
+                             "folder": str(Path(cls).parent), "layers": layers,
+                             "result": result, "model": self.last_model,
+                             "class_list": classes}
+        if result.get("device"):
+            self.device = str(result["device"])
+            self.device_label.setText(f"Device: {self.device} (prediction)")
+        shares = result.get("class_shares") or {}
+        share_text = ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items())
+        self.predict_summary.setText(f"Results in {Path(cls).parent}\n{share_text}")
+        self.iface.messageBar().pushMessage(TITLE, f"Prediction added to '{results.GROUP_NAME}'",
+                                            Qgis.MessageLevel.Success, 5)

@@ -1,0 +1,340 @@
+"""Panel section 'Training': options, start and cancel, epoch metrics and summary."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsProject
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import jobs, label_layer, modelinfo, presets, settings
+from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
+from .presets import ClassDef
+
+
+class TrainPanelMixin:
+    """Training options, start/cancel, metrics table and summary of the panel.
+
+    Mixed into :class:`~.dock.TerraSegDock`; relies on the panel's shared state and helpers
+    (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
+    """
+
+    def _build_train_box(self) -> QWidget:
+        box = group_box("Train", "TerraSegTrainBox")
+        layout = QVBoxLayout(box)
+        form = QFormLayout()
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.setValue(50)
+        form.addRow("Epochs (max)", self.epochs_spin)
+        self.patch_spin = odd_spin(3, 1001, 51)
+        self.patch_spin.setToolTip("Input cutout in pixels (odd): the context the model sees.")
+        form.addRow("Patch size (px)", self.patch_spin)
+        self.block_spin = odd_spin(1, 501, 5)
+        self.block_spin.setToolTip("Predicted centre block in pixels (odd).")
+        form.addRow("Block size (px)", self.block_spin)
+        self.scratch_check = QCheckBox("From scratch (do not start from the last model)")
+        form.addRow("", self.scratch_check)
+        layout.addLayout(form)
+
+        adv = group_box("Advanced", "TerraSegTrainAdvanced", collapsed=True)
+        adv_form = QFormLayout(adv)
+        self.patience_spin = QSpinBox()
+        self.patience_spin.setRange(1, 100000)
+        self.patience_spin.setValue(10)
+        adv_form.addRow("Early-stopping patience", self.patience_spin)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 1.0)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(1e-3)
+        adv_form.addRow("Learning rate", self.lr_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 65536)
+        self.batch_spin.setValue(128)
+        adv_form.addRow("Batch size", self.batch_spin)
+        self.samples_spin = QSpinBox()
+        self.samples_spin.setRange(1, 10_000_000)
+        self.samples_spin.setValue(2048)
+        adv_form.addRow("Samples per epoch (min)", self.samples_spin)
+        self.blocks_edit = QLineEdit("2,2,2")
+        self.blocks_edit.setToolTip("Residual blocks per stage, e.g. 2,2,2")
+        adv_form.addRow("Blocks per stage", self.blocks_edit)
+        self.planes_edit = QLineEdit("4,8,16")
+        self.planes_edit.setToolTip("Channels per stage, e.g. 4,8,16")
+        adv_form.addRow("Channels per stage", self.planes_edit)
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setRange(0.0, 0.9)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setValue(0.2)
+        adv_form.addRow("Validation fraction", self.val_spin)
+        self.augment_edit = QLineEdit("flip,rotate")
+        adv_form.addRow("Augmentation", self.augment_edit)
+        self.accelerator_combo = QComboBox()
+        self.accelerator_combo.addItems(["auto", "cpu", "gpu"])
+        adv_form.addRow("Device", self.accelerator_combo)
+        self.cache_edit = QLineEdit()
+        self.cache_edit.setPlaceholderText("engine default (~/.cache/terraseg)")
+        adv_form.addRow("Cache folder", self.cache_edit)
+        layout.addWidget(adv)
+
+        buttons = QHBoxLayout()
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(lambda: self.start_training())
+        self.cancel_train_button = QPushButton("Cancel")
+        self.cancel_train_button.clicked.connect(self.cancel_training)
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_train_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.device_label = QLabel("Device: –")
+        layout.addWidget(self.device_label)
+
+        self.metrics_table = QTableWidget(0, 1 + len(METRIC_COLUMNS))
+        self.metrics_table.setHorizontalHeaderLabels(
+            ["Epoch", "Train loss", "Train acc", "Val loss", "Val acc"])
+        self.metrics_table.verticalHeader().setVisible(False)
+        self.metrics_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.metrics_table.setMaximumHeight(160)
+        layout.addWidget(self.metrics_table)
+        self.train_summary = QLabel()
+        self.train_summary.setWordWrap(True)
+        self.train_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.train_summary)
+        return box
+
+    # ------------------------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------------------------
+    def set_training_options(self, **options: Any) -> None:
+        """Set training options by engine name.
+
+        Keys: ``epochs``, ``patch_size``, ``block_size``, ``from_scratch``, ``patience``,
+        ``lr``, ``batch_size``, ``samples_per_epoch``, ``blocks``, ``planes``,
+        ``val_fraction``, ``augment``, ``accelerator``, ``cache_dir``.
+        """
+        spins = {"epochs": self.epochs_spin, "patch_size": self.patch_spin,
+                 "block_size": self.block_spin, "patience": self.patience_spin,
+                 "lr": self.lr_spin, "batch_size": self.batch_spin,
+                 "samples_per_epoch": self.samples_spin, "val_fraction": self.val_spin}
+        edits = {"blocks": self.blocks_edit, "planes": self.planes_edit,
+                 "augment": self.augment_edit, "cache_dir": self.cache_edit}
+        for key, value in options.items():
+            if key in spins:
+                spins[key].setValue(value)
+            elif key in edits:
+                text = value if isinstance(value, str) else ",".join(str(v) for v in value)
+                edits[key].setText(text or "")
+            elif key == "from_scratch":
+                self.scratch_check.setChecked(bool(value))
+            elif key == "accelerator":
+                self.accelerator_combo.setCurrentText(str(value))
+            else:
+                raise KeyError(f"Unknown training option {key!r}.")
+
+    def training_options(self) -> dict[str, Any]:
+        """The engine ``train`` options set in the panel (besides data and labels)."""
+        opts: dict[str, Any] = {
+            "epochs": self.epochs_spin.value(), "patch_size": self.patch_spin.value(),
+            "block_size": self.block_spin.value(), "patience": self.patience_spin.value(),
+            "lr": self.lr_spin.value(), "batch_size": self.batch_spin.value(),
+            "samples_per_epoch": self.samples_spin.value(),
+            "val_fraction": self.val_spin.value(),
+            "blocks": self.blocks_edit.text().strip() or None,
+            "planes": self.planes_edit.text().strip() or None,
+            "augment": self.augment_edit.text().strip() or None,
+            "accelerator": self.accelerator_combo.currentText(),
+            "cache_dir": self.cache_edit.text().strip() or None,
+        }
+        return opts
+
+    def models_dir(self) -> Path | None:
+        """``models`` next to the project file, else next to the label layer's file."""
+        home = QgsProject.instance().absolutePath()
+        if home:
+            return Path(home) / "models"
+        layer = self._label_layer
+        if layer is not None:
+            file_path, _ = jobs.split_source(layer.source())
+            if Path(file_path).is_file():
+                return Path(file_path).resolve().parent / "models"
+        return None
+
+    def new_model_path(self) -> Path | None:
+        """A new model file name ``models/YYYY-MM-DD_HHMM_<task>.tsm``."""
+        folder = self.models_dir()
+        if folder is None:
+            return None
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M")
+        slug = presets.slug_for(self.preset_name(), self.classes())
+        return unique_path(folder / f"{stamp}_{slug}.tsm")
+
+    def _init_model_for(self, classes: list[ClassDef],
+                        bands: str) -> tuple[str | None, dict[str, Any], str]:
+        """(model to fine-tune from or None, its architecture options, how training starts).
+
+        Fine-tuning keeps the last model's architecture, so its patch/block sizes and stage
+        settings replace the panel's.
+        """
+        if self.scratch_check.isChecked():
+            return None, {}, "from scratch (option)"
+        if not self.last_model or not Path(self.last_model).is_file():
+            return None, {}, "from scratch (no previous model)"
+        try:
+            meta = modelinfo.read_model_metadata(self.last_model)
+        except modelinfo.ModelInfoError as exc:
+            return None, {}, f"from scratch ({exc})"
+        names = [c["name"] for c in modelinfo.model_classes(meta)]
+        if [n.lower() for n in names] != [c.name.lower() for c in classes]:
+            return None, {}, (f"from scratch: the last model's classes ({', '.join(names)}) "
+                              "differ from the task's")
+        indices = [i for i, _ in modelinfo.model_bands(meta)]
+        wanted = [int(tok.split("=")[-1]) for tok in bands.split(",")]
+        if indices != wanted:
+            return None, {}, "from scratch: the last model uses other bands"
+        params = (meta.get("architecture") or {}).get("params") or {}
+        arch: dict[str, Any] = {}
+        for key, option in (("patch_px", "patch_size"), ("block_px", "block_size"),
+                            ("blocks", "blocks"), ("planes", "planes")):
+            if params.get(key):
+                value = params[key]
+                arch[option] = ",".join(str(v) for v in value) if isinstance(value, list) else (
+                    int(value))
+        if (meta.get("architecture") or {}).get("name"):
+            arch["model"] = meta["architecture"]["name"]
+        return self.last_model, arch, f"fine-tuning {Path(self.last_model).name}"
+
+    def start_training(self, wait: bool = False, timeout_s: float = 3600.0) -> bool:
+        """Train a model on the raster and the label layer in a worker process.
+
+        Saves pending label edits first. Starts from :attr:`last_model` unless 'From
+        scratch' is checked (or the last model has other classes or bands).
+
+        Args:
+            wait: Block (running the Qt event loop) until the job has ended.
+            timeout_s: Longest wait.
+
+        Returns:
+            True when the job started (with ``wait``: when it also succeeded).
+        """
+        raster = self.raster_layer()
+        layer = self._label_layer
+        classes = self.classes()
+        if raster is None:
+            return self._refuse("Train", "Choose a raster layer first.")
+        if layer is None or not label_layer.is_label_layer(layer):
+            return self._refuse("Train", "Choose or create a label layer (polygons with a "
+                                f"'{label_layer.CLASS_FIELD}' field) first.")
+        problem = presets.validate_classes(classes)
+        if problem:
+            return self._refuse("Train", problem)
+        try:
+            bands = self.bands_spec()
+            raster_path = jobs.raster_layer_path(raster)
+        except ValueError as exc:
+            return self._refuse("Train", str(exc))
+        if not self.save_label_edits():
+            return False
+        stats = label_layer.class_stats(layer, classes)
+        labelled = [c.name for c in classes if stats.get(c.name, (0.0, 0))[1] > 0]
+        if len(labelled) < 2:
+            return self._refuse("Train", "Draw polygons of at least two classes first "
+                                f"(labelled so far: {', '.join(labelled) or 'none'}).")
+        out = self.new_model_path()
+        if out is None:
+            return self._refuse("Train", "Save the project (or the label layer) first: "
+                                "models are kept in a 'models' folder next to it.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        init_model, arch, how = self._init_model_for(classes, bands)
+        options = {**self.training_options(), **arch}
+        try:
+            labels_path = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
+        except OSError as exc:
+            return self._refuse("Train", str(exc))
+        job = jobs.train_job(
+            raster=raster_path, labels=labels_path, out=str(out),
+            class_field=label_layer.CLASS_FIELD, class_map=presets.class_map(classes),
+            bands=bands, init_model=init_model, **options)
+        self.pending_model = str(out)
+        self.epoch_metrics = []
+        self.metrics_table.setRowCount(0)
+        self.train_summary.setText("")
+        self._log("info", f"Training {out.name} ({how}) on {raster.name()} with labels "
+                          f"{layer.name()}; bands {bands}")
+        return self._start_job("train", job, self._on_train_result, wait, timeout_s)
+
+    def cancel_training(self) -> None:
+        """Stop a running training (the worker process is terminated; no model is kept)."""
+        if self.job_kind == "train":
+            self.cancel_job()
+
+    def _on_train_result(self, result: dict[str, Any]) -> None:
+        self.last_train_result = result
+        model = str(result.get("model") or self.pending_model)
+        self.pending_model = None
+        device = result.get("device")
+        if isinstance(device, dict):
+            self.device = str(device.get("description") or device.get("type") or "")
+            self.device_label.setText(f"Device: {self.device}")
+        self._set_model(model)
+        settings.set(settings.LAST_MODEL, model)
+        settings.set(settings.MODELS_DIR, str(Path(model).parent))
+        val = (result.get("metrics") or {}).get("val") or (result.get("metrics") or {}).get(
+            "test") or {}
+        lines = [f"Model saved: {model}",
+                 f"Epochs run: {result.get('epochs')}, best epoch: {result.get('best_epoch')}"]
+        if val:
+            lines.append(self._format_eval(val))
+        else:
+            lines.append("No validation pixels: draw more polygons per class for held-out "
+                         "metrics.")
+        self.train_summary.setText("\n".join(lines))
+        self.iface.messageBar().pushMessage(TITLE, f"Model trained: {Path(model).name}",
+                                            Qgis.MessageLevel.Success, 5)
+
+    @staticmethod
+    def _format_eval(m: dict[str, Any]) -> str:
+        parts = []
+        for key, label in (("accuracy", "accuracy"), ("f1_weighted", "F1 (weighted)"),
+                           ("mean_iou", "mean IoU")):
+            if isinstance(m.get(key), int | float):
+                parts.append(f"{label} {m[key]:.3f}")
+        text = "Validation: " + ", ".join(parts)
+        if m.get("n_samples") is not None:
+            text += f" (n = {m['n_samples']} px)"
+        f1 = m.get("f1_per_class") or {}
+        if f1:
+            text += "\nF1 per class: " + ", ".join(f"{k} {v:.3f}" for k, v in f1.items()
+                                                  if isinstance(v, int | float))
+        return text
+
+    def _on_metrics(self, epoch: int, values: dict[str, Any]) -> None:
+        self.epoch_metrics.append((epoch, dict(values)))
+        r = self.metrics_table.rowCount()
+        self.metrics_table.insertRow(r)
+        self.metrics_table.setItem(r, 0, QTableWidgetItem(str(epoch)))
+        for c, key in enumerate(METRIC_COLUMNS, start=1):
+            value = values.get(key)
+            text = f"{value:.4f}" if isinstance(value, int | float) else ""
+            self.metrics_table.setItem(r, c, QTableWidgetItem(text))
+        self.metrics_table.scrollToBottom()
+        vals = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, int | float))
+        self._log("info", f"epoch {epoch}: {vals}")
