@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     area = pr.add_mutually_exclusive_group()
     area.add_argument("--window", type=_window, help="col,row,width,height in pixels")
     area.add_argument("--extent-layer", help="predict over this vector layer's extent")
-    pr.add_argument("--tile-size", type=int, default=960, help="tile size in output pixels")
+    pr.add_argument("--tile-size", type=int, default=0,
+                    help="processing tile in pixels (0 = 960 for patch models, the training "
+                         "tile for tile networks)")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
     pr.add_argument("--preview", action="store_true", help="also write preview.png")
@@ -152,6 +154,13 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
     t.add_argument("--num-workers", type=int, default=0, help="data loader processes")
     t.add_argument("--class-weights", default="inverse", choices=["inverse", "sqrt", "none"],
                    help="cross-entropy class weighting from training pixel counts")
+    t.add_argument("--tile-size", type=int, default=128,
+                   help="tile networks (unet*): training tile in pixels (multiple of the stride)")
+    t.add_argument("--base-width", type=int, default=0,
+                   help="tile networks: channels of the first level (0 = the model's default)")
+    t.add_argument("--loss", default="",
+                   help="loss spec, e.g. ce, focal+iou, focal:0.7,dice:0.3 (default: ce for "
+                        "patch models, focal+iou for tile networks)")
     t.add_argument("--samples-per-epoch", type=int, default=2048,
                    help="minimum training cutouts per epoch (blocks are resampled, jittered)")
 
@@ -172,7 +181,8 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         cache_dir=a.cache_dir, init_model=a.init_model, overwrite=a.overwrite,
         accelerator=a.accelerator, devices=a.devices, num_nodes=a.num_nodes,
         strategy=a.strategy, precision=a.precision, num_workers=a.num_workers,
-        samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights)
+        samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights,
+        tile_px=a.tile_size, loss=a.loss, base_width=a.base_width)
 
 
 def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:

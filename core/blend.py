@@ -58,7 +58,7 @@ def blend_weights(tile_px: int) -> np.ndarray:
     return np.outer(w1, w1).astype(np.float32)
 
 
-def _tile_starts(lo: int, hi: int, geom: TileGeometry) -> list[int]:
+def tile_starts(lo: int, hi: int, geom: TileGeometry) -> list[int]:
     """Origins k*step - offset of the tiles that overlap [lo, hi)."""
     s, t, off = geom.step_px, geom.tile_px, geom.offset_px
     k0 = -(-(lo + off - t + 1) // s)  # ceil: first tile whose end passes lo
@@ -82,8 +82,8 @@ def predict_blended(network: torch.nn.Module, source: RasterSource, stats: BandS
     r1, c1 = r0 + int(region.height), c0 + int(region.width)
     t = geom.tile_px
     weight = blend_weights(t)
-    col_starts = _tile_starts(c0, c1, geom)
-    row_starts = _tile_starts(r0, r1, geom)
+    col_starts = tile_starts(c0, c1, geom)
+    row_starts = tile_starts(r0, r1, geom)
     width = c1 - c0
     buf_top = r0
     rows = t + geom.step_px + 1

@@ -10,13 +10,7 @@ from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.errors import LabelError
-from terraseg.core.inference import (
-    DenseGeometry,
-    pick_device,
-    predict_tile,
-    prepare_network,
-    tiles,
-)
+from terraseg.core.inference import pick_device, prepare_network, region_probabilities
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -31,7 +25,7 @@ OUTPUT_NAMES = ("metrics.json", "per_class.csv", "confusion_matrix.csv")
 def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                    class_field: str | None, out_dir: str | Path, reporter: Reporter,
                    class_map: str | None = None, category_field: str | None = None,
-                   overwrite: bool = False, tile_px: int = 960,
+                   overwrite: bool = False, tile_px: int = 0,
                    device: str = "auto") -> dict[str, Any]:
     """Predict at the reference pixels and write metrics.json plus CSV tables.
 
@@ -52,21 +46,19 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                          "Use a reference layer that overlaps the raster.")
     region = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
                     int(rows.max() - rows.min() + 1))
-    geom = DenseGeometry.of(model)
     stats = BandStats.from_dict(model.meta["normalisation"])
     dev = pick_device(device)
     network = prepare_network(model.network, dev)
     pred = np.zeros(len(rows), dtype=np.int64)
-    todo = list(tiles(region, tile_px, geom.stride_px))
-    for i, (tile, _crop) in enumerate(todo):
-        r0, c0 = int(tile.row_off), int(tile.col_off)
-        inside = ((rows >= r0) & (rows < r0 + tile.height) & (cols >= c0)
-                  & (cols < c0 + tile.width))
+    for win, probs, valid, fraction in region_probabilities(model, network, source, stats,
+                                                             region, dev, tile_px):
+        r0, c0 = int(win.row_off), int(win.col_off)
+        inside = ((rows >= r0) & (rows < r0 + win.height) & (cols >= c0)
+                  & (cols < c0 + win.width))
         if inside.any():
-            probs, valid = predict_tile(network, source, stats, geom, tile, dev)
             rr, cc = rows[inside] - r0, cols[inside] - c0
             pred[inside] = np.where(valid[rr, cc], probs[:, rr, cc].argmax(0) + 1, 0)
-        reporter.progress((i + 1) / len(todo), "evaluate")
+        reporter.progress(fraction, "evaluate")
     truth = ref.labels[rows, cols].astype(np.int64)
     cats = ref.categories[rows, cols] if ref.categories is not None else None
     metrics: Metrics = compute_metrics(truth, pred, classes, cats, ref.category_names)

@@ -23,6 +23,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
 from terraseg.core.errors import ConfigError, RasterError
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.models.patch_cnn import fuse_batchnorm
@@ -213,9 +214,61 @@ def _layer_window(source: RasterSource, path: str) -> Window:
     return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
 
 
+def count_tiles(model: LoadedModel, region: Window, tile_px: int = 0) -> int:
+    """How many network tiles :func:`region_probabilities` runs for ``region``."""
+    geometry = model.meta["geometry"]
+    if geometry.get("kind", "patch") == "tile":
+        t = tile_px or int(geometry["tile_px"])
+        tgeom = TileGeometry(t, t // 2)
+        r0, c0 = int(region.row_off), int(region.col_off)
+        rows = tile_starts(r0, r0 + int(region.height), tgeom)
+        cols = tile_starts(c0, c0 + int(region.width), tgeom)
+        return len(rows) * len(cols)
+    stride = int(geometry["stride_px"])
+    return len(list(tiles(region, tile_px or DEFAULT_TILE_PX, stride)))
+
+
+def region_probabilities(model: LoadedModel, network: torch.nn.Module, source: RasterSource,
+                         stats: BandStats, region: Window, device: torch.device,
+                         tile_px: int = 0, autocast_dtype: torch.dtype | None = None,
+                         ) -> Iterator[tuple[Window, np.ndarray, np.ndarray, float]]:
+    """Class probabilities over ``region`` in pieces, for either kind of model.
+
+    Patch models run dense stride-aligned tiles (exact); tile networks (U-Nets) run
+    overlapping tiles blended with sin^2 weights (core/blend.py).
+
+    Yields:
+        (window in raster pixels, probs (K, h, w), valid (h, w), fraction done).
+    """
+    geometry = model.meta["geometry"]
+    if geometry.get("kind", "patch") == "tile":
+        t = tile_px or int(geometry["tile_px"])
+        stride = int(geometry["stride_px"])
+        if t % stride:
+            lo = max(stride, t // stride * stride)
+            raise ConfigError(f"Tile size {t} is not divisible by the network stride {stride}.",
+                              f"Use --tile-size {lo} or {lo + stride}.")
+        tgeom = TileGeometry(t, t // 2)
+        k = len(model.meta["classes"])
+        for win, probs, valid in predict_blended(network, source, stats, region, tgeom, k,
+                                                 device, autocast_dtype=autocast_dtype):
+            done = (win.row_off + win.height - region.row_off) / region.height
+            yield win, probs, valid, float(done)
+        return
+    geom = DenseGeometry.of(model)
+    all_tiles = list(tiles(region, tile_px or DEFAULT_TILE_PX, geom.stride_px))
+    for i, (tile, crop, probs, valid) in enumerate(
+            predict_tiles(network, source, stats, geom, all_tiles, device, autocast_dtype)):
+        r = int(crop.row_off - tile.row_off)
+        c = int(crop.col_off - tile.col_off)
+        h, w = int(crop.height), int(crop.width)
+        yield (crop, probs[:, r : r + h, c : c + w], valid[r : r + h, c : c + w],
+               (i + 1) / len(all_tiles))
+
+
 def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path,
                    reporter: Reporter, window: Window | None = None,
-                   extent_layer: str | None = None, tile_px: int = DEFAULT_TILE_PX,
+                   extent_layer: str | None = None, tile_px: int = 0,
                    overwrite: bool = False, preview: bool = False, device: str = "auto",
                    precision: str = "32") -> dict[str, Any]:
     """Write probability.tif and classes.tif (and preview.png) for a region of a raster.
@@ -228,20 +281,18 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     names = ["probability.tif", "classes.tif"] + (["preview.png"] if preview else [])
     check_output_dir(out_dir, names, overwrite)
     region = resolve_region(source, window, extent_layer)
-    geom = DenseGeometry.of(model)
     stats = BandStats.from_dict(model.meta["normalisation"])
     classes = model.meta["classes"]
     dev = pick_device(device)
-    autocast = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}.get(precision)
     if precision not in ("32", "bf16", "16"):
         raise ConfigError(f"Unknown precision '{precision}'.", "Use 32, bf16 or 16.")
+    autocast = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
     network = prepare_network(model.network, dev)
     grid = source.grid.window_grid(region)
     k = len(classes)
-    all_tiles = list(tiles(region, tile_px, geom.stride_px))
     counts = np.zeros(k + 1, dtype=np.int64)
-    reporter.log(f"predicting {region.width}x{region.height} px in {len(all_tiles)} tile(s) "
-                 f"on {dev.type}")
+    reporter.log(f"predicting {region.width}x{region.height} px in "
+                 f"{count_tiles(model, region, tile_px)} tile(s) on {dev.type}")
     # GDAL's block cache holds dirty output blocks; its default (5% of RAM) would let
     # memory grow with the raster, so it is capped while writing.
     with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_MB), \
@@ -254,20 +305,16 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
         cls_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
         prob_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
-        for i, (tile, crop, probs, valid) in enumerate(
-                predict_tiles(network, source, stats, geom, all_tiles, dev, autocast)):
-            r = int(crop.row_off - tile.row_off)
-            c = int(crop.col_off - tile.col_off)
+        for crop, p, v, fraction in region_probabilities(
+                model, network, source, stats, region, dev, tile_px, autocast):
             h, w = int(crop.height), int(crop.width)
-            p = probs[:, r : r + h, c : c + w]
-            v = valid[r : r + h, c : c + w]
             cls = np.where(v, p.argmax(0) + 1, CLASS_NODATA).astype(np.uint8)
             p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
             out_win = Window(crop.col_off - region.col_off, crop.row_off - region.row_off, w, h)
             prob_w.write(p, out_win)
             cls_w.write(cls[None], out_win)
             counts += np.bincount(cls.ravel(), minlength=k + 1)
-            reporter.progress((i + 1) / len(all_tiles), "predict")
+            reporter.progress(fraction, "predict")
         reporter.progress(1.0, "predict", "building overviews")
         prob_w.close(overviews=True)
         cls_w.close(overviews=True)

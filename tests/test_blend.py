@@ -13,7 +13,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import write_raster  # noqa: E402
 
-from terraseg.core.blend import TileGeometry, _tile_starts, blend_weights, predict_blended  # noqa: E402
+from terraseg.core.blend import TileGeometry, blend_weights, predict_blended, tile_starts  # noqa: E402
 from terraseg.core.errors import ConfigError  # noqa: E402
 from terraseg.core.models.registry import build_model  # noqa: E402
 from terraseg.core.normalise import BandStats  # noqa: E402
@@ -31,9 +31,9 @@ def test_weights_sum_to_one_at_half_tile_step() -> None:
     np.testing.assert_allclose(interior, interior[0], rtol=1e-6)
 
 
-def test_tile_starts_cover_the_area() -> None:
+def testtile_starts_cover_the_area() -> None:
     geom = TileGeometry(32, 16)
-    starts = _tile_starts(5, 70, geom)
+    starts = tile_starts(5, 70, geom)
     assert starts[0] <= 5 < starts[0] + 32 and starts[-1] < 70 <= starts[-1] + 32 + 16
     assert all(b - a == 16 for a, b in zip(starts, starts[1:], strict=False))
     assert all(s % 16 == (16 - 8) % 16 for s in starts)  # anchored to the raster origin

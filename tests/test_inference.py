@@ -203,7 +203,7 @@ def test_whole_raster_result_and_events(whole: dict) -> None:
         assert res["class_shares"][c["name"]] == pytest.approx(
             (cls == c["id"]).sum() / valid.sum(), abs=1e-12)
     ev = whole["events"]
-    assert ev[0]["event"] == "log" and "1 tile(s)" in ev[0]["message"]
+    assert ev[0]["event"] == "log" and "130x117 px" in ev[0]["message"]
     prog = [e for e in ev if e["event"] == "progress"]
     assert all(e["stage"] == "predict" for e in prog)
     assert prog[-1]["fraction"] == 1.0 and prog[-1]["message"] == "building overviews"

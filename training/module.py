@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import lightning as L  # noqa: N812
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from terraseg.core.losses import build_loss
 from terraseg.training.data import IGNORE_INDEX
 
 
 class SegmentationTask(L.LightningModule):
-    """Class-weighted cross-entropy on labelled pixels of each output block.
+    """A loss from the registry (default class-weighted cross-entropy) on labelled pixels.
 
     Args:
         network: Maps (N, C, P, P) cutouts to (N, K, B, B) logits.
         class_weights: Weight per class for the cross-entropy (inverse frequency).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        loss: Loss spec for core.losses.build_loss, e.g. "ce" or "focal+iou".
     """
 
     def __init__(self, network: nn.Module, class_weights: torch.Tensor, lr: float = 1e-3,
-                 weight_decay: float = 1e-2) -> None:
+                 weight_decay: float = 1e-2, loss: str = "ce") -> None:
         super().__init__()
         self.network = network
+        self.loss_fn = build_loss(loss, int(class_weights.numel()), class_weights.float(),
+                                  IGNORE_INDEX)
         self.register_buffer("class_weights", class_weights.float())
         self.lr = lr
         self.weight_decay = weight_decay
@@ -36,7 +39,7 @@ class SegmentationTask(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        loss = self.loss_fn(logits, y)
         labelled = y != IGNORE_INDEX
         n = labelled.sum()
         correct = ((logits.argmax(1) == y) & labelled).sum()

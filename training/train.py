@@ -24,7 +24,7 @@ from terraseg.core.errors import ConfigError, LabelError, ModelFileError, Output
 from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
-from terraseg.core.models.registry import build_model, get_entry
+from terraseg.core.models.registry import build_model, config_from_params, get_entry
 from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.protocol import ConsoleReporter, Reporter
 from terraseg.core.raster import RasterSource, parse_band_mapping
@@ -76,6 +76,9 @@ class TrainConfig:
     precision: str = "32-true"
     num_workers: int = 0
     samples_per_epoch: int = 2048
+    tile_px: int = 128
+    loss: str = ""
+    base_width: int = 0
     class_weights: str = "inverse"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -108,11 +111,19 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     init_meta = read_metadata(cfg.init_model) if cfg.init_model else None
     if init_meta is not None:
         # fine-tuning keeps the initial model's architecture and geometry
-        p = init_meta["architecture"]["params"]
-        cfg = dataclasses.replace(cfg, model=init_meta["architecture"]["name"],
-                                  patch_px=int(p["patch_px"]), block_px=int(p["block_px"]),
-                                  planes=tuple(p["planes"]), blocks=tuple(p["blocks"]),
-                                  stride_px=int(p.get("stride_px", 0)))
+        name, p = init_meta["architecture"]["name"], init_meta["architecture"]["params"]
+        if get_entry(name).kind == "patch":
+            cfg = dataclasses.replace(cfg, model=name, patch_px=int(p["patch_px"]),
+                                      block_px=int(p["block_px"]), planes=tuple(p["planes"]),
+                                      blocks=tuple(p["blocks"]),
+                                      stride_px=int(p.get("stride_px", 0)))
+        else:
+            cfg = dataclasses.replace(cfg, model=name,
+                                      tile_px=int(init_meta["geometry"]["tile_px"]))
+    kind = get_entry(cfg.model).kind
+    if kind == "tile":  # a training sample is a whole tile with its label tile
+        cfg = dataclasses.replace(cfg, patch_px=cfg.tile_px, block_px=cfg.tile_px)
+    loss_spec = cfg.loss or DEFAULT_LOSS[kind]
 
     rep.progress(0.0, "prepare", "reading raster and labels")
     band_spec = cfg.bands
@@ -160,7 +171,10 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     weights = _class_weights(index, len(labels.classes), cfg.class_weights)
     rep.log("class weights " + ", ".join(f"{c.name} {w:.2f}" for c, w in
                                           zip(labels.classes, weights.tolist(), strict=True)))
-    task = SegmentationTask(network, weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    task = SegmentationTask(network, weights, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            loss=loss_spec)
+    rep.log(f"model {cfg.model} ({sum(p.numel() for p in network.parameters()):,} "
+            f"parameters), loss {loss_spec}")
     has_val = "val" in datasets
     monitor = "val_loss" if has_val else "train_loss"
     if not has_val:
@@ -246,16 +260,21 @@ def _drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> L
     return dataclasses.replace(labels, labels=masked, pixel_counts=counts)
 
 
-PATCH_MODELS = ("patch_cnn",)
+DEFAULT_LOSS = {"patch": "ce", "tile": "focal+iou"}  # study 000 / study 001
 
 
 def _arch_params(cfg: TrainConfig, n_bands: int, n_classes: int) -> dict[str, Any]:
-    if cfg.model not in PATCH_MODELS:
-        get_entry(cfg.model)  # unknown names: the error lists the registry
-        raise ConfigError(
-            f"Model '{cfg.model}' is a tile segmentation network; `terraseg train` trains "
-            f"the patch models ({', '.join(PATCH_MODELS)}) in this version.",
-            "Use --model patch_cnn.")
+    if get_entry(cfg.model).kind == "tile":
+        params: dict[str, Any] = {"in_channels": n_bands, "num_classes": n_classes}
+        if cfg.base_width:
+            params["base_width"] = cfg.base_width
+        stride = config_from_params(cfg.model, params).stride_px
+        if cfg.tile_px % stride:
+            lo = max(stride, cfg.tile_px // stride * stride)
+            raise ConfigError(
+                f"Tile size {cfg.tile_px} is not divisible by the network stride {stride}.",
+                f"Use --tile-size {lo} or {lo + stride}.")
+        return params
     return {"in_channels": n_bands, "num_classes": n_classes, "patch_px": cfg.patch_px,
             "block_px": cfg.block_px, "planes": list(cfg.planes), "blocks": list(cfg.blocks),
             "stride_px": cfg.stride_px}
@@ -344,6 +363,18 @@ def _evaluate_split(network: torch.nn.Module, ds: PatchDataset,
     return compute_metrics(np.concatenate(trues), np.concatenate(preds), classes).to_dict()
 
 
+def _geometry(cfg: TrainConfig, network: torch.nn.Module) -> dict[str, Any]:
+    """How inference must run the network (see core/inference.py and core/blend.py)."""
+    if get_entry(cfg.model).kind == "tile":
+        return {"kind": "tile", "tile_px": cfg.tile_px, "step_px": cfg.tile_px // 2,
+                "stride_px": int(network.stride_px),
+                "valid_tile_sizes_px": list(network.valid_tile_sizes(1024))}
+    return {"kind": "patch", "patch_px": cfg.patch_px, "block_px": cfg.block_px,
+            "stride_px": int(network.stride_px),
+            "receptive_field_px": int(network.receptive_field_px),
+            "margin_px": (cfg.patch_px - cfg.block_px) // 2}
+
+
 def _metadata(cfg: TrainConfig, source: RasterSource, mapping_indices: list[int],
               stats: BandStats, labels: LabelSet, arch_params: dict[str, Any],
               network: torch.nn.Module, best: BestWeights, trainer: L.Trainer,
@@ -358,11 +389,8 @@ def _metadata(cfg: TrainConfig, source: RasterSource, mapping_indices: list[int]
                      "torch": torch.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "architecture": {"name": cfg.model, "params": arch_params},
-        "geometry": {"patch_px": cfg.patch_px, "block_px": cfg.block_px,
-                     "stride_px": int(getattr(network, "stride_px", 1)),
-                     "receptive_field_px": int(getattr(network, "receptive_field_px",
-                                                       cfg.patch_px)),
-                     "margin_px": (cfg.patch_px - cfg.block_px) // 2},
+        "geometry": _geometry(cfg, network),
+        "loss": cfg.loss or DEFAULT_LOSS[get_entry(cfg.model).kind],
         "bands": {"indices": mapping_indices, "names": list(source.bands.names)},
         "normalisation": {"method": "standardise", **stats.to_dict(),
                           "nodata_fill": "band mean (0 after standardisation)"},
