@@ -161,6 +161,10 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
     t.add_argument("--loss", default="",
                    help="loss spec, e.g. ce, focal+iou, focal:0.7,dice:0.3 (default: ce for "
                         "patch models, focal+iou for tile networks)")
+    t.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"])
+    t.add_argument("--lr-schedule", default="none", choices=["none", "cosine", "plateau"])
+    t.add_argument("--cutmix", type=float, default=0.0,
+                   help="tile networks: probability of cutmix per batch (0 = off)")
     t.add_argument("--samples-per-epoch", type=int, default=2048,
                    help="minimum training cutouts per epoch (blocks are resampled, jittered)")
 
@@ -182,7 +186,8 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         accelerator=a.accelerator, devices=a.devices, num_nodes=a.num_nodes,
         strategy=a.strategy, precision=a.precision, num_workers=a.num_workers,
         samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights,
-        tile_px=a.tile_size, loss=a.loss, base_width=a.base_width)
+        tile_px=a.tile_size, loss=a.loss, base_width=a.base_width, optimizer=a.optimizer,
+        lr_schedule=a.lr_schedule, cutmix=a.cutmix)
 
 
 def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:

@@ -95,3 +95,35 @@ def test_fine_tune_tile_model(trained: dict) -> None:
     assert meta["architecture"]["name"] == "unet_small"
     assert meta["geometry"]["tile_px"] == 32
     assert meta["training"]["init_model"] == str(trained["model"])
+
+
+def test_cutmix_swaps_the_same_box_in_images_and_targets() -> None:
+    import torch
+
+    from terraseg.training.module import cutmix_batch
+
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    y = (x[:, 0] * 10).long()
+    gen = torch.Generator().manual_seed(3)
+    xm, ym = cutmix_batch(x, y, generator=gen)
+    changed = (xm != x)[:, 0]
+    assert changed.any() and torch.equal(changed, ym != y)
+    assert torch.equal(ym[changed], (xm[:, 0] * 10).long()[changed])  # pairs stay together
+    rows, cols = torch.nonzero(changed[0], as_tuple=True)
+    box = changed[0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    assert box.all()  # one rectangle
+    same = torch.ones(1, 1, 4, 4), torch.ones(1, 2, 2, dtype=torch.long)
+    assert cutmix_batch(*same)[0] is same[0]  # patch targets (smaller than input): unchanged
+
+
+def test_adam_cosine_cutmix_bf16_train(trained: dict) -> None:
+    d, scene = trained["dir"], trained["scene"]
+    run("train", "--raster", str(scene.raster), "--labels", str(scene.labels), "--class-field",
+        "klass", "--out", str(d / "opt.tsm"), "--model", "unet_small", "--base-width", "4",
+        "--tile-size", "32", "--epochs", "2", "--samples-per-epoch", "64", "--optimizer",
+        "adam", "--lr-schedule", "cosine", "--cutmix", "0.5", "--precision", "bf16-mixed",
+        "--loss", "focal:0.7,dice:0.3", "--cache-dir", str(d / "cache"))
+    meta = json.loads(run("info", str(d / "opt.tsm")).stdout)
+    opts = meta["training"]["options"]
+    assert (opts["optimizer"], opts["lr_schedule"], opts["cutmix"]) == ("adam", "cosine", 0.5)
+    assert opts["precision"] == "bf16-mixed" and meta["loss"] == "focal:0.7,dice:0.3"

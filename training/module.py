@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L  # noqa: N812
 import torch
 from torch import nn
 
+from terraseg.core.errors import ConfigError
 from terraseg.core.losses import build_loss
 from terraseg.training.data import IGNORE_INDEX
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("none", "cosine", "plateau")
+
+
+def cutmix_batch(x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a random box of a shuffled copy of the batch into images and targets alike.
+
+    Only for dense targets (target size = input size, tile networks); the box covers 25-50%
+    of each side. Shape: x (N, C, H, W), y (N, H, W).
+    """
+    if x.shape[-2:] != y.shape[-2:] or x.shape[0] < 2:
+        return x, y
+    n, _, h, w = x.shape
+    shift = int(torch.randint(1, n, (), generator=generator))  # every image gets another's box
+    perm = (torch.arange(n, device=x.device) + shift) % n
+    bh = int(h * (0.25 + 0.25 * torch.rand((), generator=generator)))
+    bw = int(w * (0.25 + 0.25 * torch.rand((), generator=generator)))
+    r = int(torch.randint(0, h - bh + 1, (), generator=generator))
+    c = int(torch.randint(0, w - bw + 1, (), generator=generator))
+    x, y = x.clone(), y.clone()
+    x[:, :, r : r + bh, c : c + bw] = x[perm, :, r : r + bh, c : c + bw]
+    y[:, r : r + bh, c : c + bw] = y[perm, r : r + bh, c : c + bw]
+    return x, y
 
 
 class SegmentationTask(L.LightningModule):
@@ -19,11 +47,27 @@ class SegmentationTask(L.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         loss: Loss spec for core.losses.build_loss, e.g. "ce" or "focal+iou".
+        optimizer: "adamw" or "adam".
+        lr_schedule: "none", "cosine" (over max_epochs) or "plateau" (halve on plateau).
+        max_epochs: Length of the cosine schedule.
+        cutmix: Probability of applying cutmix to a training batch (tile networks).
     """
 
     def __init__(self, network: nn.Module, class_weights: torch.Tensor, lr: float = 1e-3,
-                 weight_decay: float = 1e-2, loss: str = "ce") -> None:
+                 weight_decay: float = 1e-2, loss: str = "ce", optimizer: str = "adamw",
+                 lr_schedule: str = "none", max_epochs: int = 1, cutmix: float = 0.0) -> None:
         super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Unknown optimizer '{optimizer}'.",
+                              f"Use one of: {', '.join(OPTIMIZERS)}.")
+        if lr_schedule not in SCHEDULES:
+            raise ConfigError(f"Unknown learning-rate schedule '{lr_schedule}'.",
+                              f"Use one of: {', '.join(SCHEDULES)}.")
+        if not 0.0 <= cutmix <= 1.0:
+            raise ConfigError(f"Cutmix probability {cutmix} is outside 0..1.",
+                              "Use e.g. --cutmix 0.5 (0 = off).")
+        self.optimizer, self.lr_schedule, self.max_epochs = optimizer, lr_schedule, max_epochs
+        self.cutmix = cutmix
         self.network = network
         self.loss_fn = build_loss(loss, int(class_weights.numel()), class_weights.float(),
                                   IGNORE_INDEX)
@@ -52,7 +96,9 @@ class SegmentationTask(L.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _i: int) -> torch.Tensor:
-        """Training step."""
+        """Training step (with cutmix when enabled)."""
+        if self.cutmix > 0 and torch.rand(()) < self.cutmix:
+            batch = cutmix_batch(*batch)
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _i: int) -> None:
@@ -63,6 +109,15 @@ class SegmentationTask(L.LightningModule):
         """Test step."""
         self._step(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW as in the study."""
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        """AdamW (the studies' default) or Adam, optionally with a learning-rate schedule."""
+        cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        opt = cls(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        if self.lr_schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch",
+                                                       "monitor": "train_loss"}}
+        return opt

@@ -79,6 +79,9 @@ class TrainConfig:
     tile_px: int = 128
     loss: str = ""
     base_width: int = 0
+    optimizer: str = "adamw"
+    lr_schedule: str = "none"
+    cutmix: float = 0.0
     class_weights: str = "inverse"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -172,7 +175,9 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     rep.log("class weights " + ", ".join(f"{c.name} {w:.2f}" for c, w in
                                           zip(labels.classes, weights.tolist(), strict=True)))
     task = SegmentationTask(network, weights, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            loss=loss_spec)
+                            loss=loss_spec, optimizer=cfg.optimizer,
+                            lr_schedule=cfg.lr_schedule, max_epochs=cfg.epochs,
+                            cutmix=cfg.cutmix if kind == "tile" else 0.0)
     rep.log(f"model {cfg.model} ({sum(p.numel() for p in network.parameters()):,} "
             f"parameters), loss {loss_spec}")
     has_val = "val" in datasets
