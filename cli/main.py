@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
     pr.add_argument("--preview", action="store_true", help="also write preview.png")
+    pr.add_argument("--threshold", type=float,
+                    help="two classes: class 1 where P(class 1) >= this (default: the model's "
+                         "tuned threshold, else the most probable class)")
+    pr.add_argument("--tta", action="store_true",
+                    help="average over the four 90-degree rotations (4x slower)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     ev = sub.add_parser("evaluate", help="accuracy against an independent reference layer")
@@ -75,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bands", help="band mapping (default: the model's band indices)")
     ev.add_argument("--out-dir", required=True)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--threshold", type=float, help="as for predict")
+    ev.add_argument("--tta", action="store_true", help="as for predict")
     ev.add_argument("--overwrite", action="store_true")
 
     i = sub.add_parser("info", help="print a model file's metadata as JSON")
@@ -255,13 +262,14 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
         return predict_raster(model, source, a.out_dir, reporter, window=a.window,
                               extent_layer=a.extent_layer, tile_px=a.tile_size,
                               overwrite=a.overwrite, preview=a.preview, device=a.device,
-                              precision=a.precision)
+                              precision=a.precision, threshold=a.threshold, tta=a.tta)
     if a.command == "evaluate":
         from terraseg.core.evaluate import evaluate_model
 
         return evaluate_model(model, source, a.reference, a.class_field, a.out_dir, reporter,
                               class_map=a.class_map, category_field=a.category_field,
-                              overwrite=a.overwrite, device=a.device)
+                              overwrite=a.overwrite, device=a.device,
+                              threshold=a.threshold, tta=a.tta)
     raise TerraSegError(f"Unknown command {a.command}.", "See terraseg --help.")
 
 

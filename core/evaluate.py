@@ -10,7 +10,13 @@ from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.errors import LabelError
-from terraseg.core.inference import pick_device, prepare_network, region_probabilities
+from terraseg.core.inference import (
+    class_ids,
+    pick_device,
+    prepare_network,
+    region_probabilities,
+    resolve_threshold,
+)
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -26,13 +32,15 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                    class_field: str | None, out_dir: str | Path, reporter: Reporter,
                    class_map: str | None = None, category_field: str | None = None,
                    overwrite: bool = False, tile_px: int = 0,
-                   device: str = "auto") -> dict[str, Any]:
+                   device: str = "auto", threshold: float | None = None,
+                   tta: bool = False) -> dict[str, Any]:
     """Predict at the reference pixels and write metrics.json plus CSV tables.
 
     Only tiles that contain reference pixels are predicted. Reference classes are mapped
     to the model's classes by name (after ``class_map``); unknown classes are refused.
     """
     check_raster_fits(model.meta, source)
+    threshold = resolve_threshold(model, threshold)
     out_dir = Path(out_dir)
     names = list(OUTPUT_NAMES) + (["per_category.csv"] if category_field else [])
     check_output_dir(out_dir, names, overwrite)
@@ -48,7 +56,7 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                     int(rows.max() - rows.min() + 1))
     stats = BandStats.from_dict(model.meta["normalisation"])
     dev = pick_device(device)
-    network = prepare_network(model.network, dev)
+    network = prepare_network(model.network, dev, tta=tta)
     pred = np.zeros(len(rows), dtype=np.int64)
     for win, probs, valid, fraction in region_probabilities(model, network, source, stats,
                                                              region, dev, tile_px):
@@ -57,7 +65,7 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                   & (cols < c0 + win.width))
         if inside.any():
             rr, cc = rows[inside] - r0, cols[inside] - c0
-            pred[inside] = np.where(valid[rr, cc], probs[:, rr, cc].argmax(0) + 1, 0)
+            pred[inside] = np.where(valid[rr, cc], class_ids(probs[:, rr, cc], threshold), 0)
         reporter.progress(fraction, "evaluate")
     truth = ref.labels[rows, cols].astype(np.int64)
     cats = ref.categories[rows, cols] if ref.categories is not None else None

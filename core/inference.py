@@ -155,13 +155,61 @@ def predict_tiles(network: torch.nn.Module, source: RasterSource, stats: BandSta
         yield tile, crop, probs, valid
 
 
-def prepare_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+class RotationTTA(torch.nn.Module):
+    """Test-time augmentation: mean class probabilities over the 0/90/180/270 rotations.
+
+    Returns log-probabilities, so a softmax of the output is the averaged probability.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Averaged prediction. Shape: as the wrapped network."""
+        total = None
+        for k in range(4):
+            xr = torch.rot90(x, k, dims=(-2, -1)).contiguous(memory_format=torch.channels_last)
+            p = torch.softmax(self.network(xr).float(), dim=1)
+            p = torch.rot90(p, -k, dims=(-2, -1))
+            total = p if total is None else total + p
+        return torch.log((total / 4).clamp_min(1e-12))
+
+
+def prepare_network(network: torch.nn.Module, device: torch.device,
+                    tta: bool = False) -> torch.nn.Module:
     """An inference copy: batch norm folded into convolutions, on ``device``, channels-last.
 
-    The caller's network is left unchanged.
+    With ``tta`` it is wrapped in :class:`RotationTTA`. The caller's network is unchanged.
     """
     fused = fuse_batchnorm(network.eval())
-    return fused.to(device).eval().to(memory_format=torch.channels_last)
+    fused = fused.to(device).eval().to(memory_format=torch.channels_last)
+    return RotationTTA(fused).eval() if tta else fused
+
+
+def resolve_threshold(model: LoadedModel, threshold: float | None) -> float | None:
+    """The threshold to use: the given one, else the model's tuned one (two classes only).
+
+    Raises:
+        ConfigError: Threshold outside 0..1, or given for a model with more than 2 classes.
+    """
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"Threshold {threshold} is outside 0..1.",
+                              "Give a probability, e.g. --threshold 0.4.")
+        if len(model.meta["classes"]) != 2:
+            raise ConfigError("A threshold applies to two-class models only.",
+                              "Leave out --threshold: classes are the most probable ones.")
+        return float(threshold)
+    stored = model.meta.get("threshold")
+    return float(stored["value"]) if stored and len(model.meta["classes"]) == 2 else None
+
+
+def class_ids(probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class ids 1..K from probabilities (K, h, w): threshold on class 1, or argmax."""
+    if threshold is not None:
+        return np.where(probs[0] >= threshold, 1, 2)
+    return probs.argmax(0) + 1
 
 
 def resolve_region(source: RasterSource, window: Window | None = None,
@@ -270,13 +318,19 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
                    reporter: Reporter, window: Window | None = None,
                    extent_layer: str | None = None, tile_px: int = 0,
                    overwrite: bool = False, preview: bool = False, device: str = "auto",
-                   precision: str = "32") -> dict[str, Any]:
+                   precision: str = "32", threshold: float | None = None,
+                   tta: bool = False) -> dict[str, Any]:
     """Write probability.tif and classes.tif (and preview.png) for a region of a raster.
+
+    Two-class models with a threshold (given, or tuned on validation data and stored in the
+    model) predict class 1 where P(class 1) >= threshold; otherwise the most probable
+    class. ``tta`` averages the probabilities over the four 90-degree rotations.
 
     Returns:
         Paths and a summary (device, pixels, class shares).
     """
     check_raster_fits(model.meta, source)
+    threshold = resolve_threshold(model, threshold)
     out_dir = Path(out_dir)
     names = ["probability.tif", "classes.tif"] + (["preview.png"] if preview else [])
     check_output_dir(out_dir, names, overwrite)
@@ -287,7 +341,7 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     if precision not in ("32", "bf16", "16"):
         raise ConfigError(f"Unknown precision '{precision}'.", "Use 32, bf16 or 16.")
     autocast = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
-    network = prepare_network(model.network, dev)
+    network = prepare_network(model.network, dev, tta=tta)
     grid = source.grid.window_grid(region)
     k = len(classes)
     counts = np.zeros(k + 1, dtype=np.int64)
@@ -308,7 +362,7 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         for crop, p, v, fraction in region_probabilities(
                 model, network, source, stats, region, dev, tile_px, autocast):
             h, w = int(crop.height), int(crop.width)
-            cls = np.where(v, p.argmax(0) + 1, CLASS_NODATA).astype(np.uint8)
+            cls = np.where(v, class_ids(p, threshold), CLASS_NODATA).astype(np.uint8)
             p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
             out_win = Window(crop.col_off - region.col_off, crop.row_off - region.row_off, w, h)
             prob_w.write(p, out_win)
@@ -327,7 +381,8 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
               "classes": str(out_dir / "classes.tif"),
               "window": [int(region.col_off), int(region.row_off), int(region.width),
                          int(region.height)],
-              "device": dev.type, "valid_pixels": n_valid, "class_shares": shares}
+              "device": dev.type, "valid_pixels": n_valid, "class_shares": shares,
+              "threshold": threshold, "tta": tta}
     if preview:
         result["preview"] = str(out_dir / "preview.png")
     return result

@@ -44,6 +44,8 @@ def test_model_file_records_tile_geometry_and_loss(trained: dict) -> None:
     assert g["kind"] == "tile" and g["tile_px"] == 32 and g["stride_px"] == 16
     assert g["valid_tile_sizes_px"][:3] == [16, 32, 48]
     assert meta["loss"] == "focal+iou"
+    assert 0.05 <= meta["threshold"]["value"] <= 0.95  # tuned on validation pixels
+    assert meta["threshold"]["f1"] > 0.9
 
 
 def test_predict_and_evaluate_blended(trained: dict) -> None:

@@ -211,11 +211,19 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     state = best.best_state or best.last_state
     network.load_state_dict(state)
     network.eval()
-    evaluation = {name: _evaluate_split(network, ds, labels.classes)
+    threshold = None
+    if kind == "tile" and len(labels.classes) == 2 and "val" in datasets:
+        p1, truth = _split_probabilities(network, datasets["val"])
+        threshold = tune_threshold(p1[:, 0], truth)
+        rep.log(f"threshold on P({labels.classes[0].name}) tuned on validation pixels: "
+                f"{threshold['value']:.2f} (F1 {threshold['f1']:.4f})")
+    evaluation = {name: _evaluate_split(network, ds, labels.classes,
+                                        threshold["value"] if threshold else None)
                   for name, ds in datasets.items() if name != "train"}
     for name, m in evaluation.items():
         rep.log(f"{name} (held-out pixels): accuracy {m['accuracy']:.4f}, "
                 f"F1 weighted {m['f1_weighted']:.4f}, n={m['n_samples']}")
+    cfg = dataclasses.replace(cfg, extra_meta={**cfg.extra_meta, "threshold": threshold})
     meta = _metadata(cfg, source, mapping_indices=list(mapping.indices), stats=stats,
                      labels=labels, arch_params=arch_params, network=network, best=best,
                      trainer=trainer, evaluation=evaluation, index=index, device=device,
@@ -353,19 +361,50 @@ def _devices(spec: str) -> int | str | list[int]:
 
 
 @torch.inference_mode()
-def _evaluate_split(network: torch.nn.Module, ds: PatchDataset,
-                    classes: tuple[ClassInfo, ...]) -> dict[str, Any]:
-    """Metrics on the held-out pixels of one split (class ids 1..K)."""
-    preds, trues = [], []
-    for i in range(0, len(ds), 512):
-        idx = range(i, min(i + 512, len(ds)))
+@torch.inference_mode()
+def _split_probabilities(network: torch.nn.Module,
+                         ds: PatchDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, K) and reference class ids (N,) of a split's labelled pixels."""
+    probs, trues = [], []
+    batch = 512 if ds.store.geom.patch_px <= 64 else 16
+    for i in range(0, len(ds), batch):
+        idx = range(i, min(i + batch, len(ds)))
         x = torch.stack([ds[j][0] for j in idx])
         y = torch.from_numpy(ds.targets[i : i + len(idx)])
-        p = network(x).argmax(1)
+        p = torch.softmax(network(x).float(), dim=1).permute(0, 2, 3, 1)
         keep = y >= 0
-        preds.append(p[keep].numpy() + 1)
+        probs.append(p[keep].numpy())
         trues.append(y[keep].numpy() + 1)
-    return compute_metrics(np.concatenate(trues), np.concatenate(preds), classes).to_dict()
+    return np.concatenate(probs), np.concatenate(trues)
+
+
+def tune_threshold(p_first: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Threshold on P(class 1) that maximises class 1's F1 (grid 0.05..0.95, step 0.05)."""
+    best = {"value": 0.5, "f1": -1.0}
+    positive = truth == 1
+    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+        pred = p_first >= t
+        tp = float((pred & positive).sum())
+        denom = float(pred.sum() + positive.sum())
+        f1 = 2 * tp / denom if denom else 0.0
+        if f1 > best["f1"]:
+            best = {"value": float(t), "f1": f1}
+    return best
+
+
+def _evaluate_split(network: torch.nn.Module, ds: PatchDataset,
+                    classes: tuple[ClassInfo, ...],
+                    threshold: float | None = None) -> dict[str, Any]:
+    """Metrics on the held-out pixels of one split (class ids 1..K).
+
+    With ``threshold`` (two classes), class 1 is predicted where P(class 1) >= threshold.
+    """
+    probs, truth = _split_probabilities(network, ds)
+    if threshold is not None:
+        pred = np.where(probs[:, 0] >= threshold, 1, 2)
+    else:
+        pred = probs.argmax(1) + 1
+    return compute_metrics(truth, pred, classes).to_dict()
 
 
 def _geometry(cfg: TrainConfig, network: torch.nn.Module) -> dict[str, Any]:
