@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-options", default="none;flip,rotate",
                    help="augmentation settings separated by ';' (e.g. 'none;flip,rotate')")
 
+    cv = sub.add_parser("cv", help="k-fold cross-validation by region: per-fold, mean, std")
+    _add_train_args(cv, grid=True)
+    cv.add_argument("--k", type=int, default=5, help="number of folds")
+    cv.add_argument("--out-dir", required=True, help="folder for fold models, cv.csv, cv.json")
+
     pr = sub.add_parser("predict", help="probability and class rasters for a raster")
     pr.add_argument("--model", required=True)
     pr.add_argument("--raster", required=True)
@@ -113,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--overwrite", action="store_true")
 
     sub.add_parser("env", help="engine environment as JSON: python, packages, device")
-    for sp in (t, g, pr, ev, i, ra, ve, ar):
+    for sp in (t, g, cv, pr, ev, i, ra, ve, ar):
         sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and errors on stderr")
 
@@ -230,6 +235,11 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
         base = train_config(a, out="unused.tsm")
         return run_grid(base, a.out_dir, parse_floats(a.lrs), parse_floats(a.weight_decays),
                         augments, reporter, overwrite=a.overwrite)
+    if a.command == "cv":
+        from terraseg.training.cv import run_cv
+
+        return run_cv(train_config(a, out="unused.tsm"), a.out_dir, a.k, reporter,
+                      overwrite=a.overwrite)
     if a.command == "info":
         from terraseg.core.modelfile import read_metadata
 
@@ -322,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"n={result['n_samples']}  -> {result['metrics']}")
     elif result:
         keys = ("model", "probability", "classes", "preview", "grid_csv", "labels", "polygons",
-                "csv", "zones")
+                "csv", "zones", "cv_csv")
         for k in keys:
             if isinstance(result.get(k), str):
                 print(f"{k}: {result[k]}")

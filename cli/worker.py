@@ -17,7 +17,7 @@ from typing import Any
 from terraseg.core.errors import TerraSegError
 from terraseg.core.protocol import JsonLinesReporter
 
-COMMANDS = ("train", "predict", "evaluate", "grid", "info", "rasterise", "vectorise", "areas",
+COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "info", "rasterise", "vectorise", "areas",
             "env")
 
 

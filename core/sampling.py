@@ -46,10 +46,18 @@ class SplitConfig:
     test_fraction: float = 0.0
     split_block_px: int = 256
     seed: int = 0
+    k_folds: int = 0
+    fold: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("polygons", "blocks"):
             raise ConfigError(f"Unknown split mode '{self.mode}'.", "Use polygons or blocks.")
+        if self.k_folds and not 0 <= self.fold < self.k_folds:
+            raise ConfigError(f"Fold {self.fold} is outside 0..{self.k_folds - 1}.",
+                              "Folds are numbered from 0.")
+        if self.k_folds == 1 or self.k_folds < 0:
+            raise ConfigError(f"k = {self.k_folds} folds is not a cross-validation.",
+                              "Use --k 2 or more.")
         if self.split_block_px < 1:
             raise ConfigError(f"Split block size {self.split_block_px} must be >= 1 pixel.",
                               "Use e.g. --split-block-size 256.")
@@ -89,7 +97,7 @@ def assign_regions(labels: LabelSet, cfg: SplitConfig) -> dict[int, int]:
         block_of = (rows[first] // b) * nbx + cols[first] // b
         blocks = np.unique(block_of)
         order = rng.permutation(blocks)
-        split_of_block = _deal(len(order), cfg, rng_free=True)
+        split_of_block = _deal(len(order), cfg)
         lut = dict(zip(order.tolist(), split_of_block, strict=True))
         for rid, blk in zip(ids.tolist(), block_of.tolist(), strict=True):
             out[rid] = lut[blk]
@@ -104,8 +112,16 @@ def assign_regions(labels: LabelSet, cfg: SplitConfig) -> dict[int, int]:
     return out
 
 
-def _deal(n: int, cfg: SplitConfig, rng_free: bool = False) -> list[int]:
-    """Split indices for n shuffled items: test first, then val, rest train (>= 1 train)."""
+def _deal(n: int, cfg: SplitConfig) -> list[int]:
+    """Split indices for n shuffled items: test first, then val, rest train (>= 1 train).
+
+    With k folds, item i is test when i % k == fold; validation is dealt from the rest.
+    """
+    if cfg.k_folds:
+        test = [i % cfg.k_folds == cfg.fold for i in range(n)]
+        rest = _deal(n - sum(test), SplitConfig(val_fraction=cfg.val_fraction))
+        it = iter(rest)
+        return [2 if t else next(it) for t in test]
     n_test = int(round(n * cfg.test_fraction))
     n_val = int(round(n * cfg.val_fraction))
     if cfg.val_fraction > 0 and n_val == 0 and n >= 3:
@@ -116,6 +132,18 @@ def _deal(n: int, cfg: SplitConfig, rng_free: bool = False) -> list[int]:
         else:
             n_val -= 1
     return [2] * n_test + [1] * n_val + [0] * (n - n_test - n_val)
+
+
+def count_split_units(labels: LabelSet, cfg: SplitConfig) -> int:
+    """How many units (regions, or blocks in mode "blocks") the split deals out."""
+    mask = labels.regions > 0
+    if cfg.mode == "blocks":
+        ids, first = np.unique(labels.regions[mask], return_index=True)
+        rows, cols = np.nonzero(mask)
+        b = cfg.split_block_px
+        nbx = -(-labels.regions.shape[1] // b)
+        return len(np.unique((rows[first] // b) * nbx + cols[first] // b))
+    return len(np.unique(labels.regions[mask]))
 
 
 def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int) -> SampleIndex:

@@ -28,7 +28,13 @@ from terraseg.core.models.registry import build_model, config_from_params, get_e
 from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.protocol import ConsoleReporter, Reporter
 from terraseg.core.raster import RasterSource, parse_band_mapping
-from terraseg.core.sampling import SPLITS, SampleIndex, SplitConfig, build_index
+from terraseg.core.sampling import (
+    SPLITS,
+    SampleIndex,
+    SplitConfig,
+    build_index,
+    count_split_units,
+)
 from terraseg.core.version import software_version
 from terraseg.training.callbacks import BestWeights, ReporterCallback
 from terraseg.training.data import ImageWindowStore, PatchDataset, PatchGeometry
@@ -82,6 +88,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr_schedule: str = "none"
     cutmix: float = 0.0
+    k_folds: int = 0
+    fold: int = 0
     class_weights: str = "inverse"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -152,7 +160,14 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     stats = (BandStats.from_dict(init_meta["normalisation"]) if init_meta
              else compute_band_stats(source))
     split_cfg = SplitConfig(cfg.split, cfg.val_fraction, cfg.test_fraction,  # type: ignore[arg-type]
-                            cfg.split_block_px, cfg.seed)
+                            cfg.split_block_px, cfg.seed, cfg.k_folds, cfg.fold)
+    if cfg.k_folds:
+        units = count_split_units(labels, split_cfg)
+        what = "blocks with labels" if cfg.split == "blocks" else "labelled regions (polygons)"
+        if cfg.k_folds > units:
+            raise ConfigError(
+                f"k = {cfg.k_folds} folds is larger than the number of {what} ({units}).",
+                f"Use --k {units} or fewer, or draw more polygons.")
     index = build_index(labels, split_cfg, cfg.block_px)
     for name in SPLITS:
         rep.log(f"{name}: {len(index.origins[name])} blocks, pixels per class "

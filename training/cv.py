@@ -1,0 +1,75 @@
+"""k-fold cross-validation by region: per-fold and mean/std test metrics (``terraseg cv``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from terraseg.core.errors import OutputError
+from terraseg.core.modelfile import default_file_mode
+from terraseg.core.protocol import Reporter
+from terraseg.training.train import TrainConfig, run_train
+
+METRICS = ("accuracy", "f1_weighted", "f1_macro", "mean_iou")
+
+
+def run_cv(base: TrainConfig, out_dir: str | Path, k: int, reporter: Reporter,
+           overwrite: bool = False) -> dict[str, Any]:
+    """Train k models, fold i holding out every k-th region of each class as its test set.
+
+    Writes ``fold_<i>.tsm``, ``cv.csv`` (one row per fold, then mean and std) and
+    ``cv.json``. Validation (early stopping) is dealt from the non-test regions.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "cv.csv", out / "cv.json"
+    for p in (csv_path, json_path):
+        if p.exists() and not overwrite:
+            raise OutputError(f"{p} already exists.", "Pass --overwrite or another --out-dir.")
+    rows: list[dict[str, Any]] = []
+    for fold in range(k):
+        reporter.log(f"fold {fold + 1}/{k}")
+        cfg = replace(base, k_folds=k, fold=fold, test_fraction=0.0,
+                      out=str(out / f"fold_{fold}.tsm"), overwrite=True)
+        res = run_train(cfg, reporter)
+        test = res["metrics"].get("test") or {}
+        rows.append({"fold": fold, **{m: test.get(m) for m in METRICS},
+                     "n_samples": test.get("n_samples", 0), "model": res["model"]})
+        reporter.progress((fold + 1) / k, "cv")
+    summary: dict[str, Any] = {}
+    for m in METRICS:
+        vals = [r[m] for r in rows if r[m] is not None]
+        summary[m] = {"mean": statistics.fmean(vals) if vals else None,
+                      "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0 if vals else None}
+    table = rows + [{"fold": stat, **{m: summary[m][stat] for m in METRICS},
+                     "n_samples": sum(r["n_samples"] for r in rows), "model": ""}
+                    for stat in ("mean", "std")]
+    _atomic_write(csv_path, lambda fh: _write_csv(fh, table))
+    doc = {"k": k, "folds": rows, "summary": summary,
+           "split": "by region (polygon), every k-th region of each class per fold"}
+    _atomic_write(json_path, lambda fh: json.dump(doc, fh, indent=2))
+    return {"cv_csv": str(csv_path), "cv_json": str(json_path), "summary": summary}
+
+
+def _write_csv(fh: Any, table: list[dict[str, Any]]) -> None:
+    writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            write(fh)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
