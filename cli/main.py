@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--raster", required=True)
     pr.add_argument("--out-dir", required=True)
     pr.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    _add_extra_args(pr)
     area = pr.add_mutually_exclusive_group()
     area.add_argument("--window", type=_window, help="col,row,width,height in pixels")
     area.add_argument("--extent-layer", help="predict over this vector layer's extent")
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
     ev.add_argument("--category-field", help="attribute for accuracy per category")
     ev.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    _add_extra_args(ev)
     ev.add_argument("--out-dir", required=True)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--threshold", type=float, help="as for predict")
@@ -135,6 +137,7 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
     if not grid:
         t.add_argument("--out", required=True, help="model file to write (.tsm)")
     t.add_argument("--model", default="patch_cnn", help="architecture (registry name)")
+    _add_extra_args(t)
     t.add_argument("--patch-size", type=int, default=51, help="input cutout (odd)")
     t.add_argument("--block-size", type=int, default=5, help="predicted centre block (odd)")
     t.add_argument("--stride", type=int, default=0, help="network stride (0 = block size)")
@@ -199,10 +202,20 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         strategy=a.strategy, precision=a.precision, num_workers=a.num_workers,
         samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights,
         tile_px=a.tile_size, loss=a.loss, base_width=a.base_width, optimizer=a.optimizer,
-        lr_schedule=a.lr_schedule, cutmix=a.cutmix)
+        lr_schedule=a.lr_schedule, cutmix=a.cutmix, extra_rasters=tuple(a.extra_raster),
+        dem=a.dem, slope_from_dem=a.slope_from_dem)
 
 
-def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:
+def _add_extra_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra-raster", action="append", default=[], metavar="[NAME=]PATH",
+                   help="extra input on another grid (bilinear onto the image grid); repeat")
+    p.add_argument("--dem", help="elevation model added as channel 'dem'")
+    p.add_argument("--slope-from-dem", action="store_true",
+                   help="add slope in degrees derived from --dem as channel 'slope'")
+
+
+def _source_for_model(raster: str, bands: str | None, meta: dict,
+                      a: argparse.Namespace | None = None) -> Any:
     from pathlib import Path
 
     from terraseg.core.errors import RasterError
@@ -219,6 +232,13 @@ def _source_for_model(raster: str, bands: str | None, meta: dict) -> Any:
                 f"Use a raster with the model's bands, or pass --bands with {len(idx)} band "
                 "numbers in the model's order.")
     spec = bands or ",".join(str(i) for i in idx)
+    from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
+
+    extras = parse_extras(getattr(a, "extra_raster", None), getattr(a, "dem", None),
+                          bool(getattr(a, "slope_from_dem", False)))
+    check_extras_match(meta, extras)
+    if extras:
+        return StackedSource(raster, parse_band_mapping(spec or None, raster), extras)
     return RasterSource(raster, parse_band_mapping(spec or None, raster))
 
 
@@ -265,7 +285,7 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
     from terraseg.core.modelfile import load_model
 
     model = load_model(a.model)
-    source = _source_for_model(a.raster, a.bands, model.meta)
+    source = _source_for_model(a.raster, a.bands, model.meta, a)
     if a.command == "predict":
         from terraseg.core.inference import predict_raster
 

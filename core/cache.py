@@ -47,6 +47,12 @@ def raster_fingerprint(source: RasterSource) -> str:
         st = p.stat()
         parts.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
     parts["grid"] = [source.grid.height_px, source.grid.width_px, list(source.grid.transform)]
+    for extra in getattr(source, "extras", ()):
+        ep = Path(extra.path)
+        st = ep.stat() if ep.exists() else None
+        parts.setdefault("extras", []).append(  # type: ignore[union-attr]
+            [extra.name, extra.kind, str(ep.resolve()), st.st_size if st else 0,
+             st.st_mtime_ns if st else 0])
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -36,6 +36,8 @@ def compute_band_stats(source: RasterSource, max_px: int = 1024) -> BandStats:
     Raises:
         RasterError: The raster has no valid pixel in the mapped bands.
     """
+    if getattr(source, "extras", None):
+        return _sampled_stats(source)
     ds = source._ds  # noqa: SLF001 - same package
     g = source.grid
     scale = max(1.0, max(g.height_px, g.width_px) / max_px)
@@ -55,6 +57,24 @@ def compute_band_stats(source: RasterSource, max_px: int = 1024) -> BandStats:
     mean = vals.mean(axis=1)
     std = np.maximum(vals.std(axis=1), 1e-6)
     return BandStats(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def _sampled_stats(source: RasterSource, n: int = 8, size_px: int = 128) -> BandStats:
+    """Statistics from an n x n grid of windows read through ``source.read`` (any source)."""
+    from rasterio.windows import Window
+
+    g = source.grid
+    values = []
+    for r in np.linspace(0, max(0, g.height_px - size_px), n).astype(int):
+        for c in np.linspace(0, max(0, g.width_px - size_px), n).astype(int):
+            data, valid = source.read(Window(int(c), int(r), size_px, size_px))
+            values.append(data[:, valid].astype(np.float64))
+    vals = np.concatenate(values, axis=1)
+    if vals.shape[1] == 0:
+        raise RasterError(f"Raster {source.path} has no pixel where all inputs hold data.",
+                          "Check the nodata values and that the extra rasters cover the image.")
+    std = np.maximum(vals.std(axis=1), 1e-6)
+    return BandStats(tuple(float(v) for v in vals.mean(axis=1)), tuple(float(v) for v in std))
 
 
 def normalise(data: np.ndarray, valid: np.ndarray, stats: BandStats) -> np.ndarray:

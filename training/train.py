@@ -21,6 +21,7 @@ from terraseg.core.augment import AugmentChain, AugmentConfig
 from terraseg.core.cache import ImageCache, default_cache_dir
 from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
 from terraseg.core.errors import ConfigError, LabelError, ModelFileError, OutputError
+from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
 from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
@@ -90,6 +91,9 @@ class TrainConfig:
     cutmix: float = 0.0
     k_folds: int = 0
     fold: int = 0
+    extra_rasters: tuple[str, ...] = ()
+    dem: str | None = None
+    slope_from_dem: bool = False
     class_weights: str = "inverse"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -141,7 +145,11 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     if band_spec is None and init_meta is not None:
         band_spec = ",".join(str(i) for i in init_meta["bands"]["indices"])
     mapping = parse_band_mapping(band_spec, cfg.raster)
-    source = RasterSource(cfg.raster, mapping)
+    extras = parse_extras(list(cfg.extra_rasters), cfg.dem, cfg.slope_from_dem)
+    if init_meta is not None:
+        check_extras_match(init_meta, extras)
+    source = StackedSource(cfg.raster, mapping, extras) if extras else RasterSource(
+        cfg.raster, mapping)
     rep.log(f"raster {cfg.raster}: {source.grid.width_px}x{source.grid.height_px} px, "
             f"bands {list(mapping.names)}, pixel size {source.grid.pixel_size}")
     classes = classes_from_dicts(init_meta["classes"]) if init_meta else None
@@ -451,6 +459,7 @@ def _metadata(cfg: TrainConfig, source: RasterSource, mapping_indices: list[int]
         "geometry": _geometry(cfg, network),
         "loss": cfg.loss or DEFAULT_LOSS[get_entry(cfg.model).kind],
         "bands": {"indices": mapping_indices, "names": list(source.bands.names)},
+        "extra_rasters": [e.to_dict() for e in getattr(source, "extras", ())],
         "normalisation": {"method": "standardise", **stats.to_dict(),
                           "nodata_fill": "band mean (0 after standardisation)"},
         "classes": [c.to_dict() for c in labels.classes],
