@@ -76,7 +76,8 @@ def test_train_and_predict_with_dem_and_slope(scene, tmp_path: Path) -> None:
     missing = subprocess.run([*CLI, "predict", "--model", str(model), *common, "--out-dir",
                               str(tmp_path / "p0")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2
-    assert "extra rasters ['dem', 'slope']" in missing.stderr and "--slope-from-dem" in missing.stderr
+    assert "extra rasters ['dem', 'slope']" in missing.stderr
+    assert "--slope-from-dem" in missing.stderr
     ok = subprocess.run([*CLI, "predict", "--model", str(model), *common, "--dem", str(dem),
                          "--slope-from-dem", "--out-dir", str(tmp_path / "p1")],
                         capture_output=True, text=True, timeout=120)
