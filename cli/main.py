@@ -138,6 +138,9 @@ def _add_train_args(t: argparse.ArgumentParser, grid: bool = False) -> None:
         t.add_argument("--out", required=True, help="model file to write (.tsm)")
     t.add_argument("--model", default="patch_cnn", help="architecture (registry name)")
     _add_extra_args(t)
+    t.add_argument("--features", default="",
+                   help="engineered channels, e.g. ndvi,ndwi,nbr,ndmi,gray,rgb_minmax,"
+                        "gaussian,median,sobel,canny (bands named by role via --bands)")
     t.add_argument("--patch-size", type=int, default=51, help="input cutout (odd)")
     t.add_argument("--block-size", type=int, default=5, help="predicted centre block (odd)")
     t.add_argument("--stride", type=int, default=0, help="network stride (0 = block size)")
@@ -203,7 +206,7 @@ def train_config(a: argparse.Namespace, out: str = "") -> Any:
         samples_per_epoch=a.samples_per_epoch, class_weights=a.class_weights,
         tile_px=a.tile_size, loss=a.loss, base_width=a.base_width, optimizer=a.optimizer,
         lr_schedule=a.lr_schedule, cutmix=a.cutmix, extra_rasters=tuple(a.extra_raster),
-        dem=a.dem, slope_from_dem=a.slope_from_dem)
+        dem=a.dem, slope_from_dem=a.slope_from_dem, features=a.features)
 
 
 def _add_extra_args(p: argparse.ArgumentParser) -> None:
@@ -231,15 +234,22 @@ def _source_for_model(raster: str, bands: str | None, meta: dict,
                 f"but {Path(raster).name} has {count} band(s).",
                 f"Use a raster with the model's bands, or pass --bands with {len(idx)} band "
                 "numbers in the model's order.")
-    spec = bands or ",".join(str(i) for i in idx)
+    # the model's band names (roles such as red, nir) go with its band numbers
+    names = meta["bands"]["names"][: len(idx)]
+    spec = bands or ",".join(f"{n}={i}" for n, i in zip(names, idx, strict=True))
     from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
 
     extras = parse_extras(getattr(a, "extra_raster", None), getattr(a, "dem", None),
                           bool(getattr(a, "slope_from_dem", False)))
     check_extras_match(meta, extras)
-    if extras:
-        return StackedSource(raster, parse_band_mapping(spec or None, raster), extras)
-    return RasterSource(raster, parse_band_mapping(spec or None, raster))
+    mapping = parse_band_mapping(spec or None, raster)
+    source = StackedSource(raster, mapping, extras) if extras else RasterSource(raster, mapping)
+    if meta.get("features"):
+        from terraseg.core.feature_source import FeatureSource
+        from terraseg.core.features import FeatureSpec
+
+        source = FeatureSource(source, FeatureSpec.from_dict(meta["features"]))
+    return source
 
 
 def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:

@@ -47,6 +47,9 @@ def raster_fingerprint(source: RasterSource) -> str:
         st = p.stat()
         parts.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
     parts["grid"] = [source.grid.height_px, source.grid.width_px, list(source.grid.transform)]
+    spec = getattr(source, "spec", None)
+    if spec is not None:
+        parts["features"] = spec.to_dict()
     for extra in getattr(source, "extras", ()):
         ep = Path(extra.path)
         st = ep.stat() if ep.exists() else None

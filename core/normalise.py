@@ -36,7 +36,7 @@ def compute_band_stats(source: RasterSource, max_px: int = 1024) -> BandStats:
     Raises:
         RasterError: The raster has no valid pixel in the mapped bands.
     """
-    if getattr(source, "extras", None):
+    if getattr(source, "extras", None) or not isinstance(source, RasterSource):
         return _sampled_stats(source)
     ds = source._ds  # noqa: SLF001 - same package
     g = source.grid

@@ -22,6 +22,8 @@ from terraseg.core.cache import ImageCache, default_cache_dir
 from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
 from terraseg.core.errors import ConfigError, LabelError, ModelFileError, OutputError
 from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
+from terraseg.core.feature_source import FeatureSource, fit_on_source
+from terraseg.core.features import FeatureSpec, check_features
 from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
@@ -91,6 +93,7 @@ class TrainConfig:
     cutmix: float = 0.0
     k_folds: int = 0
     fold: int = 0
+    features: str = ""
     extra_rasters: tuple[str, ...] = ()
     dem: str | None = None
     slope_from_dem: bool = False
@@ -150,6 +153,12 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
         check_extras_match(init_meta, extras)
     source = StackedSource(cfg.raster, mapping, extras) if extras else RasterSource(
         cfg.raster, mapping)
+    if init_meta is not None and init_meta.get("features"):
+        source = FeatureSource(source, FeatureSpec.from_dict(init_meta["features"]))
+    elif cfg.features:
+        spec = FeatureSpec.parse(cfg.features)
+        check_features(spec, source.bands.names)
+        source = FeatureSource(source, fit_on_source(spec, source))
     rep.log(f"raster {cfg.raster}: {source.grid.width_px}x{source.grid.height_px} px, "
             f"bands {list(mapping.names)}, pixel size {source.grid.pixel_size}")
     classes = classes_from_dicts(init_meta["classes"]) if init_meta else None
@@ -460,6 +469,7 @@ def _metadata(cfg: TrainConfig, source: RasterSource, mapping_indices: list[int]
         "loss": cfg.loss or DEFAULT_LOSS[get_entry(cfg.model).kind],
         "bands": {"indices": mapping_indices, "names": list(source.bands.names)},
         "extra_rasters": [e.to_dict() for e in getattr(source, "extras", ())],
+        "features": source.spec.to_dict() if isinstance(source, FeatureSource) else None,
         "normalisation": {"method": "standardise", **stats.to_dict(),
                           "nodata_fill": "band mean (0 after standardisation)"},
         "classes": [c.to_dict() for c in labels.classes],
