@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -65,6 +64,38 @@ def make_model(path: Path, seed: int = 0) -> Path:
         "training_raster": {"pixel_size": [0.1, 0.1], "crs_epsg": 2056},
     }
     return save_model(path, net, meta)
+
+
+def make_unet_model(path: Path, seed: int = 0) -> Path:
+    """The landslide study's small U-Net (unet_small, 4 bands) with random weights."""
+    torch.manual_seed(seed)
+    params = {"in_channels": 4, "num_classes": 2}
+    net = build_model("unet_small", params).eval()
+    meta = {
+        "architecture": {"name": "unet_small", "params": params},
+        "geometry": {"kind": "tile", "tile_px": 256, "step_px": 128, "stride_px": 16,
+                     "valid_tile_sizes_px": list(net.valid_tile_sizes(1024))},
+        "bands": {"indices": [1, 2, 3, 4], "names": ["red", "green", "blue", "nir"]},
+        "normalisation": BandStats((120.0,) * 4, (40.0,) * 4).to_dict(),
+        "classes": [c.to_dict() for c in make_classes(["landslide", "no landslide"])],
+        "training_raster": {"pixel_size": [0.1, 0.1], "crs_epsg": 2056},
+    }
+    return save_model(path, net, meta)
+
+
+def bench_unet(model_path: Path, raster: Path, out_dir: Path) -> dict[str, float]:
+    """End-to-end blended U-Net prediction rate, fp32 and bf16 (autocast) on CPU."""
+    model = load_model(model_path)
+    src = RasterSource(raster)
+    n_px = src.grid.height_px * src.grid.width_px
+    rates = {}
+    for precision in ("32", "bf16"):
+        t0 = time.perf_counter()
+        predict_raster(model, src, out_dir / f"unet_{precision}", Reporter(), overwrite=True,
+                       precision=precision)
+        rates[precision] = n_px / (time.perf_counter() - t0) / 1e6
+    return {"unet_small_mpx_per_s": round(rates["32"], 3),
+            "unet_small_bf16_mpx_per_s": round(rates["bf16"], 3)}
 
 
 def make_raster(path: Path, size_px: int, seed: int = 0) -> Path:
@@ -125,13 +156,20 @@ def bench_dense_vs_patchwise(model_path: Path, raster: Path, out_dir: Path,
 
 
 def peak_rss_predict(model_path: Path, raster: Path, out_dir: Path) -> tuple[float, float]:
-    """Peak RSS (MB) and wall time of ``terraseg predict`` on a raster, in a child process."""
+    """Peak RSS (MB) and wall time of ``terraseg predict`` on a raster, in a child process.
+
+    A small wrapper process runs the command and reports its own children's peak, so
+    several measurements in one benchmark do not mix.
+    """
     cmd = [sys.executable, "-m", "terraseg.cli.main", "--quiet", "predict", "--model",
            str(model_path), "--raster", str(raster), "--out-dir", str(out_dir), "--overwrite"]
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True,
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = int(proc.stdout.strip().splitlines()[-1])
     return peak_kb / 1024.0, wall
 
 
@@ -141,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default="bench_output")
     p.add_argument("--dense-px", type=int, default=4000, help="side of the throughput raster")
     p.add_argument("--big-px", type=int, default=20000, help="side of the memory raster")
+    p.add_argument("--unet-px", type=int, default=8000, help="side of the U-Net raster")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     a = p.parse_args(argv)
     if a.quick:
-        a.dense_px, a.big_px = 1000, 2000
+        a.dense_px, a.big_px, a.unet_px = 1000, 2000, 512
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -158,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['max_abs_diff']:.2e}", flush=True)
     print(f"end to end (terraseg predict: + GeoTIFFs with overviews): "
           f"{res['end_to_end_mpx_per_s']} Mpx/s", flush=True)
+    unet_path = make_unet_model(out / "bench_unet_small.tsm")
+    unet_raster = make_raster(out / f"bench_{a.unet_px}.tif", a.unet_px)
+    unet = bench_unet(unet_path, unet_raster, out)
+    print(f"unet_small blended ({a.unet_px}x{a.unet_px}x4, 256 px tiles, half overlap): "
+          f"{unet['unet_small_mpx_per_s']} Mpx/s fp32, {unet['unet_small_bf16_mpx_per_s']} "
+          "Mpx/s bf16", flush=True)
     big = out / f"bench_{a.big_px}.tif"
     if not big.exists():
         print(f"writing {a.big_px}x{a.big_px}x4 uint8 raster ...", flush=True)
@@ -165,10 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb, wall = peak_rss_predict(model_path, big, out / "big")
     print(f"{a.big_px}x{a.big_px}x4: peak RSS {peak_mb:.0f} MB, {wall:.0f} s "
           f"({a.big_px**2 / wall / 1e6:.2f} Mpx/s end to end)", flush=True)
+    unet_peak_mb, unet_wall = peak_rss_predict(unet_path, big, out / "big_unet")
+    print(f"{a.big_px}x{a.big_px}x4 unet_small: peak RSS {unet_peak_mb:.0f} MB, "
+          f"{unet_wall:.0f} s", flush=True)
     summary = {"end_to_end_mpx_per_s": res["end_to_end_mpx_per_s"],
                "dense_mpx_per_s": res["dense_mpx_per_s"],
                "patchwise_mpx_per_s": res["patchwise_mpx_per_s"], "speedup": res["speedup"],
-               "max_abs_diff": res["max_abs_diff"], "peak_rss_mb_20k": round(peak_mb, 1)}
+               "max_abs_diff": res["max_abs_diff"], "peak_rss_mb_20k": round(peak_mb, 1),
+               **unet, "unet_peak_rss_mb_20k": round(unet_peak_mb, 1)}
     if a.big_px != 20000:
         summary["big_px"] = a.big_px
     print(json.dumps(summary))
