@@ -22,7 +22,8 @@ from terraseg.core.raster import RasterSource
 
 X0, Y0 = 500000.0, 5000100.0  # top-left of the 10 x 10 grid, EPSG:32633, 10 m pixels
 UTM = "EPSG:32633"
-DATA = Path("/work/shared/data/aerial_nl_rgb_water_polygons")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared
+DATA = SHARED_DATA / "aerial_nl_rgb_water_polygons"
 
 
 @pytest.fixture
