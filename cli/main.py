@@ -119,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--model", help="model file for class names")
     ar.add_argument("--overwrite", action="store_true")
 
+    mo = sub.add_parser("mosaic", help="many tiles as one raster (a VRT)")
+    mo.add_argument("--inputs", nargs="+", required=True, help="tiles, folders or globs")
+    mo.add_argument("--out", required=True, help="VRT file to write")
+    mo.add_argument("--overwrite", action="store_true")
+
     sub.add_parser("env", help="engine environment as JSON: python, packages, device")
-    for sp in (t, g, cv, pr, ev, i, ra, ve, ar):
+    for sp in (t, g, cv, pr, ev, i, ra, ve, ar, mo):
         sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and errors on stderr")
 
@@ -265,6 +270,10 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
         base = train_config(a, out="unused.tsm")
         return run_grid(base, a.out_dir, parse_floats(a.lrs), parse_floats(a.weight_decays),
                         augments, reporter, overwrite=a.overwrite)
+    if a.command == "mosaic":
+        from terraseg.core.mosaic import build_mosaic
+
+        return build_mosaic(a.inputs, a.out, a.overwrite)
     if a.command == "cv":
         from terraseg.training.cv import run_cv
 
@@ -362,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"n={result['n_samples']}  -> {result['metrics']}")
     elif result:
         keys = ("model", "probability", "classes", "preview", "grid_csv", "labels", "polygons",
-                "csv", "zones", "cv_csv")
+                "csv", "zones", "cv_csv", "mosaic")
         for k in keys:
             if isinstance(result.get(k), str):
                 print(f"{k}: {result[k]}")

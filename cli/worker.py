@@ -18,6 +18,7 @@ from terraseg.core.errors import TerraSegError
 from terraseg.core.protocol import JsonLinesReporter
 
 COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "info", "rasterise", "vectorise", "areas",
+            "mosaic",
             "env")
 
 
