@@ -9,10 +9,7 @@ map without holes.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from rasterio.windows import transform as window_transform
 
 from terraseg.core.errors import InputError, OutputError, RasterError
 from terraseg.core.labels import split_layer_spec
+from terraseg.core.outputs import atomic_path, write_csv_atomic
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
@@ -87,25 +85,15 @@ def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float 
         data = sieve(data, size=min_px, connectivity=8, mask=data != 0)
     schema = {"geometry": "Polygon",
               "properties": {"class_id": "int", "class_name": "str", "area_m2": "float"}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".gpkg", dir=out.parent)
-    os.close(fd)
-    os.unlink(tmp)
     n = 0
-    try:
-        with fiona.open(tmp, "w", driver="GPKG", crs=crs.to_wkt(), schema=schema,
-                        layer=out.stem) as dst:
-            for geom, value in shapes(data, mask=data != 0, connectivity=8,
-                                      transform=transform):
-                ring_px = _polygon_area(geom) / px_area if px_area else 0
-                area = ring_px * px_area
-                v = int(value)
-                dst.write({"geometry": geom, "properties": {
-                    "class_id": v, "class_name": names.get(v, f"class_{v}"), "area_m2": area}})
-                n += 1
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, suffix=".gpkg") as tmp, fiona.open(
+            tmp, "w", driver="GPKG", crs=crs.to_wkt(), schema=schema, layer=out.stem) as dst:
+        for geom, value in shapes(data, mask=data != 0, connectivity=8, transform=transform):
+            v = int(value)
+            dst.write({"geometry": geom, "properties": {
+                "class_id": v, "class_name": names.get(v, f"class_{v}"),
+                "area_m2": _polygon_area(geom)}})
+            n += 1
     return {"polygons": str(out), "n_polygons": n, "min_area_m2": min_area_m2}
 
 
@@ -183,21 +171,12 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
             rows.append({"class_id": k, "class_name": names.get(k, f"class_{k}"),
                          "area_m2": round(counts[0, k] * px_area, 3),
                          "percent": round(100.0 * counts[0, k] / total, 4) if total else 0.0})
-    _write_csv(out_csv, rows)
+    write_csv_atomic(out_csv, rows, list(rows[0]) if rows else ["class_id"])
     result: dict[str, Any] = {"csv": str(out_csv), "rows": rows}
     if zone_feats and out_zones:
         _write_zones(Path(out_zones), zone_feats, zschema, zcrs, counts, ids, names, px_area)
         result["zones"] = str(out_zones)
     return result
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["class_id"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_zones(path: Path, feats: list[dict], schema: dict, crs: Any, counts: np.ndarray,
@@ -209,20 +188,12 @@ def _write_zones(path: Path, feats: list[dict], schema: dict, crs: Any, counts: 
         props[f"{safe[k]}_m2"] = "float"
         props[f"{safe[k]}_pct"] = "float"
     new_schema = {"geometry": schema["geometry"], "properties": props}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".gpkg", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        with fiona.open(tmp, "w", driver="GPKG", crs=crs, schema=new_schema,
-                        layer=path.stem) as dst:
-            for zi, f in enumerate(feats, start=1):
-                total = counts[zi, 1:].sum()
-                p = dict(f["props"])
-                for k in ids:
-                    p[f"{safe[k]}_m2"] = float(counts[zi, k] * px_area)
-                    p[f"{safe[k]}_pct"] = float(100.0 * counts[zi, k] / total) if total else 0.0
-                dst.write({"geometry": f["orig"], "properties": p})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".gpkg") as tmp, fiona.open(
+            tmp, "w", driver="GPKG", crs=crs, schema=new_schema, layer=path.stem) as dst:
+        for zi, f in enumerate(feats, start=1):
+            total = counts[zi, 1:].sum()
+            p = dict(f["props"])
+            for k in ids:
+                p[f"{safe[k]}_m2"] = float(counts[zi, k] * px_area)
+                p[f"{safe[k]}_pct"] = float(100.0 * counts[zi, k] / total) if total else 0.0
+            dst.write({"geometry": f["orig"], "properties": p})

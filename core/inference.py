@@ -27,8 +27,14 @@ from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
 from terraseg.core.errors import ConfigError, RasterError
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.models.patch_cnn import fuse_batchnorm
+from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, normalise
-from terraseg.core.outputs import AtomicOutputs, check_output_dir, write_preview_png
+from terraseg.core.outputs import (
+    AtomicOutputs,
+    check_output_dir,
+    colormap_from_colours,
+    write_preview_png,
+)
 from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
 
@@ -291,11 +297,7 @@ def region_probabilities(model: LoadedModel, network: torch.nn.Module, source: R
     geometry = model.meta["geometry"]
     if geometry.get("kind", "patch") == "tile":
         t = tile_px or int(geometry["tile_px"])
-        stride = int(geometry["stride_px"])
-        if t % stride:
-            lo = max(stride, t // stride * stride)
-            raise ConfigError(f"Tile size {t} is not divisible by the network stride {stride}.",
-                              f"Use --tile-size {lo} or {lo + stride}.")
+        check_tile_size(t, int(geometry["stride_px"]), "--tile-size")
         tgeom = TileGeometry(t, t // 2)
         k = len(model.meta["classes"])
         for win, probs, valid in predict_blended(network, source, stats, region, tgeom, k,
@@ -354,7 +356,7 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         prob_w = outputs.geotiff("probability.tif", grid, k, "float32", PROB_NODATA,
                                  [f"probability {c['name']}" for c in classes],
                                  block_px=OUTPUT_BLOCK_PX)
-        cmap = {int(c["id"]): _rgba(c["colour"]) for c in classes}
+        cmap = colormap_from_colours({int(c["id"]): c["colour"] for c in classes})
         cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
         cls_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
@@ -387,10 +389,6 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         result["preview"] = str(out_dir / "preview.png")
     return result
 
-
-def _rgba(colour: str) -> tuple[int, int, int, int]:
-    c = colour.lstrip("#")
-    return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255)
 
 
 @torch.inference_mode()

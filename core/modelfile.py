@@ -10,8 +10,6 @@ training raster pixel size and CRS, training metrics, label fingerprint, softwar
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from torch import nn
 
 from terraseg.core.errors import ModelFileError, RasterError
 from terraseg.core.models.registry import build_model
+from terraseg.core.outputs import atomic_path
 from terraseg.core.raster import RasterSource, pixel_size_ratio
 
 FORMAT = "terraseg-model"
@@ -53,23 +52,9 @@ def save_model(path: str | Path, network: nn.Module, meta: dict[str, Any]) -> Pa
     path = Path(path)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(doc)})
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; models are shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(doc)})
     return path
-
-
-def default_file_mode() -> int:
-    """Mode a new file gets under the current umask (e.g. 0o644)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

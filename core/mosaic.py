@@ -9,13 +9,12 @@ path and is written atomically.
 from __future__ import annotations
 
 import glob
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from terraseg.core.errors import InputError, OutputError, RasterError
+from terraseg.core.outputs import atomic_path
 from terraseg.core.raster import open_raster
 
 _DTYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
@@ -87,14 +86,8 @@ def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) ->
     height = max(r + i["height"] for (_, r), i in zip(offsets, infos, strict=True))
     xml = _vrt_xml(infos, offsets, width, height, left, top, res_x, res_y)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(xml)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        tmp.write_text(xml, encoding="utf-8")
     return {"mosaic": str(out), "tiles": len(infos), "width_px": width, "height_px": height}
 
 

@@ -23,6 +23,7 @@ from it, or simply raise ``SystemExit`` so the context manager aborts.
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import math
 import os
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -51,6 +52,46 @@ MIN_OVERVIEW_PX = 256
 OVERVIEW_CACHE_MB = 256
 
 _ACTIVE: weakref.WeakSet[AtomicOutputs] = weakref.WeakSet()
+
+
+# --------------------------------------------------------------------------- single files
+
+
+def default_file_mode() -> int:
+    """Mode a new file gets under the current umask (e.g. 0o644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = PARTIAL_SUFFIX) -> Iterator[Path]:
+    """A fresh hidden path beside ``path`` to write one file to; renamed onto it on success.
+
+    On success the file gets the umask's mode (like any new file) and replaces ``path``;
+    on any exception it is deleted and ``path`` is left untouched. ``suffix`` lets writers
+    that choose the format by extension (GeoPackage) see it.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.unlink(name)  # writers create the file themselves
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict], fieldnames: Sequence[str]) -> None:
+    """Write ``rows`` as CSV with a header, atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------- checks

@@ -175,20 +175,37 @@ class RasterSource:
         valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = ok
         return data, valid
 
+    @property
+    def _nodata_values(self) -> list[np.float32 | None] | None:
+        """Per mapped band, the nodata value that masks it (None: unmasked).
+
+        None overall when some band has another kind of mask (alpha, mask band), so GDAL's
+        masks must be read. Computed once per band mapping, not on every read.
+        """
+        key = self.bands.indices
+        if getattr(self, "_nodata_key", None) != key:
+            flags = [self._ds.mask_flag_enums[i - 1] for i in key]
+            if all(set(f) <= {MaskFlags.nodata, MaskFlags.all_valid} for f in flags):
+                self._nodata_cache: list[np.float32 | None] | None = [
+                    np.float32(self._ds.nodatavals[i - 1])
+                    if MaskFlags.nodata in f and self._ds.nodatavals[i - 1] is not None
+                    else None for i, f in zip(key, flags, strict=True)]
+            else:
+                self._nodata_cache = None
+            self._nodata_key = key
+        return self._nodata_cache
+
     def _valid_mask(self, arr: np.ndarray, window: Window) -> np.ndarray:
         """Pixels valid in every mapped band (nodata value, alpha or mask band; finite).
 
         When every mapped band is masked only by a nodata value (or not at all), the mask
         comes from the values already read; otherwise GDAL's masks are read.
         """
-        flags = [self._ds.mask_flag_enums[i - 1] for i in self.bands.indices]
-        simple = all(set(f) <= {MaskFlags.nodata, MaskFlags.all_valid} for f in flags)
-        if simple:
+        if self._nodata_values is not None:
             ok = np.all(np.isfinite(arr), axis=0)
-            for b, i in enumerate(self.bands.indices):
-                nd = self._ds.nodatavals[i - 1]
-                if nd is not None and MaskFlags.nodata in flags[b]:
-                    ok &= arr[b] != np.float32(nd)
+            for b, nd in enumerate(self._nodata_values):
+                if nd is not None:
+                    ok &= arr[b] != nd
             return ok
         with warnings.catch_warnings():
             # a 4-band raster with a nodata value: nodata decides, as documented

@@ -7,7 +7,7 @@ from typing import Any
 
 from terraseg.core.classes import ClassMapping
 from terraseg.core.labels import load_labels
-from terraseg.core.outputs import AtomicOutputs, check_output_dir
+from terraseg.core.outputs import AtomicOutputs, check_output_dir, colormap_from_colours
 from terraseg.core.raster import RasterSource
 
 
@@ -21,7 +21,7 @@ def rasterise_labels(raster: str, labels: str, out: str | Path, class_field: str
         grid = src.grid
     ls = load_labels(labels, grid, class_field=class_field,
                      class_map=ClassMapping.parse(class_map), all_touched=all_touched)
-    cmap = {c.id: _rgba(c.colour) for c in ls.classes}
+    cmap = colormap_from_colours({c.id: c.colour for c in ls.classes})
     with AtomicOutputs(out.parent, overwrite=overwrite) as outputs:
         w = outputs.geotiff(out.name, grid, 1, "uint8", 0, ["class"], colormap=cmap)
         from rasterio.windows import Window
@@ -31,7 +31,3 @@ def rasterise_labels(raster: str, labels: str, out: str | Path, class_field: str
     return {"labels": str(out), "classes": [c.to_dict() for c in ls.classes],
             "pixel_counts": ls.pixel_counts}
 
-
-def _rgba(colour: str) -> tuple[int, int, int, int]:
-    c = colour.lstrip("#")
-    return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255)

@@ -32,6 +32,22 @@ class ExportPanelMixin:
     (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
     """
 
+    def _export_target(self, path: str | Path | None, default_name: str, title: str,
+                       file_filter: str) -> Path | None:
+        """The export file: ``path``, or asked for (default beside the results).
+
+        The suffix of ``default_name`` is enforced. None when the user cancels.
+        """
+        if path is None:
+            default = Path(self.last_results["folder"]) / default_name
+            chosen, _ = QFileDialog.getSaveFileName(self, title, str(default), file_filter)
+            if not chosen:
+                return None
+            path = chosen
+        target = Path(path)
+        suffix = Path(default_name).suffix
+        return target if target.suffix.lower() == suffix else target.with_suffix(suffix)
+
     def _build_export_box(self) -> QWidget:
         box = group_box("Export", "TerraSegExportBox")
         form = QFormLayout(box)
@@ -101,16 +117,10 @@ class ExportPanelMixin:
             return self._refuse("Export", "Predict first: polygons come from the class raster.")
         if min_area is not None:
             self.min_area_spin.setValue(float(min_area))
-        if path is None:
-            default = Path(self.last_results["folder"]) / "classes.gpkg"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export polygons", str(default),
-                                                    "GeoPackage (*.gpkg)")
-            if not chosen:
-                return False
-            path = chosen
-        target = Path(path)
-        if target.suffix.lower() != ".gpkg":
-            target = target.with_suffix(".gpkg")
+        target = self._export_target(path, "classes.gpkg", "Export polygons",
+                                     "GeoPackage (*.gpkg)")
+        if target is None:
+            return False
         overwrite = self._check_targets([target])
         if overwrite is None:
             return False
@@ -152,16 +162,9 @@ class ExportPanelMixin:
             zones_layer = current if isinstance(current, QgsVectorLayer) else None
             if zone_field is None and zones_layer is not None:
                 zone_field = self.zone_field_combo.currentField() or None
-        if csv is None:
-            default = Path(self.last_results["folder"]) / "areas.csv"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Area statistics", str(default),
-                                                    "CSV (*.csv)")
-            if not chosen:
-                return False
-            csv = chosen
-        target = Path(csv)
-        if target.suffix.lower() != ".csv":
-            target = target.with_suffix(".csv")
+        target = self._export_target(csv, "areas.csv", "Area statistics", "CSV (*.csv)")
+        if target is None:
+            return False
         zones_csv = target.with_name(f"{target.stem}_zones.csv")
         zones_gpkg = target.with_name(f"{target.stem}_zones.gpkg")
         paths = [target] + ([zones_csv, zones_gpkg] if zones_layer is not None else [])

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import statistics
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from terraseg.core.errors import OutputError
-from terraseg.core.modelfile import default_file_mode
+from terraseg.core.outputs import atomic_path, write_csv_atomic
 from terraseg.core.protocol import Reporter
 from terraseg.training.train import TrainConfig, run_train
 
@@ -50,26 +47,10 @@ def run_cv(base: TrainConfig, out_dir: str | Path, k: int, reporter: Reporter,
     table = rows + [{"fold": stat, **{m: summary[m][stat] for m in METRICS},
                      "n_samples": sum(r["n_samples"] for r in rows), "model": ""}
                     for stat in ("mean", "std")]
-    _atomic_write(csv_path, lambda fh: _write_csv(fh, table))
+    write_csv_atomic(csv_path, table, list(table[0]))
     doc = {"k": k, "folds": rows, "summary": summary,
            "split": "by region (polygon), every k-th region of each class per fold"}
-    _atomic_write(json_path, lambda fh: json.dump(doc, fh, indent=2))
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return {"cv_csv": str(csv_path), "cv_json": str(json_path), "summary": summary}
 
-
-def _write_csv(fh: Any, table: list[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(fh, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            write(fh)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from terraseg.core.errors import OutputError
-from terraseg.core.modelfile import default_file_mode
+from terraseg.core.outputs import write_csv_atomic
 from terraseg.core.protocol import Reporter
 from terraseg.training.train import TrainConfig, run_train
 
@@ -54,11 +51,5 @@ def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
     for rank, j in enumerate(order, start=1):
         rows[j]["rank"] = rank
         ranked.append(rows[j])
-    fd, tmp = tempfile.mkstemp(prefix=".grid.", suffix=".partial", dir=out)
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ranked[0]))
-        writer.writeheader()
-        writer.writerows(ranked)
-    os.chmod(tmp, default_file_mode())
-    os.replace(tmp, csv_path)
+    write_csv_atomic(csv_path, ranked, list(ranked[0]))
     return {"grid_csv": str(csv_path), "runs": ranked}

@@ -28,6 +28,7 @@ from terraseg.core.labels import LabelSet, load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
 from terraseg.core.models.registry import build_model, config_from_params, get_entry
+from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.protocol import ConsoleReporter, Reporter
 from terraseg.core.raster import RasterSource, parse_band_mapping
@@ -313,12 +314,8 @@ def _arch_params(cfg: TrainConfig, n_bands: int, n_classes: int) -> dict[str, An
         params: dict[str, Any] = {"in_channels": n_bands, "num_classes": n_classes}
         if cfg.base_width:
             params["base_width"] = cfg.base_width
-        stride = config_from_params(cfg.model, params).stride_px
-        if cfg.tile_px % stride:
-            lo = max(stride, cfg.tile_px // stride * stride)
-            raise ConfigError(
-                f"Tile size {cfg.tile_px} is not divisible by the network stride {stride}.",
-                f"Use --tile-size {lo} or {lo + stride}.")
+        check_tile_size(cfg.tile_px, config_from_params(cfg.model, params).stride_px,
+                        "--tile-size")
         return params
     return {"in_channels": n_bands, "num_classes": n_classes, "patch_px": cfg.patch_px,
             "block_px": cfg.block_px, "planes": list(cfg.planes), "blocks": list(cfg.blocks),

@@ -61,6 +61,23 @@ def nearest_valid_sizes(size: int, stride: int) -> tuple[int, ...]:
     return (below, above) if below > 0 else (above,)
 
 
+def check_tile_size(size: int, stride: int, option: str = "") -> None:
+    """Refuse a tile size that is not a multiple of the network stride.
+
+    Raises:
+        ConfigError: Naming the size and the nearest valid sizes below and above; the hint
+            names ``option`` (e.g. "--tile-size") when given.
+    """
+    if size % stride == 0:
+        return
+    near = " or ".join(str(v) for v in nearest_valid_sizes(size, stride))
+    hint = (f"Use {option} {near}." if option else
+            f"Choose a tile size that is a multiple of {stride} (crop or pad the input), "
+            "or a model with a smaller depth.")
+    raise ConfigError(
+        f"Tile size {size} is not divisible by the network stride {stride}; use {near}.", hint)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Hyperparameters of :class:`UNet`; validated on creation.
@@ -278,15 +295,8 @@ class UNet(nn.Module):
         Raises:
             ConfigError: Naming the size and the nearest valid sizes below and above.
         """
-        s = self.stride_px
         for n in (h, w):
-            if n % s:
-                near = " or ".join(str(v) for v in nearest_valid_sizes(n, s))
-                raise ConfigError(
-                    f"Tile size {n} is not divisible by the network stride {s}; use {near}.",
-                    f"Choose a tile size that is a multiple of {s} (crop or pad the input), "
-                    f"or a model with a smaller depth.",
-                )
+            check_tile_size(n, self.stride_px)
 
     def decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder outputs, finest first.

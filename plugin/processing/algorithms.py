@@ -527,6 +527,14 @@ class Evaluate(TerraSegAlgorithm):
                 "N_SAMPLES": result.get("n_samples")}
 
 
+def _add_class_raster_inputs(alg: TerraSegAlgorithm) -> None:
+    """CLASSES (classes.tif) and an optional MODEL for class names: Vectorise, Area statistics."""
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "CLASSES", alg.tr("Class raster (classes.tif)")))
+    alg.addParameter(QgsProcessingParameterFile(
+        "MODEL", alg.tr("Model file (class names)"), fileFilter=MODEL_FILTER, optional=True))
+
+
 class Vectorise(TerraSegAlgorithm):
     """Polygons of a class raster."""
 
@@ -539,11 +547,7 @@ class Vectorise(TerraSegAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         """Parameters."""
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            "CLASSES", self.tr("Class raster (classes.tif)")))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", self.tr("Model file (class names)"), fileFilter=MODEL_FILTER,
-            optional=True))
+        _add_class_raster_inputs(self)
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_AREA", self.tr("Minimum area (m²)"), QgsProcessingParameterNumber.Double,
             0.0, minValue=0.0))
@@ -576,11 +580,7 @@ class AreaStatistics(TerraSegAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         """Parameters."""
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            "CLASSES", self.tr("Class raster (classes.tif)")))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", self.tr("Model file (class names)"), fileFilter=MODEL_FILTER,
-            optional=True))
+        _add_class_raster_inputs(self)
         self.addParameter(QgsProcessingParameterFeatureSource(
             "ZONES", self.tr("Zones"), [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
