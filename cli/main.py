@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from terraseg.core.errors import CancelledError, TerraSegError
+from terraseg.core.errors import CancelledError, ConfigError, TerraSegError
 
 EXIT_OK, EXIT_ERROR, EXIT_BUG = 0, 2, 3
 
@@ -54,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--k", type=int, default=5, help="number of folds")
     cv.add_argument("--out-dir", required=True, help="folder for fold models, cv.csv, cv.json")
 
+    co = sub.add_parser("compare", help="loss/architecture table with a random-forest "
+                                         "pixel baseline on one spatial split")
+    _add_train_args(co, grid=True)
+    co.add_argument("--runs", help="model:loss pairs separated by ';', e.g. "
+                                   "'unet_small:ce;unet_se:focal+iou'")
+    co.add_argument("--models", help="comma-separated models (crossed with --losses)")
+    co.add_argument("--losses", help="loss specs separated by ';' (crossed with --models)")
+    co.add_argument("--positive-class", help="class whose F1 the table shows (default: the "
+                                             "first class)")
+    co.add_argument("--rf-trees", type=int, default=200,
+                    help="trees of the random-forest baseline (0 = no baseline)")
+    co.add_argument("--k", type=int, default=0,
+                    help="k spatial folds, mean and std per row (0 = one split with "
+                         "--test-fraction)")
+    co.add_argument("--out-dir", required=True,
+                    help="folder for compare.csv/.md/.json and the models")
+
     pr = sub.add_parser("predict", help="probability and class rasters for a raster")
     pr.add_argument("--model", required=True)
     pr.add_argument("--raster", required=True)
@@ -74,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "tuned threshold, else the most probable class)")
     pr.add_argument("--tta", action="store_true",
                     help="average over the four 90-degree rotations (4x slower)")
+    pr.add_argument("--opening", type=int, default=0, metavar="PX",
+                    help="morphological opening of --morph-class, disk radius in pixels "
+                         "(removes specks narrower than the disk; 0 = off)")
+    pr.add_argument("--closing", type=int, default=0, metavar="PX",
+                    help="morphological closing of --morph-class, disk radius in pixels "
+                         "(fills gaps narrower than the disk; 0 = off)")
+    pr.add_argument("--morph-class", help="class name for --opening/--closing (default: the "
+                                          "model's first class)")
+    small = pr.add_mutually_exclusive_group()
+    small.add_argument("--min-area", type=float, default=0.0, metavar="M2",
+                       help="regions smaller than this (m2) take their next most probable "
+                            "class (0 = keep all)")
+    small.add_argument("--min-region-px", type=int, default=0, metavar="PX",
+                       help="as --min-area, in pixels")
     pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     ev = sub.add_parser("evaluate", help="accuracy against an independent reference layer")
@@ -125,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--overwrite", action="store_true")
 
     sub.add_parser("env", help="engine environment as JSON: python, packages, device")
-    for sp in (t, g, cv, pr, ev, i, ra, ve, ar, mo):
+    for sp in (t, g, cv, co, pr, ev, i, ra, ve, ar, mo):
         sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and errors on stderr")
 
@@ -257,6 +288,23 @@ def _source_for_model(raster: str, bands: str | None, meta: dict,
     return source
 
 
+def _postprocess_spec(a: argparse.Namespace, meta: dict[str, Any], source: Any) -> Any:
+    """PostProcess from predict's --opening/--closing/--morph-class/--min-area options."""
+    from terraseg.core.postprocess import PostProcess, min_region_pixels
+
+    classes = meta["classes"]
+    class_id = int(classes[0]["id"])
+    if a.morph_class:
+        by_name = {c["name"]: int(c["id"]) for c in classes}
+        if a.morph_class not in by_name:
+            raise ConfigError(f"--morph-class '{a.morph_class}' is not a class of this model.",
+                              f"Use one of {sorted(by_name)}.")
+        class_id = by_name[a.morph_class]
+    min_px = a.min_region_px or min_region_pixels(source.grid, a.min_area)
+    return PostProcess(opening_px=a.opening, closing_px=a.closing, min_region_px=min_px,
+                       class_id=class_id)
+
+
 def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
     """Run one parsed command; returns its result payload."""
     if a.command == "train":
@@ -279,6 +327,13 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
 
         return run_cv(train_config(a, out="unused.tsm"), a.out_dir, a.k, reporter,
                       overwrite=a.overwrite)
+    if a.command == "compare":
+        from terraseg.training.compare import parse_runs, run_compare
+
+        return run_compare(train_config(a, out="unused.tsm"),
+                           parse_runs(a.runs, a.models, a.losses), a.out_dir, reporter,
+                           positive_class=a.positive_class, rf_trees=a.rf_trees, k=a.k,
+                           overwrite=a.overwrite)
     if a.command == "info":
         from terraseg.core.modelfile import read_metadata
 
@@ -311,7 +366,8 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
         return predict_raster(model, source, a.out_dir, reporter, window=a.window,
                               extent_layer=a.extent_layer, tile_px=a.tile_size,
                               overwrite=a.overwrite, preview=a.preview, device=a.device,
-                              precision=a.precision, threshold=a.threshold, tta=a.tta)
+                              precision=a.precision, threshold=a.threshold, tta=a.tta,
+                              postprocess=_postprocess_spec(a, model.meta, source))
     if a.command == "evaluate":
         from terraseg.core.evaluate import evaluate_model
 
@@ -371,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"n={result['n_samples']}  -> {result['metrics']}")
     elif result:
         keys = ("model", "probability", "classes", "preview", "grid_csv", "labels", "polygons",
-                "csv", "zones", "cv_csv", "mosaic")
+                "csv", "zones", "cv_csv", "mosaic", "compare_md", "compare_csv")
         for k in keys:
             if isinstance(result.get(k), str):
                 print(f"{k}: {result[k]}")

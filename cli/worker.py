@@ -17,9 +17,8 @@ from typing import Any
 from terraseg.core.errors import TerraSegError
 from terraseg.core.protocol import JsonLinesReporter
 
-COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "info", "rasterise", "vectorise", "areas",
-            "mosaic",
-            "env")
+COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
+            "vectorise", "areas", "mosaic", "env")
 
 
 def job_to_argv(job: dict[str, Any]) -> list[str]:

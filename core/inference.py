@@ -25,16 +25,19 @@ from rasterio.windows import Window
 
 from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
 from terraseg.core.errors import ConfigError, RasterError
+from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.models.patch_cnn import fuse_batchnorm
 from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, normalise
 from terraseg.core.outputs import (
     AtomicOutputs,
+    GeoTiffWriter,
     check_output_dir,
     colormap_from_colours,
     write_preview_png,
 )
+from terraseg.core.postprocess import PostProcess, RowReader, RowWriter, morph_pass, region_pass
 from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
 
@@ -321,12 +324,14 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
                    extent_layer: str | None = None, tile_px: int = 0,
                    overwrite: bool = False, preview: bool = False, device: str = "auto",
                    precision: str = "32", threshold: float | None = None,
-                   tta: bool = False) -> dict[str, Any]:
+                   tta: bool = False, postprocess: PostProcess | None = None) -> dict[str, Any]:
     """Write probability.tif and classes.tif (and preview.png) for a region of a raster.
 
     Two-class models with a threshold (given, or tuned on validation data and stored in the
     model) predict class 1 where P(class 1) >= threshold; otherwise the most probable
     class. ``tta`` averages the probabilities over the four 90-degree rotations.
+    ``postprocess`` cleans the class raster (opening/closing, minimum regions; see
+    :mod:`terraseg.core.postprocess`); the probabilities are left as predicted.
 
     Returns:
         Paths and a summary (device, pixels, class shares).
@@ -360,6 +365,9 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
         cls_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
+        pp = postprocess if postprocess is not None and postprocess.active else None
+        raw_w = (outputs.geotiff("classes.raw.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
+                                 block_px=OUTPUT_BLOCK_PX, scratch=True) if pp else cls_w)
         prob_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
         for crop, p, v, fraction in region_probabilities(
                 model, network, source, stats, region, dev, tile_px, autocast):
@@ -368,11 +376,18 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
             p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
             out_win = Window(crop.col_off - region.col_off, crop.row_off - region.row_off, w, h)
             prob_w.write(p, out_win)
-            cls_w.write(cls[None], out_win)
+            raw_w.write(cls[None], out_win)
             counts += np.bincount(cls.ravel(), minlength=k + 1)
             reporter.progress(fraction, "predict")
         reporter.progress(1.0, "predict", "building overviews")
         prob_w.close(overviews=True)
+        changed = None
+        if pp is not None:
+            raw_w.close(overviews=False)
+            reporter.progress(1.0, "predict", "post-processing the classes")
+            changed, counts = _postprocess(outputs, prob_w.path, raw_w.path, cls_w, pp,
+                                           classes, grid)
+            reporter.log(f"post-processing {pp.to_dict()}: changed {changed}")
         cls_w.close(overviews=True)
         if preview:
             write_preview_png(outputs.temp_path("classes.tif"), outputs.temp_path("preview.png"),
@@ -385,10 +400,67 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
                          int(region.height)],
               "device": dev.type, "valid_pixels": n_valid, "class_shares": shares,
               "threshold": threshold, "tta": tta}
+    if pp is not None:
+        result["postprocess"] = {**pp.to_dict(), "changed_px": changed}
     if preview:
         result["preview"] = str(out_dir / "preview.png")
     return result
 
+
+def _postprocess(outputs: AtomicOutputs, prob_path: Path, raw_path: Path,
+                 cls_w: GeoTiffWriter, pp: PostProcess, classes: list[dict[str, Any]],
+                 grid: Grid) -> tuple[dict[str, int], np.ndarray]:
+    """Clean the raw class raster into ``cls_w``; returns changed pixels and class counts.
+
+    Opening/closing and region removal each stream over the raster; when both run, the
+    morphology goes to a scratch file first because regions are sized after it.
+    """
+    ids = np.array([int(c["id"]) for c in classes])
+    counts = np.zeros(len(classes) + 1, dtype=np.int64)
+    width, height = grid.width_px, grid.height_px
+    changed = {"opened_closed_px": 0, "small_region_px": 0}
+
+    def reader(ds: rasterio.DatasetReader, fill: float) -> RowReader:
+        def read(r0: int, r1: int) -> np.ndarray:
+            out = np.full((ds.count, r1 - r0, width), fill, dtype=ds.dtypes[0])
+            a, b = max(r0, 0), min(r1, height)
+            if b > a:
+                out[:, a - r0:b - r0] = ds.read(window=Window(0, a, width, b - a))
+            return out
+        return read
+
+    def writer(w: GeoTiffWriter, count: bool) -> RowWriter:
+        def write(row: int, rows: np.ndarray) -> None:
+            nonlocal counts
+            w.write(rows[None], Window(0, row, width, rows.shape[0]))
+            if count:
+                counts += np.bincount(rows.ravel(), minlength=len(classes) + 1)
+        return write
+
+    morph = bool(pp.opening_px or pp.closing_px)
+    regions = pp.min_region_px > 1
+    with rasterio.open(prob_path) as prob_ds:
+        read_prob = reader(prob_ds, PROB_NODATA)
+        source = raw_path
+        if morph:
+            stage = (outputs.geotiff("classes.stage.tif", grid, 1, "uint8", CLASS_NODATA,
+                                     ["class"], block_px=OUTPUT_BLOCK_PX, scratch=True)
+                     if regions else cls_w)
+            try:
+                with rasterio.open(raw_path) as raw_ds:
+                    changed["opened_closed_px"] = morph_pass(
+                        reader(raw_ds, CLASS_NODATA), read_prob, height, pp, ids,
+                        writer(stage, count=not regions), strip_px=OUTPUT_BLOCK_PX)
+            finally:
+                if regions:
+                    stage.close(overviews=False)
+            source = stage.path
+        if regions:
+            with rasterio.open(source) as src_ds:
+                changed["small_region_px"] = region_pass(
+                    reader(src_ds, CLASS_NODATA), read_prob, height, pp, ids,
+                    writer(cls_w, count=True), strip_px=OUTPUT_BLOCK_PX)
+    return changed, counts
 
 
 @torch.inference_mode()

@@ -218,6 +218,7 @@ class AtomicOutputs:
         self.out_dir = Path(out_dir)
         self.overwrite = overwrite
         self._temps: dict[str, Path] = {}
+        self._scratch: list[Path] = []
         self._writers: list[GeoTiffWriter] = []
         self._state = "open"
         self._lock = threading.RLock()
@@ -241,6 +242,19 @@ class AtomicOutputs:
                 self._temps[name] = _temp_sibling(self.out_dir / name)
             return self._temps[name]
 
+    def scratch_path(self, name: str) -> Path:
+        """A hidden intermediate file next to the outputs, deleted at commit and at abort.
+
+        For stages that need a file of their own (e.g. the raw class raster before
+        post-processing); it is never moved onto a target.
+        """
+        _check_name(name)
+        with self._lock:
+            self._require_open()
+            path = _temp_sibling(self.out_dir / name)
+            self._scratch.append(path)
+            return path
+
     def geotiff(
         self,
         name: str,
@@ -251,16 +265,20 @@ class AtomicOutputs:
         descriptions: Sequence[str],
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
         block_px: int = 512,
+        scratch: bool = False,
     ) -> GeoTiffWriter:
         """A :class:`GeoTiffWriter` on ``temp_path(name)``, tracked by these outputs.
+
+        With ``scratch`` the file is a :meth:`scratch_path` instead: an intermediate that is
+        deleted at commit rather than moved onto a target.
 
         A tracked writer still open at commit is closed (with overviews) first; on abort it
         is closed without overviews before its file is deleted (needed on Windows, where an
         open file cannot be deleted).
         """
-        writer = GeoTiffWriter(
-            self.temp_path(name), grid, count, dtype, nodata, descriptions, colormap, block_px
-        )
+        path = self.scratch_path(name) if scratch else self.temp_path(name)
+        writer = GeoTiffWriter(path, grid, count, dtype, nodata, descriptions, colormap,
+                               block_px)
         with self._lock:
             self._writers.append(writer)
         return writer
@@ -331,6 +349,7 @@ class AtomicOutputs:
                     f"Could not move outputs into '{self.out_dir}': {exc.strerror or exc}.",
                     "Check free space and permissions of the output directory.",
                 ) from exc
+            self._remove_scratch()
             _fsync_dir(self.out_dir)
             self._state = "committed"
             _ACTIVE.discard(self)
@@ -347,7 +366,12 @@ class AtomicOutputs:
                     writer.close(overviews=False)
             for tmp in list(self._temps.values()):
                 _remove_with_sidecars(tmp)
+            self._remove_scratch()
             _ACTIVE.discard(self)
+
+    def _remove_scratch(self) -> None:
+        for path in self._scratch:
+            _remove_with_sidecars(path)
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from terraseg.core.models.registry import build_model, config_from_params, get_e
 from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.protocol import ConsoleReporter, Reporter
-from terraseg.core.raster import RasterSource, parse_band_mapping
+from terraseg.core.raster import BandMapping, RasterSource, parse_band_mapping
 from terraseg.core.sampling import (
     SPLITS,
     SampleIndex,
@@ -145,21 +146,7 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     loss_spec = cfg.loss or DEFAULT_LOSS[kind]
 
     rep.progress(0.0, "prepare", "reading raster and labels")
-    band_spec = cfg.bands
-    if band_spec is None and init_meta is not None:
-        band_spec = ",".join(str(i) for i in init_meta["bands"]["indices"])
-    mapping = parse_band_mapping(band_spec, cfg.raster)
-    extras = parse_extras(list(cfg.extra_rasters), cfg.dem, cfg.slope_from_dem)
-    if init_meta is not None:
-        check_extras_match(init_meta, extras)
-    source = StackedSource(cfg.raster, mapping, extras) if extras else RasterSource(
-        cfg.raster, mapping)
-    if init_meta is not None and init_meta.get("features"):
-        source = FeatureSource(source, FeatureSpec.from_dict(init_meta["features"]))
-    elif cfg.features:
-        spec = FeatureSpec.parse(cfg.features)
-        check_features(spec, source.bands.names)
-        source = FeatureSource(source, fit_on_source(spec, source))
+    mapping, source = build_source(cfg, init_meta)
     rep.log(f"raster {cfg.raster}: {source.grid.width_px}x{source.grid.height_px} px, "
             f"bands {list(mapping.names)}, pixel size {source.grid.pixel_size}")
     classes = classes_from_dicts(init_meta["classes"]) if init_meta else None
@@ -236,7 +223,9 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
+        fit_start = time.perf_counter()
         trainer.fit(task, loaders["train"], loaders.get("val"))
+        fit_seconds = time.perf_counter() - fit_start
     rep.check_cancelled()
     if not trainer.is_global_zero:
         return {}
@@ -272,10 +261,39 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     rep.progress(1.0, "train", "done")
     result = {"model": str(out), "device": device, "epochs": trainer.current_epoch,
               "best_epoch": best.best_epoch, "metrics": evaluation,
-              "pixel_counts": labels.pixel_counts}
+              "pixel_counts": labels.pixel_counts, "fit_seconds": round(fit_seconds, 3),
+              "parameters": sum(p.numel() for p in network.parameters()),
+              "threshold": threshold}
     if last_path.exists():
         result["last_model"] = str(last_path)
     return result
+
+
+def build_source(cfg: TrainConfig, init_meta: dict[str, Any] | None = None
+                 ) -> tuple[BandMapping, RasterSource]:
+    """The model's input as training sees it: bands, extra rasters, engineered channels.
+
+    Fine-tuning (``init_meta``) keeps the initial model's bands, extras and features.
+
+    Raises:
+        TerraSegError: Unreadable raster, bad band mapping, extras or features.
+    """
+    band_spec = cfg.bands
+    if band_spec is None and init_meta is not None:
+        band_spec = ",".join(str(i) for i in init_meta["bands"]["indices"])
+    mapping = parse_band_mapping(band_spec, cfg.raster)
+    extras = parse_extras(list(cfg.extra_rasters), cfg.dem, cfg.slope_from_dem)
+    if init_meta is not None:
+        check_extras_match(init_meta, extras)
+    source: RasterSource = (StackedSource(cfg.raster, mapping, extras) if extras
+                            else RasterSource(cfg.raster, mapping))
+    if init_meta is not None and init_meta.get("features"):
+        source = FeatureSource(source, FeatureSpec.from_dict(init_meta["features"]))
+    elif cfg.features:
+        spec = FeatureSpec.parse(cfg.features)
+        check_features(spec, source.bands.names)
+        source = FeatureSource(source, fit_on_source(spec, source))
+    return mapping, source
 
 
 def _drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> LabelSet:
