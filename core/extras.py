@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -22,6 +23,7 @@ from terraseg.core.errors import RasterError
 from terraseg.core.raster import BandMapping, RasterSource, open_raster
 
 KINDS = ("continuous", "slope_from_dem")
+SLOPE_PAD = 1  # DEM pixels read around a window for the slope's central differences
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,12 @@ class StackedSource(RasterSource):
                 f"{left:.1f}, {bottom:.1f}, {right:.1f}, {top:.1f} vs image {gl:.1f}, "
                 f"{gb:.1f}, {gr:.1f}, {gt:.1f} in {g.crs}).",
                 "Use a DEM/raster that covers the image.")
-        return WarpedVRT(ds, crs=g.crs, transform=g.transform, width=g.width_px,
-                         height=g.height_px, resampling=Resampling.bilinear,
-                         src_nodata=ds.nodata, nodata=np.nan, dtype="float32")
+        # slope needs the DEM one pixel beyond the image, so its grid is grown by SLOPE_PAD
+        pad = SLOPE_PAD if extra.kind == "slope_from_dem" else 0
+        return WarpedVRT(ds, crs=g.crs, transform=g.transform * Affine.translation(-pad, -pad),
+                         width=g.width_px + 2 * pad, height=g.height_px + 2 * pad,
+                         resampling=Resampling.bilinear, src_nodata=ds.nodata, nodata=np.nan,
+                         dtype="float32")
 
     @property
     def count(self) -> int:
@@ -126,8 +131,10 @@ class StackedSource(RasterSource):
             self.bands = saved
         layers = [data]
         for extra, vrt in zip(self.extras, self._vrts, strict=True):
-            margin = 1 if extra.kind == "slope_from_dem" else 0
-            values = _read_vrt(vrt, window, margin)
+            pad = SLOPE_PAD if extra.kind == "slope_from_dem" else 0
+            shifted = Window(int(window.col_off) + pad, int(window.row_off) + pad,
+                             int(window.width), int(window.height))
+            values = _read_vrt(vrt, shifted, pad)
             if extra.kind == "slope_from_dem":
                 values = _slope_degrees(values, *self.grid.pixel_size)
             ok = np.isfinite(values)

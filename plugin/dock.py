@@ -30,6 +30,7 @@ from .panel_export import ExportPanelMixin
 from .panel_jobs import JobsPanelMixin
 from .panel_labels import LabelsPanelMixin
 from .panel_predict import PredictPanelMixin
+from .panel_terrain import TerrainPanelMixin
 from .panel_train import TrainPanelMixin
 from .presets import ClassDef
 from .worker import WorkerJob
@@ -37,6 +38,7 @@ from .worker import WorkerJob
 
 class TerraSegDock(
     DataPanelMixin,
+    TerrainPanelMixin,
     LabelsPanelMixin,
     TrainPanelMixin,
     PredictPanelMixin,
@@ -115,6 +117,7 @@ class TerraSegDock(
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self._build_engine_box())
         layout.addWidget(self._build_data_box())
+        layout.addWidget(self._build_terrain_box())
         layout.addWidget(self._build_labels_box())
         layout.addWidget(self._build_train_box())
         layout.addWidget(self._build_predict_box())

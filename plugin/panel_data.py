@@ -201,6 +201,7 @@ class DataPanelMixin:
         else:
             self._fill_class_table(list(preset.classes), editable=False)
         self._on_classes_edited()
+        self._apply_preset_defaults(preset)
 
     def classes(self) -> list[ClassDef]:
         """The classes of the task in model order."""

@@ -20,11 +20,15 @@ from qgis.core import (
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -56,6 +60,47 @@ class PredictPanelMixin:
         row.addWidget(self.extent_combo, 1)
         layout.addLayout(row)
         layout.addWidget(self.area_whole_radio)
+        form = QFormLayout()
+        threshold_row = QHBoxLayout()
+        self.threshold_check = QCheckBox("Own threshold")
+        self.threshold_check.setToolTip(
+            "Two-class models: the first class (e.g. landslide) where its probability is at "
+            "least this. Unchecked: the threshold tuned on validation pixels at training.")
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setEnabled(False)
+        self.threshold_check.toggled.connect(self.threshold_spin.setEnabled)
+        self.threshold_label = QLabel("model: –")
+        threshold_row.addWidget(self.threshold_check)
+        threshold_row.addWidget(self.threshold_spin)
+        threshold_row.addWidget(self.threshold_label, 1)
+        form.addRow("Threshold", threshold_row)
+        clean = group_box("Clean-up of the class map", "TerraSegCleanupBox", collapsed=True)
+        clean_form = QFormLayout(clean)
+        self.opening_spin = QSpinBox()
+        self.opening_spin.setRange(0, 64)
+        self.opening_spin.setSuffix(" px")
+        self.opening_spin.setToolTip("Opening of the first class with a disk of this radius: "
+                                     "removes specks and slivers narrower than the disk.")
+        clean_form.addRow("Opening radius", self.opening_spin)
+        self.closing_spin = QSpinBox()
+        self.closing_spin.setRange(0, 64)
+        self.closing_spin.setSuffix(" px")
+        self.closing_spin.setToolTip("Closing of the first class: fills gaps narrower than "
+                                     "the disk.")
+        clean_form.addRow("Closing radius", self.closing_spin)
+        self.min_area_spin = QDoubleSpinBox()
+        self.min_area_spin.setRange(0.0, 1e9)
+        self.min_area_spin.setDecimals(0)
+        self.min_area_spin.setSingleStep(100.0)
+        self.min_area_spin.setSuffix(" m²")
+        self.min_area_spin.setToolTip("Regions smaller than this take their next most "
+                                      "probable class (0 = keep all).")
+        clean_form.addRow("Minimum region", self.min_area_spin)
+        layout.addLayout(form)
+        layout.addWidget(clean)
         buttons = QHBoxLayout()
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(lambda: self.predict(self._selected_predict_mode()))
@@ -82,8 +127,46 @@ class PredictPanelMixin:
             return None
         self.model_label.setText(Path(path).name)
         self.model_label.setToolTip(f"{path}\n{modelinfo.summary(self.model_meta)}")
+        self._show_model_threshold(self.model_meta)
         self._update_buttons()
         return self.model_meta
+
+    def _show_model_threshold(self, meta: dict[str, Any]) -> None:
+        two = len(modelinfo.model_classes(meta)) == 2
+        self.threshold_check.setEnabled(two)
+        tuned = (meta.get("threshold") or {}).get("value")
+        if not two:
+            self.threshold_check.setChecked(False)
+            self.threshold_label.setText("model: most probable class (> 2 classes)")
+        elif isinstance(tuned, int | float):
+            self.threshold_label.setText(f"model: {tuned:.2f} (tuned on validation pixels)")
+            if not self.threshold_check.isChecked():
+                self.threshold_spin.setValue(float(tuned))
+        else:
+            self.threshold_label.setText("model: most probable class")
+
+    def set_prediction_options(self, threshold: float | None = None, opening: int = 0,
+                               closing: int = 0, min_area: float = 0.0) -> None:
+        """Threshold (None: the model's) and clean-up of the class map for predictions."""
+        self.threshold_check.setChecked(threshold is not None)
+        if threshold is not None:
+            self.threshold_spin.setValue(threshold)
+        self.opening_spin.setValue(opening)
+        self.closing_spin.setValue(closing)
+        self.min_area_spin.setValue(min_area)
+
+    def prediction_options(self) -> dict[str, Any]:
+        """The engine ``predict`` options set in the panel (threshold, clean-up)."""
+        opts: dict[str, Any] = {}
+        if self.threshold_check.isChecked() and self.threshold_check.isEnabled():
+            opts["threshold"] = round(self.threshold_spin.value(), 4)
+        if self.opening_spin.value():
+            opts["opening"] = self.opening_spin.value()
+        if self.closing_spin.value():
+            opts["closing"] = self.closing_spin.value()
+        if self.min_area_spin.value() > 0:
+            opts["min_area"] = self.min_area_spin.value()
+        return opts
 
     def load_model(self, path: str | Path | None = None) -> dict[str, Any] | None:
         """Use an existing model file: fills bands, classes and preset from its metadata.
@@ -115,6 +198,11 @@ class PredictPanelMixin:
             self.set_preset(preset)
         self._set_model(str(path))
         geometry = meta.get("geometry") or {}
+        arch = (meta.get("architecture") or {}).get("name")
+        if arch and self.arch_combo.findText(arch) >= 0:
+            self.arch_combo.setCurrentText(arch)
+        if geometry.get("kind") == "tile" and geometry.get("tile_px"):
+            self.tile_spin.setValue(int(geometry["tile_px"]))
         if geometry.get("patch_px"):
             self.patch_spin.setValue(int(geometry["patch_px"]))
         if geometry.get("block_px"):
@@ -214,6 +302,7 @@ class PredictPanelMixin:
             return False
         try:
             raster_path = jobs.raster_layer_path(raster)
+            terrain = self.terrain_for_model(meta)
         except ValueError as exc:
             return self._refuse("Predict", str(exc))
         window = extent_layer = None
@@ -242,7 +331,8 @@ class PredictPanelMixin:
         out_dir = self.results_dir(mode)
         job = jobs.predict_job(model=self.last_model, raster=raster_path, out_dir=str(out_dir),
                                bands=bands, window=list(window) if window else None,
-                               extent_layer=extent_layer)
+                               extent_layer=extent_layer, **terrain,
+                               **self.prediction_options())
         self._log("info", f"Predicting ({mode}) with {Path(self.last_model).name} into "
                           f"{out_dir}")
         return self._start_job("predict", job, self._on_predict_result, wait, timeout_s)
@@ -273,6 +363,14 @@ class PredictPanelMixin:
             self.device_label.setText(f"Device: {self.device} (prediction)")
         shares = result.get("class_shares") or {}
         share_text = ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items())
-        self.predict_summary.setText(f"Results in {Path(cls).parent}\n{share_text}")
+        notes = []
+        if isinstance(result.get("threshold"), int | float):
+            notes.append(f"threshold {result['threshold']:.2f}")
+        changed = (result.get("postprocess") or {}).get("changed_px") or {}
+        if changed:
+            notes.append("clean-up changed " + ", ".join(
+                f"{v} px ({k.replace('_px', '').replace('_', ' ')})" for k, v in changed.items()))
+        self.predict_summary.setText(f"Results in {Path(cls).parent}\n{share_text}"
+                                     + (f"\n{'; '.join(notes)}" if notes else ""))
         self.iface.messageBar().pushMessage(TITLE, f"Prediction added to '{results.GROUP_NAME}'",
                                             Qgis.MessageLevel.Success, 5)

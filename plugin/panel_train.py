@@ -45,6 +45,19 @@ class TrainPanelMixin:
         self.epochs_spin.setRange(1, 100000)
         self.epochs_spin.setValue(50)
         form.addRow("Epochs (max)", self.epochs_spin)
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItems([*presets.PATCH_MODELS, *presets.TILE_MODELS])
+        self.arch_combo.setToolTip("patch_cnn: patch classifier (study 000); unet*: U-Nets "
+                                   "trained on whole tiles (study 001), e.g. for landslides.")
+        self.arch_combo.currentTextChanged.connect(self._on_arch_changed)
+        form.addRow("Architecture", self.arch_combo)
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(presets.TILE_STRIDE_PX, 1024)
+        self.tile_spin.setSingleStep(presets.TILE_STRIDE_PX)
+        self.tile_spin.setValue(64)
+        self.tile_spin.setToolTip("U-Nets: training tile in pixels (a multiple of "
+                                  f"{presets.TILE_STRIDE_PX}).")
+        form.addRow("Tile size (px)", self.tile_spin)
         self.patch_spin = odd_spin(3, 1001, 51)
         self.patch_spin.setToolTip("Input cutout in pixels (odd): the context the model sees.")
         form.addRow("Patch size (px)", self.patch_spin)
@@ -127,11 +140,12 @@ class TrainPanelMixin:
     def set_training_options(self, **options: Any) -> None:
         """Set training options by engine name.
 
-        Keys: ``epochs``, ``patch_size``, ``block_size``, ``from_scratch``, ``patience``,
-        ``lr``, ``batch_size``, ``samples_per_epoch``, ``blocks``, ``planes``,
-        ``val_fraction``, ``augment``, ``accelerator``, ``cache_dir``.
+        Keys: ``model``, ``tile_size``, ``epochs``, ``patch_size``, ``block_size``,
+        ``from_scratch``, ``patience``, ``lr``, ``batch_size``, ``samples_per_epoch``,
+        ``blocks``, ``planes``, ``val_fraction``, ``augment``, ``accelerator``, ``cache_dir``.
         """
         spins = {"epochs": self.epochs_spin, "patch_size": self.patch_spin,
+                 "tile_size": self.tile_spin,
                  "block_size": self.block_spin, "patience": self.patience_spin,
                  "lr": self.lr_spin, "batch_size": self.batch_spin,
                  "samples_per_epoch": self.samples_spin, "val_fraction": self.val_spin}
@@ -147,6 +161,10 @@ class TrainPanelMixin:
                 self.scratch_check.setChecked(bool(value))
             elif key == "accelerator":
                 self.accelerator_combo.setCurrentText(str(value))
+            elif key == "model":
+                if self.arch_combo.findText(str(value)) < 0:
+                    raise KeyError(f"Unknown architecture {value!r}.")
+                self.arch_combo.setCurrentText(str(value))
             else:
                 raise KeyError(f"Unknown training option {key!r}.")
 
@@ -163,8 +181,35 @@ class TrainPanelMixin:
             "augment": self.augment_edit.text().strip() or None,
             "accelerator": self.accelerator_combo.currentText(),
             "cache_dir": self.cache_edit.text().strip() or None,
+            "model": self.arch_combo.currentText(),
         }
+        if self.is_tile_model():
+            opts["tile_size"] = self.tile_spin.value()
         return opts
+
+    def is_tile_model(self) -> bool:
+        """Whether the chosen architecture is a tile network (U-Net family)."""
+        return self.arch_combo.currentText() in presets.TILE_MODELS
+
+    def _on_arch_changed(self, _name: str = "") -> None:
+        tile = self.is_tile_model()
+        self.tile_spin.setEnabled(tile)
+        for widget in (self.patch_spin, self.block_spin, self.blocks_edit, self.planes_edit):
+            widget.setEnabled(not tile)
+
+    def _apply_preset_defaults(self, preset: presets.Preset) -> None:
+        """A task's architecture and sizes (U-Nets: small batches of whole tiles)."""
+        self.arch_combo.setCurrentText(preset.model)
+        if preset.model in presets.TILE_MODELS:
+            self.tile_spin.setValue(preset.tile_px)
+            self.batch_spin.setValue(16)
+            self.samples_spin.setValue(512)
+        else:
+            self.batch_spin.setValue(128)
+            self.samples_spin.setValue(2048)
+        self._on_arch_changed()
+        if preset.terrain:
+            self.terrain_box.setCollapsed(False)
 
     def models_dir(self) -> Path | None:
         """``models`` next to the project file, else next to the label layer's file."""
@@ -220,6 +265,9 @@ class TrainPanelMixin:
                     int(value))
         if (meta.get("architecture") or {}).get("name"):
             arch["model"] = meta["architecture"]["name"]
+        geometry = meta.get("geometry") or {}
+        if geometry.get("kind") == "tile" and geometry.get("tile_px"):
+            arch["tile_size"] = int(geometry["tile_px"])
         return self.last_model, arch, f"fine-tuning {Path(self.last_model).name}"
 
     def start_training(self, wait: bool = False, timeout_s: float = 3600.0) -> bool:
@@ -249,6 +297,7 @@ class TrainPanelMixin:
         try:
             bands = self.bands_spec()
             raster_path = jobs.raster_layer_path(raster)
+            terrain = self.terrain_options()
         except ValueError as exc:
             return self._refuse("Train", str(exc))
         if not self.save_label_edits():
@@ -272,13 +321,15 @@ class TrainPanelMixin:
         job = jobs.train_job(
             raster=raster_path, labels=labels_path, out=str(out),
             class_field=label_layer.CLASS_FIELD, class_map=presets.class_map(classes),
-            bands=bands, init_model=init_model, **options)
+            bands=bands, init_model=init_model, **terrain, **options)
         self.pending_model = str(out)
         self.epoch_metrics = []
         self.metrics_table.setRowCount(0)
         self.train_summary.setText("")
-        self._log("info", f"Training {out.name} ({how}) on {raster.name()} with labels "
-                          f"{layer.name()}; bands {bands}")
+        extras = ", ".join(k for k in ("dem", "slope_from_dem", "extra_raster") if k in terrain)
+        self._log("info", f"Training {out.name} ({how}, {options.get('model')}) on "
+                          f"{raster.name()} with labels {layer.name()}; bands {bands}"
+                          + (f"; terrain {extras}" if extras else ""))
         return self._start_job("train", job, self._on_train_result, wait, timeout_s)
 
     def cancel_training(self) -> None:

@@ -52,24 +52,37 @@ class Preset:
         slug: Short name used in model file names (``2026-11-23_1530_sealed.tsm``).
         classes: Default classes in model order.
         editable: Whether the user defines the classes (Land cover).
+        model: Default architecture (engine registry name).
+        tile_px: Training tile of tile networks (U-Nets), pixels.
+        terrain: Whether the task uses terrain inputs (the panel opens them).
     """
 
     name: str
     slug: str
     classes: tuple[ClassDef, ...]
     editable: bool = False
+    model: str = "patch_cnn"
+    tile_px: int = 64
+    terrain: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     SEALED: Preset(SEALED, "sealed",
                    (ClassDef("sealed", "#d7191c"), ClassDef("unsealed", "#1a9641"))),
     LANDSLIDES: Preset(LANDSLIDES, "landslides",
-                       (ClassDef("landslide", "#a6611a"), ClassDef("no landslide", "#dfc27d"))),
+                       (ClassDef("landslide", "#a6611a"), ClassDef("no landslide", "#dfc27d")),
+                       model="unet_small", tile_px=64, terrain=True),
     LAND_COVER: Preset(LAND_COVER, "landcover",
                        (ClassDef("water", "#2b83ba"), ClassDef("forest", "#006d2c"),
                         ClassDef("agriculture", "#fdae61"), ClassDef("built-up", "#d7191c")),
                        editable=True),
 }
+
+# Architectures offered in the panel (the engine's registry names): the patch CNN of
+# study 000 and the U-Net family of study 001 (tile networks, trained on whole tiles).
+PATCH_MODELS = ("patch_cnn",)
+TILE_MODELS = ("unet_small", "unet", "unet_residual", "unet_se", "unet_cbam", "unet_multires")
+TILE_STRIDE_PX = 16  # tile sizes are multiples of the U-Nets' total stride
 
 # Colours for new user-defined classes (the engine's qualitative palette).
 PALETTE = (

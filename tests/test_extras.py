@@ -50,6 +50,26 @@ def test_dem_and_slope_on_the_image_grid(scene) -> None:
     assert not valid_out[:, :5].any()
 
 
+def test_slope_is_valid_up_to_the_image_border_when_the_dem_extends_beyond(scene) -> None:
+    sc, dem = scene
+    src = StackedSource(sc.raster, parse_band_mapping(None, sc.raster),
+                        parse_extras([], str(dem), True))
+    data, valid = src.read(Window(0, 0, sc.width, sc.height))
+    assert valid.all()  # the border ring too: the slope reads the DEM one pixel beyond
+    np.testing.assert_allclose(data[5], np.degrees(np.arctan(SLOPE)), atol=1e-3)
+    # a DEM that ends at the image edge leaves the border ring without slope
+    x0, y0 = ORIGIN
+    n = sc.width // 2
+    xs = x0 + 20.0 * (np.arange(n) + 0.5)
+    z = np.tile(100 + SLOPE * (xs - x0), (n, 1)).astype(np.float32)
+    tight = write_raster(Path(dem).with_name("tight.tif"), z[None], nodata=-9999.0,
+                         transform=from_origin(x0, y0, 20, 20))
+    src = StackedSource(sc.raster, parse_band_mapping(None, sc.raster),
+                        parse_extras([], str(tight), True))
+    _, valid = src.read(Window(0, 0, sc.width, sc.height))
+    assert not valid[0].any() and not valid[:, -1].any() and valid[1:-1, 1:-1].all()
+
+
 def test_dem_without_overlap_is_refused(tmp_path: Path) -> None:
     sc = make_scene(tmp_path)
     far = plane_dem(tmp_path / "far.tif", x0=ORIGIN[0] + 50_000)
