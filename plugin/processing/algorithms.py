@@ -44,11 +44,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .. import jobs
+from .. import jobs, presets
 from ..engine import find_engine
 from ..worker import WorkerError, run_job
 
 MODEL_FILTER = "TerraSeg model (*.tsm)"
+ARCHITECTURES = (*presets.PATCH_MODELS, *presets.TILE_MODELS)
 # Formats the engine reads (fiona/GDAL) without a conversion.
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite"]
 
@@ -252,11 +253,12 @@ class TrainModel(TerraSegAlgorithm):
 
     ALG_ID = "train_model"
     DISPLAY_NAME = "Train model"
-    HELP = ("Trains a segmentation model (patch CNN) from a raster and labelled polygons or "
-            "points, and writes a self-describing model file (.tsm) with the classes, bands, "
-            "normalisation and held-out accuracy. Labels that are not files (memory layers, "
-            "selections) are saved to a temporary GeoPackage first. Training runs in the "
-            "TerraSeg engine process; Cancel stops it and writes no model.")
+    HELP = ("Trains a segmentation model (patch CNN, or a U-Net on tiles) from a raster and "
+            "labelled polygons or points, optionally with a DEM and its slope, and writes a "
+            "self-describing model file (.tsm) with the classes, bands, normalisation and "
+            "held-out accuracy. Labels that are not files (memory layers, selections) are "
+            "saved to a temporary GeoPackage first. Training runs in the TerraSeg engine "
+            "process; Cancel stops it and writes no model.")
 
     AUGMENT = ["flip,rotate", "none", "flip,rotate,pixel_noise,channel_noise"]
     ACCELERATORS = ["auto", "cpu", "gpu"]
@@ -281,6 +283,12 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "PATIENCE", self.tr("Early-stopping patience (epochs)"),
             QgsProcessingParameterNumber.Integer, 10, minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(
+            "ARCHITECTURE", self.tr("Architecture"), list(ARCHITECTURES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "TILE_SIZE", self.tr("Tile size for U-Nets (pixels, multiple of 16)"),
+            QgsProcessingParameterNumber.Integer, 64, minValue=16))
+        _add_terrain_inputs(self)
         self.addParameter(QgsProcessingParameterNumber(
             "PATCH_SIZE", self.tr("Patch size (pixels, odd)"),
             QgsProcessingParameterNumber.Integer, 51, minValue=3))
@@ -364,11 +372,15 @@ class TrainModel(TerraSegAlgorithm):
             "patience": self.parameterAsInt(parameters, "PATIENCE", context),
             "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
             "block_size": self.parameterAsInt(parameters, "BLOCK_SIZE", context),
+            "model": ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)],
+            **_terrain(self, parameters, context),
             "init_model": self.file(parameters, "INIT_MODEL", context),
             "cache_dir": self.file(parameters, "CACHE_DIR", context),
             "overwrite": True,
             **options,
         }
+        if named["model"] != "patch_cnn":
+            named["tile_size"] = self.parameterAsInt(parameters, "TILE_SIZE", context)
         named.update(extra)  # the JSON options win
         job = jobs.train_job(**named)
         result = self.run_engine(job, feedback)
@@ -404,9 +416,24 @@ class Predict(TerraSegAlgorithm):
             "BANDS", self.tr("Bands (empty: the model's band indices)"), optional=True))
         self.addParameter(QgsProcessingParameterExtent(
             "EXTENT", self.tr("Extent (empty: the whole raster)"), optional=True))
+        _add_terrain_inputs(self)
+        self.addParameter(QgsProcessingParameterNumber(
+            "THRESHOLD", self.tr("Threshold on P(first class) (two-class models; empty: the "
+                                 "model's tuned threshold)"),
+            QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.0,
+            maxValue=1.0))
         self.addParameter(_advanced(QgsProcessingParameterNumber(
-            "TILE_SIZE", self.tr("Tile size (output pixels)"),
-            QgsProcessingParameterNumber.Integer, 960, minValue=16)))
+            "OPENING", self.tr("Clean-up: opening radius of the first class (pixels)"),
+            QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=64)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            "CLOSING", self.tr("Clean-up: closing radius of the first class (pixels)"),
+            QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=64)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            "MIN_AREA", self.tr("Clean-up: minimum region area (m²)"),
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            "TILE_SIZE", self.tr("Tile size (output pixels; 0: the model's default)"),
+            QgsProcessingParameterNumber.Integer, 0, minValue=0)))
         self.addParameter(_advanced(QgsProcessingParameterEnum(
             "DEVICE", self.tr("Device"), self.DEVICES, defaultValue=0)))
         self.addParameter(_advanced(QgsProcessingParameterBoolean(
@@ -453,7 +480,13 @@ class Predict(TerraSegAlgorithm):
             preview=self.parameterAsBoolean(parameters, "PREVIEW", context),
             overwrite=True,
             tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            device=self.DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
+            device=self.DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            threshold=(self.parameterAsDouble(parameters, "THRESHOLD", context)
+                       if parameters.get("THRESHOLD") not in (None, "") else None),
+            opening=self.parameterAsInt(parameters, "OPENING", context) or None,
+            closing=self.parameterAsInt(parameters, "CLOSING", context) or None,
+            min_area=self.parameterAsDouble(parameters, "MIN_AREA", context) or None,
+            **_terrain(self, parameters, context))
         result = self.run_engine(job, feedback)
         prob, classes = result["probability"], result["classes"]
         self.load_on_completion(context, prob, "TerraSeg probability", "PROBABILITY")
@@ -525,6 +558,25 @@ class Evaluate(TerraSegAlgorithm):
                 "CONFUSION_MATRIX": files.get("confusion_matrix.csv"),
                 "ACCURACY": result.get("accuracy"), "F1_WEIGHTED": result.get("f1_weighted"),
                 "N_SAMPLES": result.get("n_samples")}
+
+
+def _add_terrain_inputs(alg: TerraSegAlgorithm) -> None:
+    """Optional DEM (and slope derived from it) stacked onto the image: Train, Predict."""
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "DEM", alg.tr("DEM (any grid; resampled bilinearly onto the raster)"), optional=True))
+    alg.addParameter(QgsProcessingParameterBoolean(
+        "SLOPE_FROM_DEM", alg.tr("Add slope derived from the DEM"), False))
+
+
+def _terrain(alg: TerraSegAlgorithm, parameters: dict[str, Any],
+             context: QgsProcessingContext) -> dict[str, Any]:
+    """The engine's ``dem`` / ``slope_from_dem`` options from the terrain inputs."""
+    derive = alg.parameterAsBoolean(parameters, "SLOPE_FROM_DEM", context)
+    if not parameters.get("DEM"):
+        if derive:
+            raise QgsProcessingException("'Add slope derived from the DEM' needs a DEM.")
+        return {}
+    return {"dem": alg.raster_path(parameters, "DEM", context), "slope_from_dem": derive}
 
 
 def _add_class_raster_inputs(alg: TerraSegAlgorithm) -> None:

@@ -25,6 +25,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+ARCH_UNET_SMALL = 1  # index of unet_small in the Architecture choices
+
 ALGORITHMS = ("rasterise_labels", "train_model", "predict", "evaluate", "vectorise",
               "area_statistics")
 
@@ -310,3 +312,30 @@ def test_modeler_chain(processing, scene, tiny_model, tmp_path):
     layer = QgsVectorLayer(res["vectorise:vectorise"], "polygons", "ogr")
     assert layer.isValid() and layer.featureCount() > 0
     assert Path(res["areas:areas"]).read_text().startswith("class_id,class_name")
+
+
+def test_train_unet_and_predict_with_threshold_and_cleanup(processing, scene, cache_dir,
+                                                          tmp_path):
+    out = tmp_path / "unet.tsm"
+    res = processing.run("terraseg:train_model", {
+        "INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels), "CLASS_FIELD": "klass",
+        "ARCHITECTURE": ARCH_UNET_SMALL, "TILE_SIZE": 32, "EPOCHS": 1, "PATIENCE": 1,
+        "SAMPLES_PER_EPOCH": 32, "BATCH_SIZE": 8, "CACHE_DIR": str(cache_dir),
+        "EXTRA_OPTIONS": '{"base_width": 4}', "OUTPUT": str(out)})
+    assert Path(res["OUTPUT"]) == out
+    from terraseg.plugin import modelinfo
+
+    meta = modelinfo.read_model_metadata(out)
+    assert meta["architecture"]["name"] == "unet_small" and meta["geometry"]["tile_px"] == 32
+    # threshold 0 on P(sealed): every valid pixel is sealed; the clean-up keeps the one region
+    res = processing.run("terraseg:predict", {
+        "MODEL": str(out), "INPUT_RASTER": str(scene.raster), "THRESHOLD": 0.0,
+        "OPENING": 1, "MIN_AREA": 2000.0, "OUTPUT_FOLDER": str(tmp_path / "p")})
+    # no layer may stay referenced from this frame: pytest keeps the traceback of the
+    # expected exception below until exit, after QGIS is gone (a segfault at teardown)
+    assert raster_values(res["CLASSES"])[1] == {1}
+    with pytest.raises(QgsProcessingException, match="needs a DEM"):
+        processing.run("terraseg:predict", {
+            "MODEL": str(out), "INPUT_RASTER": str(scene.raster), "SLOPE_FROM_DEM": True,
+            "OUTPUT_FOLDER": str(tmp_path / "q")})
+    assert not (tmp_path / "q" / "classes.tif").exists()
