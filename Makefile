@@ -5,6 +5,7 @@
 #   make demo         train, predict and evaluate two demo models into demo_output/
 #   make test         engine tests, then the QGIS plugin tests (test-plugin)
 #   make screenshot   QGIS with the panel and a prediction, under Xvfb -> docs/images/qgis_panel.png
+#   make landslide-study  loss/architecture table with a random-forest baseline (docs/landslide_comparison.md)
 #   make lint | bench | clean | distclean
 #
 # The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
@@ -31,7 +32,7 @@ BENCH_ARGS  ?=
 
 SHOT        ?= docs/images/qgis_panel.png
 
-.PHONY: screenshot help install demo-data demo-data-optional demo test test-engine test-plugin lint bench \
+.PHONY: screenshot help install demo-data demo-data-optional demo test test-engine test-plugin lint bench landslide-study \
 	clean distclean
 
 help:
@@ -81,6 +82,10 @@ lint: install
 
 bench: install
 	$(ENGINE_PY) -m terraseg.cli.bench $(BENCH_ARGS)
+
+# The loss/architecture table of docs/landslide_comparison.md (~30 min on 2 CPU cores).
+landslide-study: install
+	ENGINE_VENV="$(ENGINE_VENV)" bash scripts/landslide_study.sh
 
 clean:
 	rm -rf demo_output bench_output lightning_logs build .cache .pytest_cache .ruff_cache .qgis-settings \

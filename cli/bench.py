@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the JSON summary as the last line."""
     p = argparse.ArgumentParser(description="TerraSeg inference benchmark")
     p.add_argument("--out-dir", default="bench_output")
-    p.add_argument("--dense-px", type=int, default=4000, help="side of the throughput raster")
+    p.add_argument("--dense-px", type=int, default=8000,
+                   help="side of the patch-CNN throughput raster (the U-Net one is --unet-px)")
     p.add_argument("--big-px", type=int, default=20000, help="side of the memory raster")
     p.add_argument("--unet-px", type=int, default=8000, help="side of the U-Net raster")
     p.add_argument("--unet-big-px", type=int, default=0,
