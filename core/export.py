@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from terraseg.core.errors import InputError, OutputError, RasterError
+from terraseg.core.grid import projected_pixel_area_m2
 from terraseg.core.labels import split_layer_spec
 from terraseg.core.outputs import atomic_path, write_csv_atomic
 
@@ -51,8 +52,7 @@ def pixel_area_m2(ds: rasterio.DatasetReader) -> float:
     if ds.crs.is_geographic:
         raise RasterError(f"{ds.name} is in a geographic CRS ({ds.crs}); pixel areas in "
                           "degrees are not areas.", "Reproject it to a projected CRS in metres.")
-    factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
-    return abs(ds.transform.a * ds.transform.e) * factor * factor
+    return projected_pixel_area_m2(ds.crs, ds.transform)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:

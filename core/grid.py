@@ -53,3 +53,9 @@ class Grid:
             transform=window_transform(window, self.transform),
             crs_wkt=self.crs_wkt,
         )
+
+
+def projected_pixel_area_m2(crs: CRS, transform: Affine) -> float:
+    """Area of one pixel in m2 for a projected CRS (its linear unit converted to metres)."""
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return abs(transform.a * transform.e) * factor * factor

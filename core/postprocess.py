@@ -30,7 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from terraseg.core.errors import ConfigError
-from terraseg.core.grid import Grid
+from terraseg.core.grid import Grid, projected_pixel_area_m2
 
 EIGHT = np.ones((3, 3), dtype=bool)
 MAX_RADIUS_PX = 64
@@ -98,13 +98,12 @@ def min_region_pixels(grid: Grid, min_area_m2: float) -> int:
     if grid.crs is None:
         raise ConfigError("The raster has no CRS, so an area in m2 cannot be turned into "
                           "pixels.", "Assign the raster's CRS, or give --min-region-px.")
-    dx, dy = (abs(v) for v in grid.pixel_size)
     if grid.crs.is_geographic:
+        dx, dy = (abs(v) for v in grid.pixel_size)
         lat = grid.transform.f + grid.transform.e * grid.height_px / 2
         px_m2 = (dx * 111_320.0 * math.cos(math.radians(lat))) * (dy * 110_574.0)
     else:
-        factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
-        px_m2 = dx * dy * factor * factor
+        px_m2 = projected_pixel_area_m2(grid.crs, grid.transform)
     return max(int(math.ceil(min_area_m2 / px_m2)), 1)
 
 
@@ -118,8 +117,8 @@ def next_best_class(prob: np.ndarray, current: np.ndarray, class_ids: np.ndarray
     """Per pixel, the most probable class other than ``current``.
 
     Args:
-        prob: float (K, H, W) class probabilities, band k for ``class_ids[k]``.
-        current: uint8 (H, W) class ids to avoid.
+        prob: float (K, ...) class probabilities, band k for ``class_ids[k]``.
+        current: uint8 (...) class ids to avoid (any shape, e.g. (H, W) or (N,)).
         class_ids: int (K,) class id of each band.
     """
     p = prob.copy()
@@ -140,8 +139,7 @@ def morph_strip(cls: np.ndarray, prob: np.ndarray, spec: PostProcess,
             ndimage.binary_erosion(mask, se, border_value=0), se, border_value=0) & mask
         removed = mask & ~opened
         if removed.any():
-            out[removed] = next_best_class(prob[:, removed][:, None, :], cls[removed][None],
-                                           class_ids)[0]
+            out[removed] = next_best_class(prob[:, removed], cls[removed], class_ids)
         mask = opened
     if spec.closing_px:
         se = disk(spec.closing_px)
@@ -158,12 +156,13 @@ def iter_strips(height: int, strip_px: int) -> Iterator[tuple[int, int]]:
 
 
 def morph_rows(read_cls: RowReader, read_prob: RowReader, r0: int, r1: int,
-               spec: PostProcess, class_ids: np.ndarray) -> np.ndarray:
-    """Rows [r0, r1) after opening/closing, computed from a strip with its halo."""
+               spec: PostProcess, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [r0, r1) before and after opening/closing, from a strip read with its halo."""
     h = spec.halo_px
     cls = read_cls(r0 - h, r1 + h)[0]
     prob = read_prob(r0 - h, r1 + h)
-    return morph_strip(cls, prob, spec, class_ids)[h:h + (r1 - r0)]
+    rows = slice(h, h + (r1 - r0))
+    return cls[rows], morph_strip(cls, prob, spec, class_ids)[rows]
 
 
 def label_regions(cls: np.ndarray, offset: int) -> tuple[np.ndarray, int]:
@@ -218,7 +217,7 @@ class RegionSizes:
         n = self._total
         sizes = np.concatenate([np.zeros(1, int), *self._sizes]) if n else np.zeros(1, int)
         if self._edges:
-            e = np.concatenate(self._edges) if self._edges else np.zeros((0, 2), int)
+            e = np.concatenate(self._edges)
             graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n + 1, n + 1))
             _, root = connected_components(graph, directed=False)
         else:
@@ -240,7 +239,7 @@ def remove_small_regions(cls: np.ndarray, prob: np.ndarray, labels: np.ndarray,
     if not sel.any():
         return cls
     out = cls.copy()
-    out[sel] = next_best_class(prob[:, sel][:, None, :], cls[sel][None], class_ids)[0]
+    out[sel] = next_best_class(prob[:, sel], cls[sel], class_ids)
     return out
 
 
@@ -253,8 +252,8 @@ def morph_pass(read_cls: RowReader, read_prob: RowReader, height: int, spec: Pos
     _check_class(spec, class_ids)
     changed = 0
     for r0, r1 in iter_strips(height, strip_px):
-        rows = morph_rows(read_cls, read_prob, r0, r1, spec, class_ids)
-        changed += int((rows != read_cls(r0, r1)[0]).sum())
+        raw, rows = morph_rows(read_cls, read_prob, r0, r1, spec, class_ids)
+        changed += int((rows != raw).sum())
         write(r0, rows)
     return changed
 

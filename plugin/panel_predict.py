@@ -38,6 +38,15 @@ from .panel_common import TITLE, group_box, layer_filter, unique_path
 from .presets import ClassDef
 
 
+def _radius_spin(tooltip: str) -> QSpinBox:
+    """A 0..64 px radius for the class-map clean-up (0 = off)."""
+    spin = QSpinBox()
+    spin.setRange(0, 64)
+    spin.setSuffix(" px")
+    spin.setToolTip(tooltip)
+    return spin
+
+
 class PredictPanelMixin:
     """Model loading, prediction modes and result layers of the panel.
 
@@ -79,17 +88,12 @@ class PredictPanelMixin:
         form.addRow("Threshold", threshold_row)
         clean = group_box("Clean-up of the class map", "TerraSegCleanupBox", collapsed=True)
         clean_form = QFormLayout(clean)
-        self.opening_spin = QSpinBox()
-        self.opening_spin.setRange(0, 64)
-        self.opening_spin.setSuffix(" px")
-        self.opening_spin.setToolTip("Opening of the first class with a disk of this radius: "
-                                     "removes specks and slivers narrower than the disk.")
+        self.opening_spin = _radius_spin("Opening of the first class with a disk of this "
+                                         "radius: removes specks and slivers narrower than "
+                                         "the disk.")
         clean_form.addRow("Opening radius", self.opening_spin)
-        self.closing_spin = QSpinBox()
-        self.closing_spin.setRange(0, 64)
-        self.closing_spin.setSuffix(" px")
-        self.closing_spin.setToolTip("Closing of the first class: fills gaps narrower than "
-                                     "the disk.")
+        self.closing_spin = _radius_spin("Closing of the first class: fills gaps narrower "
+                                         "than the disk.")
         clean_form.addRow("Closing radius", self.closing_spin)
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(0.0, 1e9)

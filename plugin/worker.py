@@ -130,6 +130,15 @@ def _engine_program(engine: EngineLocation | str | None) -> str | None:
     return loc.terraseg if loc else None
 
 
+def parse_event(line: str) -> dict[str, Any] | None:
+    """One stdout line of the worker as a protocol event, or None when it is not one."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
 class WorkerJob(QObject):
     """One engine job in a ``terraseg worker`` QProcess, reported through signals.
 
@@ -307,11 +316,8 @@ class WorkerJob(QObject):
         line = line.strip()
         if not line:
             return
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict) or "event" not in event:
+        event = parse_event(line)
+        if event is None:
             self.log.emit("debug", f"(not a protocol line) {line}")
             return
         self._dispatch(event)
@@ -535,11 +541,8 @@ def run_job(job: dict[str, Any], feedback: Any = None,
             line = line.strip()
             if not line:
                 continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                event = None
-            if not isinstance(event, dict) or "event" not in event:
+            event = parse_event(line)
+            if event is None:
                 if feedback is not None:
                     feedback.pushDebugInfo(f"(not a protocol line) {line}")
                 continue

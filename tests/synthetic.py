@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fiona
 import numpy as np
+import pytest
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -94,3 +95,14 @@ def make_scene(folder: Path, size: int = 96, seed: int = 0) -> Scene:
             feats.append((pixel_box(r + 18, c + 18, r + 26, c + 26), "unsealed", "meadow"))
     labels = write_polygons(folder / "labels.gpkg", feats)
     return Scene(raster, labels, truth, size, size)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_default_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Belt and braces: even a forgotten --cache-dir never writes to ~/.cache.
+
+    Autouse in every test module that imports it.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TERRASEG_CACHE", str(tmp_path_factory.mktemp("default_cache")))
+        yield

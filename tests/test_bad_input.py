@@ -27,6 +27,7 @@ from synthetic import (  # noqa: E402
     PIXEL_M,
     make_scene,
     pixel_box,
+    private_default_cache,  # noqa: E402, F401
     write_polygons,
     write_raster,
 )
@@ -88,12 +89,6 @@ def label_boxes(scene_size: int = SIZE):
             out.append(((r + 18, c + 18, r + 26, c + 26), "unsealed", "meadow"))
     return out
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_default_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TERRASEG_CACHE", str(tmp_path_factory.mktemp("default_cache")))
-        yield
 
 
 @pytest.fixture

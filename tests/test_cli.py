@@ -27,7 +27,15 @@ from scipy import ndimage
 from terraseg.core.modelfile import read_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import CRS_UTM, ORIGIN, PIXEL_M, make_scene, pixel_box, write_polygons  # noqa: E402
+from synthetic import (  # noqa: E402
+    CRS_UTM,
+    ORIGIN,
+    PIXEL_M,
+    make_scene,
+    pixel_box,
+    private_default_cache,  # noqa: E402, F401
+    write_polygons,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _SIBLING = Path(sys.executable).with_name("terraseg")
@@ -59,13 +67,6 @@ def tree(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
             if p.is_file()}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_default_cache(tmp_path_factory):
-    """Belt and braces: even a forgotten --cache-dir never writes to ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TERRASEG_CACHE", str(tmp_path_factory.mktemp("default_cache")))
-        yield
 
 
 @pytest.fixture(scope="module")

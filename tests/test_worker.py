@@ -19,7 +19,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import make_scene, write_raster  # noqa: E402
+from synthetic import (  # noqa: E402
+    make_scene,
+    private_default_cache,  # noqa: E402, F401
+    write_raster,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _SIBLING = Path(sys.executable).with_name("terraseg")
@@ -137,12 +141,6 @@ def leftovers(folder: Path) -> list[str]:
                   if p.name.endswith((".partial", ".aux.xml", ".ovr", ".tmp"))
                   or p.name.startswith(".terraseg-write-test"))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_default_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TERRASEG_CACHE", str(tmp_path_factory.mktemp("default_cache")))
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -106,8 +106,8 @@ def test_landslide_task_with_terrain_threshold_and_cleanup(qgis_iface, qgis_new_
         assert meta["geometry"]["tile_px"] == 32
         assert Path(dock.last_model).name.endswith("_landslides.tsm")
         tuned = (meta.get("threshold") or {}).get("value")
-        if tuned is not None:
-            assert f"{tuned:.2f}" in dock.threshold_label.text()
+        assert tuned is not None  # two classes with validation polygons: tuned at training
+        assert f"{tuned:.2f}" in dock.threshold_label.text()
         assert dock.threshold_check.isEnabled()
 
         # --- prediction needs the DEM again ------------------------------------------------

@@ -108,15 +108,20 @@ def test_train_job_emits_progress_metrics_result(engine, scene, cache_dir, tmp_p
     assert rec.exit_code == 0
 
 
-@pytest.mark.skipif(not POSIX, reason="SIGTERM semantics")
-def test_cancel_stops_the_worker(engine, scene, cache_dir, tmp_path):
-    out = tmp_path / "long.tsm"
+def start_long_training(engine, scene, cache_dir, out: Path):
+    """Start a training of 200 epochs (long enough to be stopped); (worker, recorder)."""
     job = jobs.train_job(str(scene.raster), str(scene.labels), str(out), class_field="klass",
                          cache_dir=str(cache_dir), **{**TINY_TRAIN, "epochs": 200,
                                                       "patience": 200})
     worker = WorkerJob(engine)
     rec = Recorder(worker)
     worker.start(job)
+    return worker, rec
+
+
+@pytest.mark.skipif(not POSIX, reason="SIGTERM semantics")
+def test_cancel_stops_the_worker(engine, scene, cache_dir, tmp_path):
+    worker, rec = start_long_training(engine, scene, cache_dir, tmp_path / "long.tsm")
     assert wait_until(lambda: rec.of("metrics") or rec.done, 180), rec.events
     assert worker.is_running(), rec.events
     pid = worker.process_id()
@@ -148,12 +153,7 @@ def test_engine_error_has_type_and_hint(engine, scene, tmp_path):
 @pytest.mark.skipif(not POSIX, reason="SIGKILL")
 def test_killed_worker_is_reported_as_crash(engine, scene, cache_dir, tmp_path):
     out = tmp_path / "killed.tsm"
-    job = jobs.train_job(str(scene.raster), str(scene.labels), str(out), class_field="klass",
-                         cache_dir=str(cache_dir), **{**TINY_TRAIN, "epochs": 200,
-                                                      "patience": 200})
-    worker = WorkerJob(engine)
-    rec = Recorder(worker)
-    worker.start(job)
+    worker, rec = start_long_training(engine, scene, cache_dir, out)
     assert wait_until(lambda: rec.of("progress") or rec.done, 120), rec.events
     os.kill(worker.process_id(), signal.SIGKILL)
     rec.wait(15)
