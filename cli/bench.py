@@ -38,8 +38,8 @@ from terraseg.core.inference import (
 from terraseg.core.modelfile import load_model, save_model
 from terraseg.core.models.registry import build_model
 from terraseg.core.normalise import BandStats
-from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
+from terraseg.core.reporting import Reporter
 
 PARAMS = {"in_channels": 4, "num_classes": 2, "patch_px": 51, "block_px": 5,
           "planes": [4, 8, 16], "blocks": [2, 2, 2], "stride_px": 0}

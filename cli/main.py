@@ -13,9 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from terraseg.core.errors import CancelledError, ConfigError, TerraSegError
-
-EXIT_OK, EXIT_ERROR, EXIT_BUG = 0, 2, 3
+from terraseg.protocol.errors import (  # noqa: E402,F401
+    EXIT_BUG,
+    EXIT_ERROR,
+    EXIT_OK,
+    CancelledError,
+    ConfigError,
+    TerraSegError,
+)
 
 
 def _ints(spec: str) -> tuple[int, ...]:
@@ -257,8 +262,8 @@ def _source_for_model(raster: str, bands: str | None, meta: dict,
                       a: argparse.Namespace | None = None) -> Any:
     from pathlib import Path
 
-    from terraseg.core.errors import RasterError
     from terraseg.core.raster import RasterSource, open_raster, parse_band_mapping
+    from terraseg.protocol.errors import RasterError
 
     idx = meta["bands"].get("indices", [])
     if not bands and idx:
@@ -312,7 +317,7 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
 
         return run_train(train_config(a), reporter)
     if a.command == "grid":
-        from terraseg.training.grid import parse_floats, run_grid
+        from terraseg.training.hparam_grid import parse_floats, run_grid
 
         augments = [s.strip() for s in a.augment_options.split(";")]
         base = train_config(a, out="unused.tsm")
@@ -339,7 +344,7 @@ def run_command(a: argparse.Namespace, reporter: Any) -> dict[str, Any]:
 
         return read_metadata(a.model)
     if a.command == "env":
-        from terraseg.training.environment import engine_environment
+        from terraseg.cli.environment import engine_environment
 
         return engine_environment()
     if a.command in ("vectorise", "areas"):
@@ -412,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from terraseg.cli.worker import run_worker
 
         return run_worker()
-    from terraseg.core.protocol import ConsoleReporter
+    from terraseg.core.reporting import ConsoleReporter
 
     reporter = ConsoleReporter(quiet=args.quiet)
     install_signal_handlers(reporter)

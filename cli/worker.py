@@ -9,41 +9,12 @@ print to stdout is redirected to stderr so the protocol stays clean.
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
-from typing import Any
 
-from terraseg.core.errors import TerraSegError
-from terraseg.core.protocol import JsonLinesReporter
-
-COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
-            "vectorise", "areas", "mosaic", "env")
-
-
-def job_to_argv(job: dict[str, Any]) -> list[str]:
-    """Turn a JSON job into command-line arguments (one code path with the CLI)."""
-    command = job.get("command")
-    if command not in COMMANDS:
-        raise TerraSegError(f"Unknown worker command {command!r}.",
-                            f"Use one of: {', '.join(COMMANDS)}.")
-    argv = [command]
-    args = job.get("args") or {}
-    if not isinstance(args, dict):
-        raise TerraSegError("Job 'args' must be an object.", 'Send {"args": {...}}.')
-    for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if command == "info" and key == "model":
-            argv.append(str(value))
-        elif value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list | tuple):
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+from terraseg.core.reporting import JsonLinesReporter
+from terraseg.protocol.errors import EXIT_BUG, TerraSegError
+from terraseg.protocol.jobs import Job
 
 
 def run_worker() -> int:
@@ -60,15 +31,7 @@ def run_worker() -> int:
     reporter = JsonLinesReporter(out)
     install_signal_handlers(reporter)
     try:
-        try:
-            job = json.loads(sys.stdin.read() or "{}")
-        except json.JSONDecodeError as exc:
-            raise TerraSegError(f"The job on stdin is not valid JSON ({exc}).",
-                                "Send one JSON object.") from exc
-        if not isinstance(job, dict):
-            raise TerraSegError("The job on stdin must be a JSON object.",
-                                'Send {"command": ..., "args": {...}}.')
-        argv = job_to_argv(job)
+        argv = Job.from_json(sys.stdin.read()).to_argv()
         try:
             args = build_parser().parse_args(argv)
         except SystemExit:
@@ -84,6 +47,6 @@ def run_worker() -> int:
         traceback.print_exc(file=sys.stderr)
         reporter.error(type(exc).__name__, str(exc),
                        "This is a TerraSeg bug: copy the log into a bug report.")
-        return 3
+        return EXIT_BUG
     finally:
         sys.stdout = out

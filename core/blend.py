@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from terraseg.core.errors import ConfigError
 from terraseg.core.normalise import BandStats, normalise
 from terraseg.core.raster import RasterSource
+from terraseg.protocol.errors import ConfigError
 
 
 @dataclass(frozen=True)

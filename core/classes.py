@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from terraseg.core.errors import ConfigError, LabelError
+from terraseg.protocol.errors import ConfigError, LabelError
 
 MAX_CLASSES = 254
 

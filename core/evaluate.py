@@ -9,7 +9,6 @@ import numpy as np
 from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
-from terraseg.core.errors import LabelError
 from terraseg.core.inference import (
     class_ids,
     pick_device,
@@ -22,8 +21,9 @@ from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.normalise import BandStats
 from terraseg.core.outputs import check_output_dir
-from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import LabelError
 
 OUTPUT_NAMES = ("metrics.json", "per_class.csv", "confusion_matrix.csv")
 

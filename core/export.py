@@ -21,10 +21,10 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from terraseg.core.errors import InputError, OutputError, RasterError
 from terraseg.core.grid import projected_pixel_area_m2
 from terraseg.core.labels import split_layer_spec
 from terraseg.core.outputs import atomic_path, write_csv_atomic
+from terraseg.protocol.errors import InputError, OutputError, RasterError
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:

@@ -19,8 +19,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from terraseg.core.errors import RasterError
 from terraseg.core.raster import BandMapping, RasterSource, open_raster
+from terraseg.protocol.errors import RasterError
 
 KINDS = ("continuous", "slope_from_dem")
 SLOPE_PAD = 1  # DEM pixels read around a window for the slope's central differences

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from terraseg.core.errors import ConfigError, InputError
+from terraseg.protocol.errors import ConfigError, InputError
 
 RGB = ("red", "green", "blue")
 TRUNCATE = 3.0  # Gaussian kernels reach int(3 sigma + 0.5) pixels

@@ -24,7 +24,6 @@ import torch
 from rasterio.windows import Window
 
 from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
-from terraseg.core.errors import ConfigError, RasterError
 from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.models.patch_cnn import fuse_batchnorm
@@ -38,8 +37,9 @@ from terraseg.core.outputs import (
     write_preview_png,
 )
 from terraseg.core.postprocess import PostProcess, RowReader, RowWriter, morph_pass, region_pass
-from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import ConfigError, RasterError
 
 PROB_NODATA = -1.0
 # GeoTIFF block size of the outputs; default tiles (960 px) are whole multiples of it, so

@@ -59,8 +59,8 @@ from scipy import ndimage
 from shapely.geometry import mapping, shape
 
 from terraseg.core.classes import ClassInfo, ClassMapping, make_classes
-from terraseg.core.errors import LabelError, RasterError
 from terraseg.core.grid import Grid
+from terraseg.protocol.errors import LabelError, RasterError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from sklearn.metrics import (
 )
 
 from terraseg.core.classes import ClassInfo
-from terraseg.core.errors import InputError, LabelError
 from terraseg.core.outputs import AtomicOutputs, check_output_dir
+from terraseg.protocol.errors import InputError, LabelError
 
 CONFUSION_AXES = "rows = reference class, columns = predicted class, in class_ids order"
 CONFUSION_CORNER = "reference\\predicted"

@@ -18,10 +18,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from terraseg.core.errors import ModelFileError, RasterError
 from terraseg.core.models.registry import build_model
 from terraseg.core.outputs import atomic_path
 from terraseg.core.raster import RasterSource, pixel_size_ratio
+from terraseg.protocol.errors import ModelFileError, RasterError
 
 FORMAT = "terraseg-model"
 FORMAT_VERSION = 1

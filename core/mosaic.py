@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from terraseg.core.errors import InputError, OutputError, RasterError
 from terraseg.core.outputs import atomic_path
 from terraseg.core.raster import open_raster
+from terraseg.protocol.errors import InputError, OutputError, RasterError
 
 _DTYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
            "int32": "Int32", "float32": "Float32", "float64": "Float64"}

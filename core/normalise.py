@@ -9,8 +9,8 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.errors import NodataShadowWarning
 
-from terraseg.core.errors import RasterError
 from terraseg.core.raster import RasterSource
+from terraseg.protocol.errors import RasterError
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from terraseg.core.errors import OutputError
 from terraseg.core.grid import Grid
+from terraseg.protocol.errors import OutputError
 
 PARTIAL_SUFFIX = ".partial"
 MIN_OVERVIEW_PX = 256

@@ -29,8 +29,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from terraseg.core.errors import ConfigError
 from terraseg.core.grid import Grid, projected_pixel_area_m2
+from terraseg.protocol.errors import ConfigError
 
 EIGHT = np.ones((3, 3), dtype=bool)
 MAX_RADIUS_PX = 64

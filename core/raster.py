@@ -13,8 +13,8 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NodataShadowWarning, RasterioIOError
 from rasterio.windows import Window
 
-from terraseg.core.errors import RasterError
 from terraseg.core.grid import Grid
+from terraseg.protocol.errors import RasterError
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 

@@ -1,12 +1,12 @@
-"""Tests for terraseg.core.augment: geometric consistency, noise scales, parsing."""
+"""Tests for terraseg.training.augment: geometric consistency, noise scales, parsing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from terraseg.core.augment import AUGMENTORS, AugmentChain, AugmentConfig
-from terraseg.core.errors import ConfigError
+from terraseg.protocol.errors import ConfigError
+from terraseg.training.augment import AUGMENTORS, AugmentChain, AugmentConfig
 
 P, K = 11, 3
 M = (P - K) // 2

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import write_raster  # noqa: E402
 
 from terraseg.core.blend import TileGeometry, blend_weights, predict_blended, tile_starts  # noqa: E402
-from terraseg.core.errors import ConfigError  # noqa: E402
 from terraseg.core.models.registry import build_model  # noqa: E402
 from terraseg.core.normalise import BandStats  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
+from terraseg.protocol.errors import ConfigError  # noqa: E402
 
 
 def test_weights_sum_to_one_at_half_tile_step() -> None:

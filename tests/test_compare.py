@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import make_scene  # noqa: E402
 
-from terraseg.core.errors import ConfigError, OutputError, TerraSegError  # noqa: E402
-from terraseg.core.protocol import JsonLinesReporter  # noqa: E402
+from terraseg.core.reporting import JsonLinesReporter  # noqa: E402
+from terraseg.protocol.errors import ConfigError, OutputError, TerraSegError  # noqa: E402
 from terraseg.training.compare import (  # noqa: E402
     RF_NAME,
     CompareRun,

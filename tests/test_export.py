@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import pixel_box, write_raster  # noqa: E402
 
-from terraseg.core.errors import OutputError, RasterError  # noqa: E402
 from terraseg.core.export import area_statistics, vectorise  # noqa: E402
+from terraseg.protocol.errors import OutputError, RasterError  # noqa: E402
 
 CLASSES = [{"id": 1, "name": "sealed", "colour": "#ff0000"},
            {"id": 2, "name": "unsealed", "colour": "#00ff00"}]

@@ -15,9 +15,9 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import ORIGIN, PIXEL_M, make_scene, write_raster  # noqa: E402
 
-from terraseg.core.errors import RasterError  # noqa: E402
 from terraseg.core.extras import ExtraRaster, StackedSource, parse_extras  # noqa: E402
 from terraseg.core.raster import parse_band_mapping  # noqa: E402
+from terraseg.protocol.errors import RasterError  # noqa: E402
 
 CLI = [sys.executable, "-m", "terraseg.cli.main"]
 SLOPE = 0.25  # dz/dx of the synthetic DEM (metres per metre)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from terraseg.core.errors import ConfigError, InputError
 from terraseg.core.features import (
     DEFAULT_PARAMS,
     FEATURES,
@@ -18,6 +17,7 @@ from terraseg.core.features import (
     fit_features,
     required_roles,
 )
+from terraseg.protocol.errors import ConfigError, InputError
 
 S2 = ["blue", "green", "red", "nir", "swir1", "swir2"]
 

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import ORIGIN, PIXEL_M, pixel_box, write_polygons, write_raster  # noqa: E402
 
-from terraseg.core.errors import CancelledError, ConfigError, OutputError, RasterError  # noqa: E402
 from terraseg.core.inference import (  # noqa: E402
     CLASS_NODATA,
     PROB_NODATA,
@@ -36,8 +35,9 @@ from terraseg.core.inference import (  # noqa: E402
 from terraseg.core.modelfile import LoadedModel, load_model, save_model  # noqa: E402
 from terraseg.core.models.registry import build_model  # noqa: E402
 from terraseg.core.normalise import BandStats  # noqa: E402
-from terraseg.core.protocol import JsonLinesReporter, Reporter  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
+from terraseg.core.reporting import JsonLinesReporter, Reporter  # noqa: E402
+from terraseg.protocol.errors import CancelledError, ConfigError, OutputError, RasterError  # noqa: E402
 
 H, W = 117, 130
 NODATA_ROWS, NODATA_COLS = slice(40, 56), slice(60, 83)

@@ -15,10 +15,10 @@ from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import box, mapping
 
 from terraseg.core.classes import ClassMapping, make_classes
-from terraseg.core.errors import LabelError, RasterError
 from terraseg.core.grid import Grid
 from terraseg.core.labels import LabelSet, load_labels, load_raster_labels, load_vector_labels
 from terraseg.core.raster import RasterSource
+from terraseg.protocol.errors import LabelError, RasterError
 
 X0, Y0 = 500000.0, 5000100.0  # top-left of the 10 x 10 grid, EPSG:32633, 10 m pixels
 UTM = "EPSG:32633"

@@ -1,4 +1,4 @@
-"""Tests for terraseg.core.losses: exact values on hand-computed cases, ignore_index, specs."""
+"""Tests for terraseg.training.losses: exact values on hand-computed cases, ignore_index, specs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from terraseg.core.errors import ConfigError, InputError
-from terraseg.core.losses import (
+from terraseg.protocol.errors import ConfigError, InputError
+from terraseg.training.losses import (
     DEFAULT_LOSS,
     LOSSES,
     CombinedLoss,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from terraseg.core.classes import make_classes
-from terraseg.core.errors import InputError, LabelError, OutputError
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
+from terraseg.protocol.errors import InputError, LabelError, OutputError
 
 CLASSES = make_classes(["sealed", "unsealed", "water"])
 

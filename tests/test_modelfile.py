@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import ORIGIN, write_raster  # noqa: E402
 
 from terraseg.core import modelfile  # noqa: E402
-from terraseg.core.errors import ModelFileError, RasterError  # noqa: E402
 from terraseg.core.modelfile import (  # noqa: E402
     FORMAT,
     FORMAT_VERSION,
@@ -32,6 +31,7 @@ from terraseg.core.modelfile import (  # noqa: E402
 )
 from terraseg.core.models.registry import build_model  # noqa: E402
 from terraseg.core.raster import RasterSource, parse_band_mapping  # noqa: E402
+from terraseg.protocol.errors import ModelFileError, RasterError  # noqa: E402
 
 PARAMS = {"in_channels": 4, "num_classes": 3, "patch_px": 25, "block_px": 5,
           "planes": [4, 8, 16], "blocks": [1, 1, 1], "stride_px": 0}

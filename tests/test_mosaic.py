@@ -13,8 +13,8 @@ from rasterio.transform import from_origin
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import ORIGIN, PIXEL_M, write_raster  # noqa: E402
 
-from terraseg.core.errors import InputError, OutputError, RasterError  # noqa: E402
 from terraseg.core.mosaic import build_mosaic  # noqa: E402
+from terraseg.protocol.errors import InputError, OutputError, RasterError  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHITTAGONG = SHARED / "landslide_s2_rgbn_chittagong"

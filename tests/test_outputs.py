@@ -18,7 +18,6 @@ from rasterio.crs import CRS
 from rasterio.enums import Compression
 from rasterio.windows import Window
 
-from terraseg.core.errors import OutputError, TerraSegError
 from terraseg.core.grid import Grid
 from terraseg.core.outputs import (
     AtomicOutputs,
@@ -29,6 +28,7 @@ from terraseg.core.outputs import (
     overview_factors,
     write_preview_png,
 )
+from terraseg.protocol.errors import OutputError, TerraSegError
 
 CRS_WKT = CRS.from_epsg(32119).to_wkt()
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from terraseg.core.errors import ConfigError
 from terraseg.core.models.patch_cnn import BasicBlock, PatchCNN, PatchCNNConfig
 from terraseg.core.models.registry import MODELS, build_model, config_from_params, get_entry
+from terraseg.protocol.errors import ConfigError
 
 
 def randomise(net: nn.Module, seed: int) -> nn.Module:

@@ -18,7 +18,6 @@ from synthetic import write_raster  # noqa: E402
 from test_inference import PARAMS, metadata, randomise, smooth_random  # noqa: E402
 
 from terraseg.cli.main import main  # noqa: E402
-from terraseg.core.errors import ConfigError  # noqa: E402
 from terraseg.core.grid import Grid  # noqa: E402
 from terraseg.core.inference import predict_raster  # noqa: E402
 from terraseg.core.modelfile import load_model, save_model  # noqa: E402
@@ -31,8 +30,9 @@ from terraseg.core.postprocess import (  # noqa: E402
     next_best_class,
     region_pass,
 )
-from terraseg.core.protocol import JsonLinesReporter  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
+from terraseg.core.reporting import JsonLinesReporter  # noqa: E402
+from terraseg.protocol.errors import ConfigError  # noqa: E402
 
 IDS2 = np.array([1, 2])
 

@@ -15,13 +15,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import ORIGIN, PIXEL_M, write_raster  # noqa: E402
 
-from terraseg.core.errors import InputError, RasterError  # noqa: E402
 from terraseg.core.raster import (  # noqa: E402
     BandMapping,
     RasterSource,
     parse_band_mapping,
     pixel_size_ratio,
 )
+from terraseg.protocol.errors import InputError, RasterError  # noqa: E402
 
 
 def ramp(c: int, h: int, w: int, dtype: str, offset: int = 0) -> np.ndarray:

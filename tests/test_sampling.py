@@ -1,4 +1,4 @@
-"""Tests for terraseg.core.sampling: region-wise train/val/test split and sample origins."""
+"""Tests for terraseg.training.sampling: region-wise train/val/test split and sample origins."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from synthetic import make_scene  # noqa: E402
 
 from terraseg.core import sampling  # noqa: E402
 from terraseg.core.classes import make_classes  # noqa: E402
-from terraseg.core.errors import ConfigError, LabelError  # noqa: E402
 from terraseg.core.labels import LabelSet, load_vector_labels  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
-from terraseg.core.sampling import SPLITS, SplitConfig, assign_regions, build_index  # noqa: E402
+from terraseg.protocol.errors import ConfigError, LabelError  # noqa: E402
+from terraseg.training.sampling import SPLITS, SplitConfig, assign_regions, build_index  # noqa: E402
 
 SIZE = 128
 

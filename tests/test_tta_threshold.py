@@ -13,11 +13,11 @@ import rasterio
 from rasterio.transform import from_origin
 
 from terraseg.cli.bench import make_model
-from terraseg.core.errors import ConfigError
 from terraseg.core.inference import predict_raster, resolve_threshold
 from terraseg.core.modelfile import load_model
-from terraseg.core.protocol import Reporter
 from terraseg.core.raster import RasterSource
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import ConfigError
 
 CLI = [sys.executable, "-m", "terraseg.cli.main"]
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from terraseg.core.errors import ConfigError
 from terraseg.core.modelfile import load_model, save_model
 from terraseg.core.models.patch_cnn import fuse_batchnorm
 from terraseg.core.models.registry import MODELS, build_model, config_from_params
@@ -24,6 +23,7 @@ from terraseg.core.models.unet import (
     nearest_valid_sizes,
     valid_tile_sizes,
 )
+from terraseg.protocol.errors import ConfigError
 
 UNET_NAMES = sorted(name for name, entry in MODELS.items() if entry.build is UNet)
 TINY = {"in_channels": 3, "num_classes": 4, "base_width": 4}

@@ -291,7 +291,7 @@ def test_job_that_is_not_an_object_is_an_input_error(scene, stdin):
     rc, events, _ = run_job(stdin, d, timeout=60)
     final = check_protocol(events)
     assert final["event"] == "error"
-    assert final["type"] == "TerraSegError", final
+    assert final["type"] == "ProtocolError", final
     assert "object" in final["message"] and final["hint"]
     assert rc == 2
 

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L  # noqa: N812
 import torch
 
-from terraseg.core.protocol import Reporter
+from terraseg.core.reporting import Reporter
 
 
 class ReporterCallback(L.Callback):

@@ -22,13 +22,13 @@ from rasterio.windows import Window
 from sklearn.ensemble import RandomForestClassifier
 
 from terraseg.core.classes import ClassInfo, ClassMapping
-from terraseg.core.errors import ConfigError, OutputError
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.models.registry import get_entry
 from terraseg.core.outputs import atomic_path, write_csv_atomic
-from terraseg.core.protocol import Reporter
-from terraseg.core.sampling import SplitConfig, build_index
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import ConfigError, OutputError
+from terraseg.training.sampling import SplitConfig, build_index
 from terraseg.training.train import TrainConfig, build_source, run_train, tune_threshold
 
 RF_NAME = "random_forest"

@@ -9,9 +9,9 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from terraseg.core.augment import AugmentChain
-from terraseg.core.cache import ImageCache
 from terraseg.core.normalise import BandStats, normalise
+from terraseg.training.augment import AugmentChain
+from terraseg.training.cache import ImageCache
 
 IGNORE_INDEX = -1
 

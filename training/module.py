@@ -8,9 +8,9 @@ import lightning as L  # noqa: N812
 import torch
 from torch import nn
 
-from terraseg.core.errors import ConfigError
-from terraseg.core.losses import build_loss
+from terraseg.protocol.errors import ConfigError
 from terraseg.training.data import IGNORE_INDEX
+from terraseg.training.losses import build_loss
 
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("none", "cosine", "plateau")

@@ -18,10 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from rasterio.windows import Window
 from torch.utils.data import DataLoader
 
-from terraseg.core.augment import AugmentChain, AugmentConfig
-from terraseg.core.cache import ImageCache, default_cache_dir
 from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
-from terraseg.core.errors import ConfigError, LabelError, ModelFileError, OutputError
 from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
 from terraseg.core.feature_source import FeatureSource, fit_on_source
 from terraseg.core.features import FeatureSpec, check_features
@@ -31,20 +28,23 @@ from terraseg.core.modelfile import load_model, read_metadata, save_model
 from terraseg.core.models.registry import build_model, config_from_params, get_entry
 from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, compute_band_stats
-from terraseg.core.protocol import ConsoleReporter, Reporter
 from terraseg.core.raster import BandMapping, RasterSource, parse_band_mapping
-from terraseg.core.sampling import (
+from terraseg.core.reporting import ConsoleReporter, Reporter
+from terraseg.core.version import software_version
+from terraseg.protocol.errors import ConfigError, LabelError, ModelFileError, OutputError
+from terraseg.training.augment import AugmentChain, AugmentConfig
+from terraseg.training.cache import ImageCache, default_cache_dir
+from terraseg.training.callbacks import BestWeights, ReporterCallback
+from terraseg.training.data import ImageWindowStore, PatchDataset, PatchGeometry
+from terraseg.training.device import describe_device
+from terraseg.training.module import SegmentationTask
+from terraseg.training.sampling import (
     SPLITS,
     SampleIndex,
     SplitConfig,
     build_index,
     count_split_units,
 )
-from terraseg.core.version import software_version
-from terraseg.training.callbacks import BestWeights, ReporterCallback
-from terraseg.training.data import ImageWindowStore, PatchDataset, PatchGeometry
-from terraseg.training.device import describe_device
-from terraseg.training.module import SegmentationTask
 
 
 @dataclass(frozen=True)

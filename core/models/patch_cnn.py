@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from terraseg.core.errors import ConfigError
+from terraseg.protocol.errors import ConfigError
 
 
 @dataclass(frozen=True)

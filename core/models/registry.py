@@ -8,7 +8,6 @@ from typing import Any
 
 from torch import nn
 
-from terraseg.core.errors import ConfigError
 from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
 from terraseg.core.models.unet import (
     CBAMUNetConfig,
@@ -19,6 +18,7 @@ from terraseg.core.models.unet import (
     UNetConfig,
     UNetSmallConfig,
 )
+from terraseg.protocol.errors import ConfigError
 
 
 @dataclass(frozen=True)

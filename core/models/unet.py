@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from terraseg.core.errors import ConfigError
+from terraseg.protocol.errors import ConfigError
 
 BLOCKS = ("plain", "residual")
 ATTENTIONS = ("none", "se", "cbam")

@@ -1,12 +1,17 @@
 """Build legacy (v0.1.0 writer) model files + expected predictions for the compatibility test."""
-import sys, json, shutil
+# Historical: ran against TerraSeg 0.1.0 (commit bfb7294); kept as the record of how the files were made.
+import shutil
+import sys
 from pathlib import Path
-import numpy as np, rasterio
+
+import numpy as np
+import rasterio
+
 sys.path.insert(0, "/work/main/tests")
 from synthetic import make_scene
-from terraseg.training.train import TrainConfig, run_train
-from terraseg.core.modelfile import load_model
+
 from terraseg.cli.main import main
+from terraseg.training.train import TrainConfig, run_train
 
 out = Path("/tmp/legacy/out"); shutil.rmtree(out, ignore_errors=True); out.mkdir()
 scene = make_scene(out, size=64, seed=3)

@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from terraseg.core.errors import OutputError
 from terraseg.core.outputs import write_csv_atomic
-from terraseg.core.protocol import Reporter
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import OutputError
 from terraseg.training.train import TrainConfig, run_train
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terraseg.core.errors import ConfigError
+from terraseg.protocol.errors import ConfigError
 
 Augmentor = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 

@@ -1,4 +1,4 @@
-"""Tests for terraseg.core.protocol: JSON-lines events, ETA, cancellation, console output."""
+"""Tests for terraseg.core.reporting: JSON-lines events, ETA, cancellation, console output."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import threading
 import numpy as np
 import pytest
 
-from terraseg.core import protocol
-from terraseg.core.errors import CancelledError
-from terraseg.core.protocol import (
+from terraseg.core import reporting as protocol
+from terraseg.core.reporting import (
     PROTOCOL_VERSION,
     ConsoleReporter,
     JsonLinesReporter,
     Reporter,
 )
+from terraseg.protocol.errors import CancelledError
 
 
 class FakeTime:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from terraseg.core.errors import ConfigError, InputError
+from terraseg.protocol.errors import ConfigError, InputError
 
 DEFAULT_LOSS = "focal+iou"
 

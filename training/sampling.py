@@ -22,8 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from terraseg.core.errors import ConfigError, LabelError
 from terraseg.core.labels import LabelSet
+from terraseg.protocol.errors import ConfigError, LabelError
 
 SPLITS = ("train", "val", "test")
 SplitMode = Literal["polygons", "blocks"]

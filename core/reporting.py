@@ -1,38 +1,33 @@
-"""Progress reporting: the worker's JSON-lines protocol and a human-readable console form.
+"""Progress reporting: the worker's JSON-lines events or a human-readable console form.
 
-Long-running engine code reports through a :class:`Reporter` and never prints. Event
-kinds (see docs/worker-protocol.md): ``progress`` (fraction, stage, eta_s), ``log``
-(level, message), ``metrics`` (epoch, values), ``result`` (paths and summary), ``error``
-(type, message, hint). Cancellation is cooperative: :meth:`Reporter.check_cancelled`
-raises :class:`CancelledError` once a cancel was requested (SIGTERM/SIGINT or a call to
-:meth:`Reporter.cancel`).
+Long-running engine code reports through a :class:`Reporter` and never prints. The events
+are :mod:`terraseg.protocol.events` (one definition shared with the plugin): ``progress``
+(fraction, stage, eta_s), ``log`` (level, message), ``metrics`` (epoch, values),
+``result`` (paths and summary), ``error`` (type, message, hint). Cancellation is
+cooperative: :meth:`Reporter.check_cancelled` raises :class:`CancelledError` once a cancel
+was requested (SIGTERM/SIGINT or a call to :meth:`Reporter.cancel`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
-from terraseg.core.errors import CancelledError
+from terraseg.protocol.errors import CancelledError
+from terraseg.protocol.events import (
+    PROTOCOL_VERSION,
+    Error,
+    Event,
+    Log,
+    Metrics,
+    Progress,
+    Result,
+    encode,
+)
 
-PROTOCOL_VERSION = 1
-
-
-def _clean(value: Any) -> Any:
-    """Make a value JSON-safe (NaN/inf -> None, numpy scalars -> Python)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+__all__ = ["PROTOCOL_VERSION", "ConsoleReporter", "JsonLinesReporter", "Reporter"]
 
 
 class Reporter:
@@ -58,7 +53,7 @@ class Reporter:
             raise CancelledError("Cancelled by the user; no output was written.", "")
 
     # --- events -------------------------------------------------------------------
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         """Send one event (override)."""
 
     def progress(self, fraction: float, stage: str, message: str = "") -> None:
@@ -68,25 +63,25 @@ class Reporter:
         eta = None
         if 0.0 < fraction < 1.0 and now - start > 0.5:
             eta = (now - start) * (1.0 - fraction) / fraction
-        self.emit({"event": "progress", "stage": stage, "fraction": round(float(fraction), 4),
-                   "eta_s": None if eta is None else round(eta, 1), "message": message})
+        self.emit(Progress(stage, round(float(fraction), 4),
+                           None if eta is None else round(eta, 1), message))
         self.check_cancelled()
 
     def log(self, message: str, level: str = "info") -> None:
         """A log line."""
-        self.emit({"event": "log", "level": level, "message": message})
+        self.emit(Log(message, level))
 
     def metrics(self, epoch: int, values: dict[str, float]) -> None:
         """Per-epoch training metrics."""
-        self.emit({"event": "metrics", "epoch": epoch, "values": values})
+        self.emit(Metrics(epoch, values))
 
     def result(self, payload: dict[str, Any]) -> None:
         """Final result of the job."""
-        self.emit({"event": "result", **payload})
+        self.emit(Result(payload))
 
     def error(self, kind: str, message: str, hint: str = "") -> None:
         """A failure that ends the job."""
-        self.emit({"event": "error", "type": kind, "message": message, "hint": hint})
+        self.emit(Error(kind, message, hint))
 
 
 class JsonLinesReporter(Reporter):
@@ -97,10 +92,9 @@ class JsonLinesReporter(Reporter):
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         """Write the event as a JSON line and flush."""
-        line = json.dumps(_clean({"v": PROTOCOL_VERSION, "time": round(time.time(), 3),
-                                  **event}))
+        line = encode(event, time.time())
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -115,30 +109,29 @@ class ConsoleReporter(Reporter):
         self.quiet = quiet
         self._last: dict[str, float] = {}
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         """Print a short line for the event."""
-        kind = event["event"]
-        if kind == "progress":
+        if isinstance(event, Progress):
             now = time.monotonic()
-            frac = event["fraction"]
-            if self.quiet or (now - self._last.get(event["stage"], 0) < 2.0 and frac < 1.0):
+            frac = event.fraction
+            if self.quiet or (now - self._last.get(event.stage, 0) < 2.0 and frac < 1.0):
                 return
-            self._last[event["stage"]] = now
-            eta = f", ETA {event['eta_s']:.0f} s" if event.get("eta_s") else ""
-            msg = f" {event['message']}" if event.get("message") else ""
-            text = f"[{event['stage']}] {100 * frac:5.1f}%{eta}{msg}"
-        elif kind == "log":
-            if self.quiet and event["level"] == "debug":
+            self._last[event.stage] = now
+            eta = f", ETA {event.eta_s:.0f} s" if event.eta_s else ""
+            msg = f" {event.message}" if event.message else ""
+            text = f"[{event.stage}] {100 * frac:5.1f}%{eta}{msg}"
+        elif isinstance(event, Log):
+            if self.quiet and event.level == "debug":
                 return
-            text = event["message"]
-        elif kind == "metrics":
-            vals = ", ".join(f"{k}={v:.4f}" for k, v in event["values"].items()
+            text = event.message
+        elif isinstance(event, Metrics):
+            vals = ", ".join(f"{k}={v:.4f}" for k, v in event.values.items()
                              if isinstance(v, int | float))
-            text = f"epoch {event['epoch']}: {vals}"
-        elif kind == "error":
-            text = f"error: {event['message']}"
-            if event.get("hint"):
-                text += f"\n  fix: {event['hint']}"
+            text = f"epoch {event.epoch}: {vals}"
+        elif isinstance(event, Error):
+            text = f"error: {event.message}"
+            if event.hint:
+                text += f"\n  fix: {event.hint}"
         else:
             return
         print(text, file=self.stream, flush=True)
