@@ -25,9 +25,28 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY
 from . import jobs, label_layer, modelinfo, presets, settings
 from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
 from .presets import ClassDef
+
+# The panel's defaults are the engine's (protocol.options.DEFAULTS) except these, which it
+# chooses deliberately: interactive runs stop sooner, tile networks start from the presets'
+# tile size, and train on small batches of whole tiles.
+PANEL_EPOCHS = 50
+PANEL_TILE_PX = 64
+TILE_BATCH_SIZE = 16
+TILE_SAMPLES_PER_EPOCH = 512
+
+
+def _minimum(job_key: str) -> int:
+    """The smallest valid value of an integer training option (0 when it has none)."""
+    return int(SPEC_BY_JOB_KEY[job_key].minimum or 0)
+
+
+def _joined(values: tuple[int, ...]) -> str:
+    """A tuple option as the panel's text, ``2,2,2``."""
+    return ",".join(str(v) for v in values)
 
 
 class TrainPanelMixin:
@@ -42,8 +61,8 @@ class TrainPanelMixin:
         layout = QVBoxLayout(box)
         form = QFormLayout()
         self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setValue(50)
+        self.epochs_spin.setRange(_minimum("epochs"), 100000)
+        self.epochs_spin.setValue(PANEL_EPOCHS)
         form.addRow("Epochs (max)", self.epochs_spin)
         self.arch_combo = QComboBox()
         self.arch_combo.addItems([*presets.PATCH_MODELS, *presets.TILE_MODELS])
@@ -54,14 +73,14 @@ class TrainPanelMixin:
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(presets.TILE_STRIDE_PX, 1024)
         self.tile_spin.setSingleStep(presets.TILE_STRIDE_PX)
-        self.tile_spin.setValue(64)
+        self.tile_spin.setValue(PANEL_TILE_PX)
         self.tile_spin.setToolTip("U-Nets: training tile in pixels (a multiple of "
                                   f"{presets.TILE_STRIDE_PX}).")
         form.addRow("Tile size (px)", self.tile_spin)
-        self.patch_spin = odd_spin(3, 1001, 51)
+        self.patch_spin = odd_spin(_minimum("patch_size"), 1001, DEFAULTS.network.patch_px)
         self.patch_spin.setToolTip("Input cutout in pixels (odd): the context the model sees.")
         form.addRow("Patch size (px)", self.patch_spin)
-        self.block_spin = odd_spin(1, 501, 5)
+        self.block_spin = odd_spin(_minimum("block_size"), 501, DEFAULTS.network.block_px)
         self.block_spin.setToolTip("Predicted centre block in pixels (odd).")
         form.addRow("Block size (px)", self.block_spin)
         self.scratch_check = QCheckBox("From scratch (do not start from the last model)")
@@ -71,38 +90,39 @@ class TrainPanelMixin:
         adv = group_box("Advanced", "TerraSegTrainAdvanced", collapsed=True)
         adv_form = QFormLayout(adv)
         self.patience_spin = QSpinBox()
-        self.patience_spin.setRange(1, 100000)
-        self.patience_spin.setValue(10)
+        self.patience_spin.setRange(_minimum("patience"), 100000)
+        self.patience_spin.setValue(DEFAULTS.optim.patience)
         adv_form.addRow("Early-stopping patience", self.patience_spin)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(6)
         self.lr_spin.setRange(1e-6, 1.0)
         self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(1e-3)
+        self.lr_spin.setValue(DEFAULTS.optim.lr)
         adv_form.addRow("Learning rate", self.lr_spin)
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 65536)
-        self.batch_spin.setValue(128)
+        self.batch_spin.setRange(_minimum("batch_size"), 65536)
+        self.batch_spin.setValue(DEFAULTS.optim.batch_size)
         adv_form.addRow("Batch size", self.batch_spin)
         self.samples_spin = QSpinBox()
-        self.samples_spin.setRange(1, 10_000_000)
-        self.samples_spin.setValue(2048)
+        self.samples_spin.setRange(_minimum("samples_per_epoch"), 10_000_000)
+        self.samples_spin.setValue(DEFAULTS.optim.samples_per_epoch)
         adv_form.addRow("Samples per epoch (min)", self.samples_spin)
-        self.blocks_edit = QLineEdit("2,2,2")
+        self.blocks_edit = QLineEdit(_joined(DEFAULTS.network.blocks))
         self.blocks_edit.setToolTip("Residual blocks per stage, e.g. 2,2,2")
         adv_form.addRow("Blocks per stage", self.blocks_edit)
-        self.planes_edit = QLineEdit("4,8,16")
+        self.planes_edit = QLineEdit(_joined(DEFAULTS.network.planes))
         self.planes_edit.setToolTip("Channels per stage, e.g. 4,8,16")
         adv_form.addRow("Channels per stage", self.planes_edit)
         self.val_spin = QDoubleSpinBox()
         self.val_spin.setRange(0.0, 0.9)
         self.val_spin.setSingleStep(0.05)
-        self.val_spin.setValue(0.2)
+        self.val_spin.setValue(DEFAULTS.split.val_fraction)
         adv_form.addRow("Validation fraction", self.val_spin)
-        self.augment_edit = QLineEdit("flip,rotate")
+        self.augment_edit = QLineEdit(DEFAULTS.augment.augment)
         adv_form.addRow("Augmentation", self.augment_edit)
         self.accelerator_combo = QComboBox()
         self.accelerator_combo.addItems(["auto", "cpu", "gpu"])
+        self.accelerator_combo.setCurrentText(DEFAULTS.runtime.accelerator)
         adv_form.addRow("Device", self.accelerator_combo)
         self.cache_edit = QLineEdit()
         self.cache_edit.setPlaceholderText("engine default (~/.cache/terraseg)")
@@ -202,11 +222,11 @@ class TrainPanelMixin:
         self.arch_combo.setCurrentText(preset.model)
         if preset.model in presets.TILE_MODELS:
             self.tile_spin.setValue(preset.tile_px)
-            self.batch_spin.setValue(16)
-            self.samples_spin.setValue(512)
+            self.batch_spin.setValue(TILE_BATCH_SIZE)
+            self.samples_spin.setValue(TILE_SAMPLES_PER_EPOCH)
         else:
-            self.batch_spin.setValue(128)
-            self.samples_spin.setValue(2048)
+            self.batch_spin.setValue(DEFAULTS.optim.batch_size)
+            self.samples_spin.setValue(DEFAULTS.optim.samples_per_epoch)
         self._on_arch_changed()
         if preset.terrain:
             self.terrain_box.setCollapsed(False)

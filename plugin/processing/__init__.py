@@ -1,16 +1,17 @@
-"""TerraSeg's Processing provider and algorithms (run engine jobs through plugin.worker)."""
+"""TerraSeg's Processing provider and algorithms (run engine jobs through plugin.worker_run).
 
-from .algorithms import (
-    ALGORITHMS,
-    AreaStatistics,
-    Evaluate,
-    Predict,
-    RasteriseLabels,
-    TerraSegAlgorithm,
-    TrainModel,
-    Vectorise,
-)
-from .provider import TerraSegProvider
+One module per algorithm on the shared base (base.py): rasterise, train, predict,
+evaluate, vectorise, areas; provider.py lists them.
+"""
+
+from .areas import AreaStatistics
+from .base import TerraSegAlgorithm
+from .evaluate import Evaluate
+from .predict import Predict
+from .provider import ALGORITHMS, TerraSegProvider
+from .rasterise import RasteriseLabels
+from .train import TrainModel
+from .vectorise import Vectorise
 
 __all__ = ["ALGORITHMS", "AreaStatistics", "Evaluate", "Predict", "RasteriseLabels",
            "TerraSegAlgorithm", "TerraSegProvider", "TrainModel", "Vectorise"]

@@ -9,9 +9,17 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine import PLUGIN_DIR, find_engine
-from .algorithms import ALGORITHMS
+from .areas import AreaStatistics
+from .base import TerraSegAlgorithm
+from .evaluate import Evaluate
+from .predict import Predict
+from .rasterise import RasteriseLabels
+from .train import TrainModel
+from .vectorise import Vectorise
 
 ICON = PLUGIN_DIR / "resources" / "icon.png"
+ALGORITHMS: tuple[type[TerraSegAlgorithm], ...] = (
+    RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics)
 
 
 def plugin_version() -> str:

@@ -1,12 +1,13 @@
 """The TerraSeg Processing provider: every algorithm run with processing.run on real data.
 
-The algorithms build jobs with plugin.jobs and run them with plugin.worker.run_job, the
-panel's code path, against the real engine.
+The algorithms build jobs with plugin.jobs and run them with plugin.worker_run.run_job (the
+engine worker the panel starts too) against the real engine.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterNumber,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -81,6 +83,81 @@ def test_provider_and_algorithms(terraseg_provider):
         assert alg.canExecute()[0]
         assert alg.shortHelpString()
         assert alg.outputDefinitions(), name
+
+
+def test_each_algorithm_in_its_own_module(terraseg_provider):
+    from terraseg.plugin.processing import ALGORITHMS, TerraSegAlgorithm
+
+    modules = {"rasterise_labels": "rasterise", "train_model": "train", "predict": "predict",
+               "evaluate": "evaluate", "vectorise": "vectorise", "area_statistics": "areas"}
+    assert {cls.ALG_ID: cls.__module__ for cls in ALGORITHMS} == {
+        name: f"terraseg.plugin.processing.{module}" for name, module in modules.items()}
+    assert all(issubclass(cls, TerraSegAlgorithm) for cls in ALGORITHMS)
+    assert TerraSegAlgorithm.__module__ == "terraseg.plugin.processing.base"
+    assert importlib.util.find_spec("terraseg.plugin.processing.algorithms") is None
+    for name, module in modules.items():
+        alg = terraseg_provider.algorithm(name)
+        assert type(alg).__module__ == f"terraseg.plugin.processing.{module}", name
+
+
+# The Train model parameters of training options, their names kept from earlier releases.
+TRAIN_OPTION_PARAMETERS = {
+    "EPOCHS": "epochs", "PATIENCE": "patience", "ARCHITECTURE": "model",
+    "TILE_SIZE": "tile_size", "PATCH_SIZE": "patch_size", "BLOCK_SIZE": "block_size",
+    "BLOCKS": "blocks", "PLANES": "planes", "LR": "lr", "WEIGHT_DECAY": "weight_decay",
+    "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
+    "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator"}
+
+
+def test_train_parameters_default_to_the_protocol_spec(terraseg_provider):
+    from terraseg.plugin.processing.train import OPTION_PARAMETERS
+    from terraseg.protocol import options
+
+    alg = terraseg_provider.algorithm("train_model")
+    params = {p.name(): p for p in alg.parameterDefinitions()}
+    assert list(params) == [
+        "INPUT_RASTER", "LABELS", "CLASS_FIELD", "CLASS_MAP", "BANDS", "EPOCHS", "PATIENCE",
+        "ARCHITECTURE", "TILE_SIZE", "DEM", "SLOPE_FROM_DEM", "PATCH_SIZE", "BLOCK_SIZE",
+        "BLOCKS", "PLANES", "LR", "WEIGHT_DECAY", "BATCH_SIZE", "SAMPLES_PER_EPOCH", "AUGMENT",
+        "SEED", "ACCELERATOR", "INIT_MODEL", "CACHE_DIR", "EXTRA_OPTIONS", "OUTPUT"]
+    assert [o.name() for o in alg.outputDefinitions()] == [
+        "OUTPUT", "VAL_ACCURACY", "EPOCHS_RUN", "BEST_EPOCH", "DEVICE", "METRICS"]
+    assert OPTION_PARAMETERS == TRAIN_OPTION_PARAMETERS
+
+    def default(name: str):
+        param = params[name]
+        if param.type() == "enum":
+            return param.options()[param.defaultValue()]
+        return param.defaultValue()
+
+    # the values, so that a changed spec is a visible change here too
+    assert default("TILE_SIZE") == options.default("tile_size") == 128
+    assert default("EPOCHS") == options.default("epochs") == 300
+    assert default("PATIENCE") == options.default("patience") == 10
+    assert default("LR") == options.default("lr") == pytest.approx(1e-3)
+    assert default("WEIGHT_DECAY") == options.default("weight_decay") == pytest.approx(1e-2)
+    assert default("BATCH_SIZE") == options.default("batch_size") == 128
+    assert default("SAMPLES_PER_EPOCH") == options.default("samples_per_epoch") == 2048
+    assert default("SEED") == options.default("seed") == 0
+    assert default("PATCH_SIZE") == options.default("patch_size") == 51
+    assert default("BLOCK_SIZE") == options.default("block_size") == 5
+    assert default("PLANES") == "4,8,16" and options.default("planes") == (4, 8, 16)
+    assert default("BLOCKS") == "2,2,2" and options.default("blocks") == (2, 2, 2)
+    assert default("ARCHITECTURE") == options.default("model") == "patch_cnn"
+    assert default("AUGMENT") == options.default("augment") == "flip,rotate"
+    assert default("ACCELERATOR") == options.default("accelerator") == "auto"
+    for name, key in TRAIN_OPTION_PARAMETERS.items():
+        spec = options.SPEC_BY_JOB_KEY[key]
+        expected = spec.default
+        if isinstance(expected, tuple):
+            expected = ",".join(str(v) for v in expected)
+        assert default(name) == expected, name
+        assert params[name].help() == spec.help, name
+        if params[name].type() == "number":
+            integer = params[name].dataType() == QgsProcessingParameterNumber.Integer
+            assert integer == (spec.annotation is int), name
+            if spec.minimum is not None:
+                assert params[name].minimum() == spec.minimum, name
 
 
 def test_rasterise_labels(processing, scene, tmp_path):

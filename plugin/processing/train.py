@@ -1,0 +1,171 @@
+"""Processing algorithm 'Train model': a model file from a raster and labelled features.
+
+The training options' parameters are built from :mod:`terraseg.protocol.options`
+(:data:`OPTION_PARAMETERS`), so their defaults and minimums are the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from .. import jobs, presets
+from .base import (
+    MODEL_FILTER,
+    TerraSegAlgorithm,
+    add_terrain_inputs,
+    advanced,
+    check_suffix,
+    option_parameter,
+    terrain_options,
+)
+
+ARCHITECTURES = (*presets.PATCH_MODELS, *presets.TILE_MODELS)
+
+# Parameters made from training options: Processing name -> the option's job key.
+OPTION_PARAMETERS: dict[str, str] = {
+    "EPOCHS": "epochs", "PATIENCE": "patience", "ARCHITECTURE": "model",
+    "TILE_SIZE": "tile_size", "PATCH_SIZE": "patch_size", "BLOCK_SIZE": "block_size",
+    "BLOCKS": "blocks", "PLANES": "planes", "LR": "lr", "WEIGHT_DECAY": "weight_decay",
+    "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
+    "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator",
+}
+
+
+class TrainModel(TerraSegAlgorithm):
+    """Trains a patch CNN or a U-Net from a raster and labelled polygons or points."""
+
+    ALG_ID = "train_model"
+    DISPLAY_NAME = "Train model"
+    HELP = ("Trains a segmentation model (patch CNN, or a U-Net on tiles) from a raster and "
+            "labelled polygons or points, optionally with a DEM and its slope, and writes a "
+            "self-describing model file (.tsm) with the classes, bands, normalisation and "
+            "held-out accuracy. Labels that are not files (memory layers, selections) are "
+            "saved to a temporary GeoPackage first. Training runs in the TerraSeg engine "
+            "process; Cancel stops it and writes no model.")
+
+    AUGMENT = ["flip,rotate", "none", "flip,rotate,pixel_noise,channel_noise"]
+    ACCELERATORS = ["auto", "cpu", "gpu"]
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        """Parameters."""
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT_RASTER", self.tr("Raster")))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "LABELS", self.tr("Training labels"),
+            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(
+            "CLASS_FIELD", self.tr("Class field"), None, "LABELS"))
+        self.addParameter(QgsProcessingParameterString(
+            "CLASS_MAP", self.tr("Class mapping (e.g. developed=sealed,*=unsealed)"),
+            optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", self.tr("Bands (e.g. 1,2,3,4 or red=1,green=2; empty: all)"),
+            optional=True))
+        self.addParameter(option_parameter("epochs"))
+        self.addParameter(option_parameter("patience"))
+        self.addParameter(option_parameter("model", "Architecture", name="ARCHITECTURE",
+                                           choices=ARCHITECTURES))
+        self.addParameter(option_parameter(
+            "tile_size", "Tile size for U-Nets (pixels, multiple of "
+                         f"{presets.TILE_STRIDE_PX})"))
+        add_terrain_inputs(self)
+        self.addParameter(option_parameter("patch_size", "Patch size (pixels, odd)"))
+        self.addParameter(option_parameter("block_size", "Block size (pixels, odd)"))
+        self.addParameter(advanced(option_parameter("blocks")))
+        self.addParameter(advanced(option_parameter("planes")))
+        self.addParameter(advanced(option_parameter("lr")))
+        self.addParameter(advanced(option_parameter("weight_decay")))
+        self.addParameter(advanced(option_parameter("batch_size")))
+        self.addParameter(advanced(option_parameter("samples_per_epoch")))
+        self.addParameter(advanced(option_parameter("augment", "Augmentation",
+                                                    choices=self.AUGMENT)))
+        self.addParameter(advanced(option_parameter("seed")))
+        self.addParameter(advanced(option_parameter("accelerator", "Device",
+                                                    choices=self.ACCELERATORS)))
+        self.addParameter(advanced(QgsProcessingParameterFile(
+            "INIT_MODEL", self.tr("Fine-tune from model"), fileFilter=MODEL_FILTER,
+            optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterFile(
+            "CACHE_DIR", self.tr("Cache folder (default ~/.cache/terraseg)"),
+            QgsProcessingParameterFile.Folder, optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "EXTRA_OPTIONS", self.tr("Further engine options (JSON object, e.g. "
+                                     '{"val_fraction": 0.3})'), optional=True)))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT", self.tr("Model file"), MODEL_FILTER))
+        self.addOutput(QgsProcessingOutputNumber("VAL_ACCURACY",
+                                                 self.tr("Validation accuracy")))
+        self.addOutput(QgsProcessingOutputNumber("EPOCHS_RUN", self.tr("Epochs trained")))
+        self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", self.tr("Best epoch")))
+        self.addOutput(QgsProcessingOutputString("DEVICE", self.tr("Device")))
+        self.addOutput(QgsProcessingOutputString("METRICS", self.tr("Held-out metrics (JSON)")))
+
+    def extra_options(self, parameters: dict[str, Any],
+                      context: QgsProcessingContext) -> dict[str, Any]:
+        """The EXTRA_OPTIONS JSON object ({} when empty).
+
+        Raises:
+            QgsProcessingException: Not JSON, or not a JSON object.
+        """
+        extra_text = self.text(parameters, "EXTRA_OPTIONS", context)
+        if not extra_text:
+            return {}
+        try:
+            extra = json.loads(extra_text)
+        except json.JSONDecodeError as exc:
+            raise QgsProcessingException(f"Further engine options are not JSON: {exc}") \
+                from exc
+        if not isinstance(extra, dict):
+            raise QgsProcessingException("Further engine options must be a JSON object.")
+        return extra
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """Run ``terraseg train``."""
+        out = check_suffix(self.parameterAsFileOutput(parameters, "OUTPUT", context),
+                           ".tsm", "Model file")
+        extra = self.extra_options(parameters, context)
+        options = {key: self.option_value(parameters, name, context)
+                   for name, key in OPTION_PARAMETERS.items()}
+        if options["model"] in presets.PATCH_MODELS:
+            del options["tile_size"]  # tile networks only
+        named = {
+            "raster": self.raster_path(parameters, "INPUT_RASTER", context),
+            "labels": self.vector_path(parameters, "LABELS", context, feedback),
+            "out": out, "class_field": self.field(parameters, "CLASS_FIELD", context),
+            "class_map": self.text(parameters, "CLASS_MAP", context),
+            "bands": self.text(parameters, "BANDS", context),
+            **terrain_options(self, parameters, context),
+            "init_model": self.file(parameters, "INIT_MODEL", context),
+            "cache_dir": self.file(parameters, "CACHE_DIR", context),
+            "overwrite": True,
+            **options,
+        }
+        named.update(extra)  # the JSON options win
+        job = jobs.train_job(**named)
+        result = self.run_engine(job, feedback)
+        metrics = result.get("metrics") or {}
+        val = metrics.get("val") or {}
+        device = result.get("device") or {}
+        return {"OUTPUT": result.get("model", out),
+                "VAL_ACCURACY": val.get("accuracy"),
+                "EPOCHS_RUN": result.get("epochs"),
+                "BEST_EPOCH": result.get("best_epoch"),
+                "DEVICE": device.get("description", "") if isinstance(device, dict)
+                else str(device),
+                "METRICS": json.dumps(metrics)}
