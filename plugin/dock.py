@@ -33,7 +33,7 @@ from .panel_predict import PredictPanelMixin
 from .panel_terrain import TerrainPanelMixin
 from .panel_train import TrainPanelMixin
 from .presets import ClassDef
-from .worker import WorkerJob
+from .worker_job import WorkerJob
 
 
 class TerraSegDock(

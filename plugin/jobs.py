@@ -1,22 +1,24 @@
 """Job dicts for the engine worker (docs/worker-protocol.md), shared by panel and Processing.
 
-Every builder returns ``{"command": ..., "args": {...}}`` whose ``args`` use the command
-line's option names with underscores (``class_field`` for ``--class-field``). ``None``
-values are dropped (the option keeps its engine default), ``True`` turns a flag on, lists
-become comma-separated values. Keyword ``**options`` pass any further option of the
-command (see ``terraseg <command> --help``), so the panel and the Processing algorithms
-reach every engine option through one code path.
+Every builder returns :meth:`terraseg.protocol.jobs.Job.to_dict` of
+:meth:`~terraseg.protocol.jobs.Job.make`: ``{"command": ..., "args": {...}}`` whose
+``args`` use the command line's option names with underscores (``class_field`` for
+``--class-field``). ``None`` values are dropped (the option keeps its engine default),
+``True`` turns a flag on, lists become comma-separated values. Keyword ``**options`` pass
+any further option of the command (see ``terraseg <command> --help``), so the panel and the
+Processing algorithms reach every engine option through one code path.
 
 The helpers at the end turn QGIS layers into paths the engine can read.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..protocol.jobs import Job as JobSpec
 
 if TYPE_CHECKING:
     from qgis.core import QgsMapLayer, QgsVectorLayer
@@ -24,28 +26,19 @@ if TYPE_CHECKING:
 Job = dict[str, Any]
 
 
-def _value(value: Any) -> Any:
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, list | tuple):
-        return [_value(v) for v in value]
-    return value
-
-
 def make_job(command: str, **args: Any) -> Job:
     """A job for any worker command.
 
     Args:
-        command: ``train``, ``predict``, ``evaluate``, ``grid``, ``info``, ``rasterise``,
-            ``vectorise``, ``areas`` or ``env``.
+        command: One of :data:`terraseg.protocol.jobs.COMMANDS` (``train``, ``predict``,
+            ``evaluate``, ``grid``, ``info``, ``rasterise``, ``vectorise``, ``areas``,
+            ``env``, ...).
         **args: Options by their command-line names (underscores or dashes).
 
     Returns:
         The job dict (``None`` values and ``False`` flags left out).
     """
-    clean = {k.replace("-", "_"): _value(v) for k, v in args.items()
-             if v is not None and v is not False}
-    return {"command": command, "args": clean}
+    return JobSpec.make(command, **args).to_dict()
 
 
 def train_job(raster: str, labels: str, out: str, class_field: str | None = None,

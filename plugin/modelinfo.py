@@ -1,23 +1,23 @@
-"""Model file metadata without torch: the safetensors header, read with pure Python.
+"""Model file metadata for the panels, without torch (docs/model-file.md).
 
-A ``.tsm`` file starts with an 8-byte little-endian header length, then a JSON header whose
-``__metadata__.terraseg`` entry is the TerraSeg metadata as a JSON string
-(docs/model-file.md). Only the header is read, never the weights.
+The header is read by :func:`terraseg.protocol.model_header.read_model_document`, the one
+reader the engine uses too, so a truncated, foreign or newer file gets the same message on
+both sides; only the header is read, never the weights. The panels work on the plain JSON
+document; :func:`compatibility_problems` applies the engine's pixel-size rule
+(:func:`terraseg.protocol.model_meta.pixel_size_ratio`) as a warning.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-MAX_PIXEL_RATIO = 2.0
+from ..protocol.errors import ModelFileError
+from ..protocol.model_header import read_model_document
+from ..protocol.model_meta import MAX_PIXEL_RATIO, pixel_size_ratio
 
-
-class ModelInfoError(ValueError):
-    """The file is not a readable TerraSeg model."""
+#: The error of an unreadable model file (the protocol's ``ModelFileError``).
+ModelInfoError = ModelFileError
 
 
 def read_model_metadata(path: str | Path) -> dict[str, Any]:
@@ -30,31 +30,9 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
         The parsed ``__metadata__.terraseg`` document.
 
     Raises:
-        ModelInfoError: Missing, truncated or foreign file.
+        ModelInfoError: Missing, truncated, foreign or newer file (message and hint).
     """
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise ModelInfoError(f"{p.name} is too short to be a TerraSeg model.")
-            (length,) = struct.unpack("<Q", head)
-            if length <= 1 or length > MAX_HEADER_BYTES:
-                raise ModelInfoError(f"{p.name} is not a safetensors model file.")
-            raw = fh.read(length)
-    except OSError as exc:
-        raise ModelInfoError(f"Cannot read {p}: {exc.strerror or exc}.") from exc
-    if len(raw) < length:
-        raise ModelInfoError(f"{p.name} is truncated (header incomplete).")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-        text = header["__metadata__"]["terraseg"]
-        meta = json.loads(text) if isinstance(text, str) else text
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelInfoError(f"{p.name} is not a TerraSeg model (no TerraSeg metadata).") from exc
-    if not isinstance(meta, dict) or meta.get("format") != "terraseg-model":
-        raise ModelInfoError(f"{p.name} is not a TerraSeg model (format is not terraseg-model).")
-    return meta
+    return read_model_document(path)
 
 
 def model_classes(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,9 +79,7 @@ def compatibility_problems(meta: dict[str, Any], band_count: int,
                             f"{band_count}. Check that the band numbers mean the same.")
     trained_px = training_pixel_size(meta)
     if trained_px and pixel_size and min(pixel_size) > 0 and min(trained_px) > 0:
-        ratio = max(pixel_size[0] / trained_px[0], trained_px[0] / pixel_size[0],
-                    pixel_size[1] / trained_px[1], trained_px[1] / pixel_size[1])
-        if ratio > MAX_PIXEL_RATIO:
+        if pixel_size_ratio(pixel_size, trained_px) > MAX_PIXEL_RATIO:
             problems.append(
                 f"Pixel size {pixel_size[0]:g} x {pixel_size[1]:g} differs more than "
                 f"{MAX_PIXEL_RATIO:g}x from the training raster's "

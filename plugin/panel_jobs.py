@@ -22,7 +22,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .panel_common import LOG_LIMIT, TITLE, exec_qt, fmt_seconds, group_box
-from .worker import WorkerJob
+from .worker_job import WorkerJob
 
 
 class JobsPanelMixin:

@@ -38,14 +38,9 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import jobs, settings
-from .engine import (
-    EngineLocation,
-    EngineSetup,
-    default_engine_dir,
-    engine_at,
-    find_engine,
-)
-from .worker import WorkerJob
+from .engine import EngineLocation, default_engine_dir, engine_at, find_engine
+from .engine_setup import EngineSetup
+from .worker_job import WorkerJob
 
 
 def device_text(env: dict[str, Any] | None) -> str:

@@ -128,9 +128,9 @@ class TinyModel:
 
 @pytest.fixture(scope="session")
 def tiny_model(engine, scene, cache_dir, tmp_path_factory) -> TinyModel:
-    """A 2-epoch model of the scene (trained through worker.run_job)."""
+    """A 2-epoch model of the scene (trained through worker_run.run_job)."""
     from terraseg.plugin import jobs
-    from terraseg.plugin.worker import run_job
+    from terraseg.plugin.worker_run import run_job
 
     out = tmp_path_factory.mktemp("model") / "tiny.tsm"
     feedback, events = RecordingFeedback(), []
@@ -142,9 +142,9 @@ def tiny_model(engine, scene, cache_dir, tmp_path_factory) -> TinyModel:
 
 @pytest.fixture(scope="session")
 def prediction(engine, scene, tiny_model, tmp_path_factory) -> dict:
-    """probability.tif/classes.tif of the tiny model (through worker.run_job)."""
+    """probability.tif/classes.tif of the tiny model (through worker_run.run_job)."""
     from terraseg.plugin import jobs
-    from terraseg.plugin.worker import run_job
+    from terraseg.plugin.worker_run import run_job
 
     out_dir = tmp_path_factory.mktemp("prediction")
     job = jobs.predict_job(str(tiny_model.path), str(scene.raster), str(out_dir))

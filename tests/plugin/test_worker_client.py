@@ -20,8 +20,10 @@ from conftest import TINY_TRAIN, RecordingFeedback, wait_until
 from qgis.PyQt.QtWidgets import QApplication
 
 from terraseg.plugin import engine as engine_mod
-from terraseg.plugin import jobs, settings
-from terraseg.plugin.worker import WorkerError, WorkerJob, run_job
+from terraseg.plugin import engine_setup, jobs, settings
+from terraseg.plugin.worker_errors import WorkerError
+from terraseg.plugin.worker_job import WorkerJob
+from terraseg.plugin.worker_run import run_job
 
 POSIX = sys.platform != "win32"
 
@@ -301,7 +303,7 @@ def test_engine_setup_runs_the_installer(tmp_path, clean_engine_setting):
         'printf "#!/bin/sh\\n" > "$ENGINE_VENV/bin/terraseg"\n'
         'chmod +x "$ENGINE_VENV/bin/terraseg"\n'
         'echo "engine environment ready: $ENGINE_VENV"\n')
-    setup = engine_mod.EngineSetup(script=str(script))
+    setup = engine_setup.EngineSetup(script=str(script))
     logs, progress, finished = [], [], []
     setup.log.connect(logs.append)
     setup.progress.connect(progress.append)
@@ -318,7 +320,7 @@ def test_engine_setup_runs_the_installer(tmp_path, clean_engine_setting):
 def test_engine_setup_failure(tmp_path):
     script = tmp_path / "install.sh"
     script.write_text('echo "install_engine: python3 not found" >&2\nexit 1\n')
-    setup = engine_mod.EngineSetup(script=str(script))
+    setup = engine_setup.EngineSetup(script=str(script))
     finished = []
     setup.finished.connect(lambda ok, msg: finished.append((ok, msg)))
     setup.start(str(tmp_path / "engine"), cuda=True)
