@@ -20,7 +20,7 @@ from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.normalise import BandStats
-from terraseg.core.outputs import check_output_dir
+from terraseg.core.output_targets import check_output_dir
 from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import LabelError

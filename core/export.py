@@ -21,10 +21,11 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.grid import projected_pixel_area_m2
-from terraseg.core.labels import split_layer_spec
-from terraseg.core.outputs import atomic_path, write_csv_atomic
-from terraseg.protocol.errors import InputError, OutputError, RasterError
+from terraseg.core.layer_spec import split_layer_spec
+from terraseg.core.output_targets import check_output_targets
+from terraseg.protocol.errors import InputError, RasterError
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
@@ -55,13 +56,6 @@ def pixel_area_m2(ds: rasterio.DatasetReader) -> float:
     return projected_pixel_area_m2(ds.crs, ds.transform)
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists.", "Pass --overwrite or choose another path.")
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-
 def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float = 0.0,
               classes: list[dict] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Polygons of a class raster (GeoPackage): fields class_id, class_name, area_m2.
@@ -74,7 +68,7 @@ def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float 
         overwrite: Replace an existing ``out_path``.
     """
     out = Path(out_path)
-    _check_target(out, overwrite)
+    check_output_targets([out], overwrite)
     with rasterio.open(classes_tif) as ds:
         data = ds.read(1)
         px_area = pixel_area_m2(ds)
@@ -119,9 +113,8 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
     ``<class>_m2`` and ``<class>_pct`` attributes. Read block by block: memory stays flat.
     """
     out_csv = Path(out_csv)
-    _check_target(out_csv, overwrite)
-    if out_zones:
-        _check_target(Path(out_zones), overwrite)
+    check_output_targets([out_csv, *([Path(out_zones)] if out_zones else [])], overwrite,
+                         "--out-csv or --out-zones")
     with rasterio.open(classes_tif) as ds:
         px_area = pixel_area_m2(ds)
         names = _class_names(ds, classes)

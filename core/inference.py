@@ -23,20 +23,17 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
+from terraseg.core.geotiff import GeoTiffWriter
 from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.models.patch_cnn import fuse_batchnorm
 from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, normalise
-from terraseg.core.outputs import (
-    AtomicOutputs,
-    GeoTiffWriter,
-    check_output_dir,
-    colormap_from_colours,
-    write_preview_png,
-)
+from terraseg.core.output_targets import check_output_dir
 from terraseg.core.postprocess import PostProcess, RowReader, RowWriter, morph_pass, region_pass
+from terraseg.core.preview import colormap_from_colours, write_preview_png
 from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError, RasterError
@@ -250,7 +247,7 @@ def _layer_window(source: RasterSource, path: str) -> Window:
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
 
-    from terraseg.core.labels import split_layer_spec
+    from terraseg.core.layer_spec import split_layer_spec
 
     file_path, layer_name = split_layer_spec(path)
     try:

@@ -23,8 +23,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.classes import ClassInfo
-from terraseg.core.outputs import AtomicOutputs, check_output_dir
+from terraseg.core.output_targets import check_output_dir
 from terraseg.protocol.errors import InputError, LabelError
 
 CONFUSION_AXES = "rows = reference class, columns = predicted class, in class_ids order"

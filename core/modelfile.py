@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from terraseg.core.atomic import atomic_path
 from terraseg.core.models.registry import build_model
-from terraseg.core.outputs import atomic_path
 from terraseg.core.raster import RasterSource, pixel_size_ratio
 from terraseg.protocol.errors import ModelFileError, RasterError
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from terraseg.core.outputs import atomic_path
+from terraseg.core.atomic import atomic_path
+from terraseg.core.output_targets import check_output_targets
 from terraseg.core.raster import open_raster
-from terraseg.protocol.errors import InputError, OutputError, RasterError
+from terraseg.protocol.errors import InputError, RasterError
 
 _DTYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
            "int32": "Int32", "float32": "Float32", "float64": "Float64"}
@@ -47,8 +48,7 @@ def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) ->
         RasterError: Tiles differ in CRS, pixel size, band count or type, or are off-grid.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} already exists.", "Pass --overwrite or choose another --out.")
+    check_output_targets([out], overwrite)
     files = expand_inputs(inputs)
     infos = []
     for f in files:
@@ -85,7 +85,6 @@ def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) ->
     width = max(c + i["width"] for (c, _), i in zip(offsets, infos, strict=True))
     height = max(r + i["height"] for (_, r), i in zip(offsets, infos, strict=True))
     xml = _vrt_xml(infos, offsets, width, height, left, top, res_x, res_y)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(xml, encoding="utf-8")
     return {"mosaic": str(out), "tiles": len(infos), "width_px": width, "height_px": height}

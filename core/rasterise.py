@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.classes import ClassMapping
 from terraseg.core.labels import load_labels
-from terraseg.core.outputs import AtomicOutputs, check_output_dir, colormap_from_colours
+from terraseg.core.output_targets import check_output_targets
+from terraseg.core.preview import colormap_from_colours
 from terraseg.core.raster import RasterSource
 
 
@@ -16,7 +18,7 @@ def rasterise_labels(raster: str, labels: str, out: str | Path, class_field: str
                      overwrite: bool = False) -> dict[str, Any]:
     """Write the label raster the engine would train on; returns path and pixel counts."""
     out = Path(out)
-    check_output_dir(out.parent, [out.name], overwrite)
+    check_output_targets([out], overwrite)
     with RasterSource(raster) as src:
         grid = src.grid
     ls = load_labels(labels, grid, class_field=class_field,

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import make_scene, write_raster  # noqa: E402
 
-from terraseg.core.labels import load_vector_labels  # noqa: E402
 from terraseg.core.raster import RasterSource, parse_band_mapping  # noqa: E402
+from terraseg.core.vector_labels import load_vector_labels  # noqa: E402
 from terraseg.training.cache import CHUNK_PX, ImageCache, default_cache_dir, raster_fingerprint  # noqa: E402
 
 H, W = 300, 600  # 2 x 3 chunks of 256 px

@@ -12,11 +12,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import make_scene  # noqa: E402
 
-from terraseg.core import sampling  # noqa: E402
 from terraseg.core.classes import make_classes  # noqa: E402
-from terraseg.core.labels import LabelSet, load_vector_labels  # noqa: E402
+from terraseg.core.label_set import LabelSet  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
+from terraseg.core.vector_labels import load_vector_labels  # noqa: E402
 from terraseg.protocol.errors import ConfigError, LabelError  # noqa: E402
+from terraseg.training import sampling  # noqa: E402
 from terraseg.training.sampling import SPLITS, SplitConfig, assign_regions, build_index  # noqa: E402
 
 SIZE = 128

@@ -25,7 +25,7 @@ import zarr
 from rasterio.windows import Window
 from zarr.codecs import BloscCodec
 
-from terraseg.core.labels import LabelSet
+from terraseg.core.label_set import LabelSet
 from terraseg.core.raster import RasterSource
 
 CHUNK_PX = 256

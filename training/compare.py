@@ -21,13 +21,14 @@ import numpy as np
 from rasterio.windows import Window
 from sklearn.ensemble import RandomForestClassifier
 
+from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.classes import ClassInfo, ClassMapping
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.models.registry import get_entry
-from terraseg.core.outputs import atomic_path, write_csv_atomic
+from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
-from terraseg.protocol.errors import ConfigError, OutputError
+from terraseg.protocol.errors import ConfigError
 from terraseg.training.sampling import SplitConfig, build_index
 from terraseg.training.train import TrainConfig, build_source, run_train, tune_threshold
 
@@ -103,10 +104,7 @@ def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
     """
     out = Path(out_dir)
     names = ("compare.csv", "compare.md", "compare.json")
-    for name in names:
-        if (out / name).exists() and not overwrite:
-            raise OutputError(f"{out / name} already exists.",
-                              "Pass --overwrite or another --out-dir.")
+    check_output_dir(out, names, overwrite)
     if not k and base.test_fraction <= 0:
         raise ConfigError("The comparison needs held-out test pixels.",
                           "Pass --test-fraction (e.g. 0.2) or --k for k spatial folds.")

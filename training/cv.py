@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from terraseg.core.outputs import atomic_path, write_csv_atomic
+from terraseg.core.atomic import atomic_path, write_csv_atomic
+from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
-from terraseg.protocol.errors import OutputError
 from terraseg.training.train import TrainConfig, run_train
 
 METRICS = ("accuracy", "f1_weighted", "f1_macro", "mean_iou")
@@ -24,11 +24,8 @@ def run_cv(base: TrainConfig, out_dir: str | Path, k: int, reporter: Reporter,
     ``cv.json``. Validation (early stopping) is dealt from the non-test regions.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "cv.csv", out / "cv.json"
-    for p in (csv_path, json_path):
-        if p.exists() and not overwrite:
-            raise OutputError(f"{p} already exists.", "Pass --overwrite or another --out-dir.")
+    check_output_dir(out, [csv_path.name, json_path.name], overwrite)
     rows: list[dict[str, Any]] = []
     for fold in range(k):
         reporter.log(f"fold {fold + 1}/{k}")

@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from terraseg.core.outputs import write_csv_atomic
+from terraseg.core.atomic import write_csv_atomic
+from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
-from terraseg.protocol.errors import OutputError
 from terraseg.training.train import TrainConfig, run_train
 
 
@@ -27,10 +27,8 @@ def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
     the accuracy on held-out validation pixels (then test, if present); ties keep grid order.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "grid.csv"
-    if csv_path.exists() and not overwrite:
-        raise OutputError(f"{csv_path} already exists.", "Pass --overwrite or another --out-dir.")
+    check_output_dir(out, [csv_path.name], overwrite)
     combos = list(itertools.product(lrs, weight_decays, augments))
     rows: list[dict[str, Any]] = []
     for i, (lr, wd, aug) in enumerate(combos):

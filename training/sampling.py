@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from terraseg.core.labels import LabelSet
+from terraseg.core.label_set import LabelSet
 from terraseg.protocol.errors import ConfigError, LabelError
 
 SPLITS = ("train", "val", "test")

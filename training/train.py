@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -22,16 +21,18 @@ from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
 from terraseg.core.extras import StackedSource, check_extras_match, parse_extras
 from terraseg.core.feature_source import FeatureSource, fit_on_source
 from terraseg.core.features import FeatureSpec, check_features
-from terraseg.core.labels import LabelSet, load_labels
+from terraseg.core.label_set import LabelSet
+from terraseg.core.labels import load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.modelfile import load_model, read_metadata, save_model
 from terraseg.core.models.registry import build_model, config_from_params, get_entry
 from terraseg.core.models.unet import check_tile_size
 from terraseg.core.normalise import BandStats, compute_band_stats
+from terraseg.core.output_targets import check_output_targets
 from terraseg.core.raster import BandMapping, RasterSource, parse_band_mapping
 from terraseg.core.reporting import ConsoleReporter, Reporter
 from terraseg.core.version import software_version
-from terraseg.protocol.errors import ConfigError, LabelError, ModelFileError, OutputError
+from terraseg.protocol.errors import ConfigError, LabelError, ModelFileError
 from terraseg.training.augment import AugmentChain, AugmentConfig
 from terraseg.training.cache import ImageCache, default_cache_dir
 from terraseg.training.callbacks import BestWeights, ReporterCallback
@@ -103,21 +104,6 @@ class TrainConfig:
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
-def check_model_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing model file unless overwrite; the folder must be writable."""
-    if path.exists() and not overwrite:
-        raise OutputError(f"Model file {path} already exists.",
-                          "Choose another --out or pass --overwrite to replace it.")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"Cannot create folder {parent} for the model ({exc}).",
-                          "Choose a writable --out location.") from exc
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"Folder {parent} is not writable.", "Choose a writable --out.")
-
-
 def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and save a model file; returns the result summary (paths, metrics, device).
 
@@ -126,7 +112,7 @@ def run_train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, A
     """
     rep = reporter or ConsoleReporter()
     out = Path(cfg.out)
-    check_model_output(out, cfg.overwrite)
+    check_output_targets([out], cfg.overwrite, "--out")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     init_meta = read_metadata(cfg.init_model) if cfg.init_model else None
     if init_meta is not None:

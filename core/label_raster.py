@@ -1,0 +1,146 @@
+"""Label rasters: band 1 of a raster of class values, resampled onto a grid.
+
+A label raster may be on any grid and in any CRS; it is resampled to the target grid by
+nearest neighbour. 0 and the raster's nodata (or masked pixels) are unlabelled; other values
+must be integers and are resolved to model classes by
+:mod:`terraseg.core.class_resolution`. Regions (for spatial splits) are the connected
+components of each class, with 8-connectivity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.warp import Resampling, reproject
+from scipy import ndimage
+
+from terraseg.core.class_resolution import resolve_classes, value_key
+from terraseg.core.classes import ClassInfo, ClassMapping
+from terraseg.core.grid import Grid
+from terraseg.core.label_extent import check_raster_overlap, grid_crs
+from terraseg.core.label_set import LabelSet, make_label_set
+from terraseg.core.layer_spec import check_exists
+from terraseg.protocol.errors import LabelError
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def load_raster_labels(
+    path: str | Path,
+    grid: Grid,
+    class_map: ClassMapping | None = None,
+    classes: tuple[ClassInfo, ...] | None = None,
+    require_two_classes: bool = True,
+) -> LabelSet:
+    """Resample a label raster (band 1) onto ``grid`` by nearest neighbour.
+
+    0 and the raster's nodata (or masked pixels) are unlabelled; other values must be
+    integers and are resolved to model classes as :mod:`terraseg.core.class_resolution`
+    describes.
+    Regions are the connected components (8-connectivity) of each class.
+
+    Args:
+        path: Label raster on any grid and CRS.
+        grid: Target grid.
+        class_map: Optional mapping of source values onto model classes.
+        classes: Fixed model classes, or None when training.
+        require_two_classes: When training (``classes`` is None), fail unless at least two
+            classes have labelled pixels.
+
+    Returns:
+        The resampled labels.
+
+    Raises:
+        LabelError: File missing or unreadable, no CRS, no overlap, non-integer or unknown
+            class values, a single class, or no labelled pixels on the grid.
+        RasterError: ``grid`` has no CRS.
+    """
+    dst_crs = grid_crs(grid)
+    name = Path(str(path)).name
+    check_exists(str(path), "Label raster")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise LabelError(
+                    f"The label raster {name} has no coordinate reference system.",
+                    "Assign its CRS (e.g. gdal_edit.py -a_srs EPSG:xxxx) and try again.",
+                )
+            check_raster_overlap(src.bounds, src.crs, grid, dst_crs, name)
+            data = src.read(1)
+            valid = src.read_masks(1) > 0
+            src_transform, src_crs = src.transform, src.crs
+    except RasterioIOError as exc:
+        raise LabelError(
+            f"Cannot read label raster {path}: {exc}.",
+            "Give a GDAL-readable single-band raster with integer class values.",
+        ) from exc
+
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data)
+        frac = valid & (data != np.round(data))
+        if frac.any():
+            raise LabelError(
+                f"The label raster {name} has non-integer values (e.g. {data[frac][0]}).",
+                "Use a raster of integer class values with 0 (or nodata) for unlabelled pixels.",
+            )
+    src_values = np.where(valid, data, 0).astype(np.int64)
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    if src_values.size and (src_values.min() < lo or src_values.max() > hi):
+        raise LabelError(
+            f"The label raster {name} has values outside the 32-bit integer range.",
+            "Use small integer class values (e.g. 1..254) with 0 for unlabelled pixels.",
+        )
+    warped = np.zeros((grid.height_px, grid.width_px), dtype=np.int32)
+    try:
+        reproject(
+            source=src_values.astype(np.int32),
+            destination=warped,
+            src_transform=src_transform,
+            src_crs=src_crs,
+            src_nodata=0,
+            dst_transform=grid.transform,
+            dst_crs=dst_crs,
+            dst_nodata=0,
+            resampling=Resampling.nearest,
+        )
+    except RasterioError as exc:
+        raise LabelError(
+            f"Cannot resample the label raster {name} to the target grid: {exc}.",
+            "Check that the label raster's CRS is correct.",
+        ) from exc
+
+    uniq, inverse = np.unique(warped, return_inverse=True)
+    present = [int(v) for v in uniq if v != 0]
+    if not present:
+        raise LabelError(
+            f"The label raster {name} has no labelled pixels (values other than 0/nodata) "
+            "where it overlaps the raster.",
+            "Check that the label raster covers the labelled area of the raster.",
+        )
+    model_classes, lookup = resolve_classes(present, class_map, classes, name)
+    lut = np.array([0 if v == 0 else lookup[value_key(int(v))] for v in uniq], dtype=np.uint8)
+    labels = lut[inverse.reshape(warped.shape)]
+
+    regions = np.zeros(labels.shape, dtype=np.int32)
+    offset = 0
+    for info in model_classes:
+        comp, n = ndimage.label(labels == info.id, structure=EIGHT_CONNECTED)
+        if n:
+            regions = np.where(comp > 0, comp.astype(np.int32) + offset, regions)
+            offset += n
+    return make_label_set(
+        labels,
+        regions,
+        model_classes,
+        None,
+        (),
+        repaired=(),
+        skipped=(),
+        feature_ids=(),
+        notes=(),
+        check_two=classes is None and require_two_classes,
+        name=name,
+    )
