@@ -25,18 +25,18 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from terraseg.core.classes import make_classes
-from terraseg.core.inference import (
+from terraseg.core.dense import (
     DEFAULT_TILE_PX,
     DenseGeometry,
     patchwise_probabilities,
-    predict_raster,
     predict_tile,
     predict_tiles,
-    prepare_network,
     tiles,
 )
+from terraseg.core.inference import predict_raster
 from terraseg.core.modelfile import load_model, save_model
 from terraseg.core.models.registry import build_model
+from terraseg.core.network_prep import prepare_network
 from terraseg.core.normalise import BandStats
 from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
@@ -129,8 +129,8 @@ def bench_dense_vs_patchwise(model_path: Path, raster: Path, out_dir: Path,
     model = load_model(model_path)
     src = RasterSource(raster)
     n_px = src.grid.height_px * src.grid.width_px
-    stats = BandStats.from_dict(model.meta["normalisation"])
-    geom = DenseGeometry.of(model)
+    stats = BandStats(model.meta.normalisation.mean, model.meta.normalisation.std)
+    geom = DenseGeometry.of(model.meta.geometry)
     net = prepare_network(model.network, torch.device("cpu"))
     full = Window(0, 0, src.grid.width_px, src.grid.height_px)
     all_tiles = list(tiles(full, DEFAULT_TILE_PX, geom.stride_px))

@@ -1,10 +1,11 @@
 """Worker mode: one JSON job on stdin, JSON-lines events on stdout (docs/worker-protocol.md).
 
-The job is ``{"command": "train"|"predict"|"evaluate"|"grid"|"info", "args": {...}}``
-where ``args`` uses the command line's option names (``class_field`` or ``class-field``;
-``true`` for flags). The worker writes ``progress``/``log``/``metrics`` events while it
-runs and ends with exactly one ``result`` or ``error`` event. Anything else that would
-print to stdout is redirected to stderr so the protocol stays clean.
+The job (protocol/jobs.py) is ``{"command": NAME, "args": {...}}`` for any command of the
+registry (cli/registry.py), where ``args`` uses the command line's option names
+(``class_field`` or ``class-field``; ``true`` for flags). The worker writes
+``progress``/``log``/``metrics`` events while it runs and ends with exactly one ``result``
+or ``error`` event. Anything else that would print to stdout is redirected to stderr so
+the protocol stays clean.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import sys
 import traceback
 
+from terraseg.cli.parser import build_parser
+from terraseg.cli.running import install_signal_handlers, report_failure, run_command
 from terraseg.core.reporting import JsonLinesReporter
 from terraseg.protocol.errors import EXIT_BUG, TerraSegError
 from terraseg.protocol.jobs import Job
@@ -19,13 +22,6 @@ from terraseg.protocol.jobs import Job
 
 def run_worker() -> int:
     """Read the job, run it, stream events; exit code 0 on result, else non-zero."""
-    from terraseg.cli.main import (
-        build_parser,
-        install_signal_handlers,
-        report_failure,
-        run_command,
-    )
-
     out = sys.stdout
     sys.stdout = sys.stderr  # keep stray prints off the protocol stream
     reporter = JsonLinesReporter(out)

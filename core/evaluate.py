@@ -9,16 +9,11 @@ import numpy as np
 from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
-from terraseg.core.inference import (
-    class_ids,
-    pick_device,
-    prepare_network,
-    region_probabilities,
-    resolve_threshold,
-)
+from terraseg.core.decision import class_ids, resolve_threshold
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
+from terraseg.core.network_prep import pick_device, prepare_network
 from terraseg.core.normalise import BandStats
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.raster import RasterSource
@@ -39,12 +34,13 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     Only tiles that contain reference pixels are predicted. Reference classes are mapped
     to the model's classes by name (after ``class_map``); unknown classes are refused.
     """
-    check_raster_fits(model.meta, source)
-    threshold = resolve_threshold(model, threshold)
+    meta = model.meta
+    check_raster_fits(meta, source)
+    threshold = resolve_threshold(meta, threshold)
     out_dir = Path(out_dir)
     names = list(OUTPUT_NAMES) + (["per_category.csv"] if category_field else [])
     check_output_dir(out_dir, names, overwrite)
-    classes = classes_from_dicts(model.meta["classes"])
+    classes = classes_from_dicts(meta.class_dicts)
     ref = load_labels(reference, source.grid, class_field=class_field,
                       class_map=ClassMapping.parse(class_map), classes=classes,
                       category_field=category_field)
@@ -54,12 +50,12 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                          "Use a reference layer that overlaps the raster.")
     region = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
                     int(rows.max() - rows.min() + 1))
-    stats = BandStats.from_dict(model.meta["normalisation"])
+    stats = BandStats(meta.normalisation.mean, meta.normalisation.std)
     dev = pick_device(device)
     network = prepare_network(model.network, dev, tta=tta)
     pred = np.zeros(len(rows), dtype=np.int64)
-    for win, probs, valid, fraction in region_probabilities(model, network, source, stats,
-                                                             region, dev, tile_px):
+    for win, probs, valid, fraction in model.kind.probabilities(meta, network, source, stats,
+                                                                region, dev, tile_px):
         r0, c0 = int(win.row_off), int(win.col_off)
         inside = ((rows >= r0) & (rows < r0 + win.height) & (cols >= c0)
                   & (cols < c0 + win.width))

@@ -21,9 +21,12 @@ from rasterio.windows import Window
 
 from terraseg.core.raster import BandMapping, RasterSource, open_raster
 from terraseg.protocol.errors import RasterError
+from terraseg.protocol.model_meta import ModelMeta
 
 KINDS = ("continuous", "slope_from_dem")
 SLOPE_PAD = 1  # DEM pixels read around a window for the slope's central differences
+
+SLOPE_FROM_DEM = "slope_from_dem"
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,22 @@ class ExtraRaster:
     Attributes:
         path: Raster file (band 1 is used).
         name: Channel name in the model (e.g. "dem", "slope").
-        kind: "continuous" (bilinear values) or "slope_from_dem" (slope in degrees).
+        derivation: How the channel comes from the file: "continuous" (bilinear values)
+            or "slope_from_dem" (slope in degrees); recorded as ``kind`` in model files.
     """
 
     path: str
     name: str
-    kind: str = "continuous"
+    derivation: str = "continuous"
+
+    @property
+    def derives_slope(self) -> bool:
+        """Whether the channel is slope derived from a DEM (read with a one-pixel halo)."""
+        return self.derivation == SLOPE_FROM_DEM
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready form (the path is informative; prediction passes its own)."""
-        return {"name": self.name, "kind": self.kind, "path": self.path}
+        return {"name": self.name, "kind": self.derivation, "path": self.path}
 
 
 def parse_extras(extra: list[str] | None, dem: str | None, slope_from_dem: bool,
@@ -65,10 +74,10 @@ def parse_extras(extra: list[str] | None, dem: str | None, slope_from_dem: bool,
     return tuple(out)
 
 
-def check_extras_match(meta: dict, extras: tuple[ExtraRaster, ...]) -> None:
+def check_extras_match(meta: ModelMeta, extras: tuple[ExtraRaster, ...]) -> None:
     """Refuse extras that differ from those a model was trained with (names and kinds)."""
-    want = [(e["name"], e["kind"]) for e in meta.get("extra_rasters", [])]
-    got = [(e.name, e.kind) for e in extras]
+    want = [(e.name, e.kind) for e in meta.extra_rasters]
+    got = [(e.name, e.derivation) for e in extras]
     if want != got:
         hint = " ".join(
             "--slope-from-dem" if k == "slope_from_dem" else
@@ -111,7 +120,7 @@ class StackedSource(RasterSource):
                 f"{gb:.1f}, {gr:.1f}, {gt:.1f} in {g.crs}).",
                 "Use a DEM/raster that covers the image.")
         # slope needs the DEM one pixel beyond the image, so its grid is grown by SLOPE_PAD
-        pad = SLOPE_PAD if extra.kind == "slope_from_dem" else 0
+        pad = SLOPE_PAD if extra.derives_slope else 0
         return WarpedVRT(ds, crs=g.crs, transform=g.transform * Affine.translation(-pad, -pad),
                          width=g.width_px + 2 * pad, height=g.height_px + 2 * pad,
                          resampling=Resampling.bilinear, src_nodata=ds.nodata, nodata=np.nan,
@@ -131,11 +140,11 @@ class StackedSource(RasterSource):
             self.bands = saved
         layers = [data]
         for extra, vrt in zip(self.extras, self._vrts, strict=True):
-            pad = SLOPE_PAD if extra.kind == "slope_from_dem" else 0
+            pad = SLOPE_PAD if extra.derives_slope else 0
             shifted = Window(int(window.col_off) + pad, int(window.row_off) + pad,
                              int(window.width), int(window.height))
             values = _read_vrt(vrt, shifted, pad)
-            if extra.kind == "slope_from_dem":
+            if extra.derives_slope:
                 values = _slope_degrees(values, *self.grid.pixel_size)
             ok = np.isfinite(values)
             valid &= ok

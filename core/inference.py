@@ -1,20 +1,17 @@
-"""Dense, streamed inference of a model over a raster, a window or a layer's extent.
+"""Streamed prediction of a model over a raster, a window or a layer's extent.
 
-The network is run fully convolutionally over large tiles (see core/models/patch_cnn.py),
-never cutout by cutout. Tiles start on multiples of the network stride in raster
-coordinates, so every output pixel is computed from the same input window whatever
-extent is processed: a window predicted alone equals the same window of a whole-raster
-run. Each tile is read, predicted and written before the next is read, so memory does not
-grow with the raster. Results go to temporary files that are renamed into place only
-when everything succeeded (core/outputs.py).
+The model's kind (core/models/kinds.py) turns the region into class probabilities in
+pieces - dense stride-aligned tiles for patch models (core/dense.py), blended overlapping
+tiles for tile networks (core/blend.py) - so this module never branches on the kind.
+Each piece is written before the next is computed, so memory does not grow with the
+raster. Results go to temporary files that are renamed into place only when everything
+succeeded (atomic outputs); the class map may then be cleaned (core/postprocess.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +21,12 @@ import torch
 from rasterio.windows import Window
 
 from terraseg.core.atomic import AtomicOutputs
-from terraseg.core.blend import TileGeometry, predict_blended, tile_starts
+from terraseg.core.decision import class_ids, resolve_threshold
 from terraseg.core.geotiff import GeoTiffWriter
 from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
-from terraseg.core.models.patch_cnn import fuse_batchnorm
-from terraseg.core.models.unet import check_tile_size
-from terraseg.core.normalise import BandStats, normalise
+from terraseg.core.network_prep import pick_device, prepare_network
+from terraseg.core.normalise import BandStats
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.postprocess import PostProcess, RowReader, RowWriter, morph_pass, region_pass
 from terraseg.core.preview import colormap_from_colours, write_preview_png
@@ -42,180 +38,8 @@ PROB_NODATA = -1.0
 # GeoTIFF block size of the outputs; default tiles (960 px) are whole multiples of it, so
 # each block is compressed once. 480 is a multiple of 16 (TIFF) and of strides 1-6 and 8.
 OUTPUT_BLOCK_PX = 480
-DEFAULT_TILE_PX = 960
 WRITE_CACHE_MB = 256
 CLASS_NODATA = 0
-
-
-@dataclass(frozen=True)
-class DenseGeometry:
-    """What dense inference needs to know about a network (pixels).
-
-    Attributes:
-        stride_px: Total stride S; tiles are multiples of it.
-        context_px: R - S: extra input pixels a tile needs (split evenly at both sides).
-        margin_px: Input pixels before the first output pixel ((R - S) / 2).
-    """
-
-    stride_px: int
-    context_px: int
-
-    @property
-    def margin_px(self) -> int:
-        """Context on the leading side."""
-        return self.context_px // 2
-
-    @staticmethod
-    def of(model: LoadedModel) -> DenseGeometry:
-        """Geometry from a model's metadata."""
-        g = model.meta["geometry"]
-        return DenseGeometry(int(g["stride_px"]),
-                             int(g["receptive_field_px"]) - int(g["stride_px"]))
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; or the named torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device '{name}'.", "Use auto, cpu or cuda.") from exc
-
-
-def tiles(region: Window, tile_px: int, stride_px: int) -> Iterator[tuple[Window, Window]]:
-    """Stride-aligned tiles covering ``region``.
-
-    Yields:
-        (tile, crop): the stride-aligned computation window (raster pixels) and the part
-        of it inside ``region`` (also raster pixels).
-    """
-    s = stride_px
-    t = max(s, tile_px - tile_px % s)
-    r_start = int(region.row_off) - int(region.row_off) % s
-    c_start = int(region.col_off) - int(region.col_off) % s
-    r_end, c_end = int(region.row_off + region.height), int(region.col_off + region.width)
-    for r in range(r_start, r_end, t):
-        for c in range(c_start, c_end, t):
-            h = min(t, -(-(r_end - r) // s) * s)
-            w = min(t, -(-(c_end - c) // s) * s)
-            r0, c0 = max(r, int(region.row_off)), max(c, int(region.col_off))
-            r1, c1 = min(r + h, r_end), min(c + w, c_end)
-            yield Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0)
-
-
-def read_tile_input(source: RasterSource, stats: BandStats, geom: DenseGeometry,
-                    tile: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised network input for a stride-aligned tile, and its output validity.
-
-    Returns:
-        x float32 (C, h + R - S, w + R - S) and valid bool (h, w).
-    """
-    m, ctx = geom.margin_px, geom.context_px
-    inp = Window(tile.col_off - m, tile.row_off - m, tile.width + ctx, tile.height + ctx)
-    data, valid = source.read(inp)
-    return normalise(data, valid, stats), valid[m : m + int(tile.height),
-                                                m : m + int(tile.width)]
-
-
-@torch.inference_mode()
-def run_network(network: torch.nn.Module, x: np.ndarray, device: torch.device,
-                autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Softmax probabilities of the network on one normalised input. Shape: (K, h, w)."""
-    t = torch.from_numpy(x)[None].to(device).contiguous(memory_format=torch.channels_last)
-    if autocast_dtype is not None:
-        with torch.autocast(device.type, dtype=autocast_dtype):
-            logits = network(t)
-    else:
-        logits = network(t)
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-
-
-def predict_tile(network: torch.nn.Module, source: RasterSource, stats: BandStats,
-                 geom: DenseGeometry, tile: Window, device: torch.device,
-                 autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities for one stride-aligned tile.
-
-    Returns:
-        probs float32 (K, h, w) and valid bool (h, w) for the tile's output pixels.
-    """
-    x, valid = read_tile_input(source, stats, geom, tile)
-    return run_network(network, x, device, autocast_dtype), valid
-
-
-def predict_tiles(network: torch.nn.Module, source: RasterSource, stats: BandStats,
-                  geom: DenseGeometry, tile_list: list[tuple[Window, Window]],
-                  device: torch.device, autocast_dtype: torch.dtype | None = None,
-                  ) -> Iterator[tuple[Window, Window, np.ndarray, np.ndarray]]:
-    """Predict tiles one after the other (memory: one tile at a time).
-
-    Reading the next tile in a thread while the network runs was measured slower on
-    2 cores (torch already uses both), so tiles are read and predicted in turn.
-
-    Yields:
-        (tile, crop, probs (K, h, w), valid (h, w)) as from :func:`tiles` and
-        :func:`predict_tile`.
-    """
-    for tile, crop in tile_list:
-        probs, valid = predict_tile(network, source, stats, geom, tile, device, autocast_dtype)
-        yield tile, crop, probs, valid
-
-
-class RotationTTA(torch.nn.Module):
-    """Test-time augmentation: mean class probabilities over the 0/90/180/270 rotations.
-
-    Returns log-probabilities, so a softmax of the output is the averaged probability.
-    """
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Averaged prediction. Shape: as the wrapped network."""
-        total = None
-        for k in range(4):
-            xr = torch.rot90(x, k, dims=(-2, -1)).contiguous(memory_format=torch.channels_last)
-            p = torch.softmax(self.network(xr).float(), dim=1)
-            p = torch.rot90(p, -k, dims=(-2, -1))
-            total = p if total is None else total + p
-        return torch.log((total / 4).clamp_min(1e-12))
-
-
-def prepare_network(network: torch.nn.Module, device: torch.device,
-                    tta: bool = False) -> torch.nn.Module:
-    """An inference copy: batch norm folded into convolutions, on ``device``, channels-last.
-
-    With ``tta`` it is wrapped in :class:`RotationTTA`. The caller's network is unchanged.
-    """
-    fused = fuse_batchnorm(network.eval())
-    fused = fused.to(device).eval().to(memory_format=torch.channels_last)
-    return RotationTTA(fused).eval() if tta else fused
-
-
-def resolve_threshold(model: LoadedModel, threshold: float | None) -> float | None:
-    """The threshold to use: the given one, else the model's tuned one (two classes only).
-
-    Raises:
-        ConfigError: Threshold outside 0..1, or given for a model with more than 2 classes.
-    """
-    if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"Threshold {threshold} is outside 0..1.",
-                              "Give a probability, e.g. --threshold 0.4.")
-        if len(model.meta["classes"]) != 2:
-            raise ConfigError("A threshold applies to two-class models only.",
-                              "Leave out --threshold: classes are the most probable ones.")
-        return float(threshold)
-    stored = model.meta.get("threshold")
-    return float(stored["value"]) if stored and len(model.meta["classes"]) == 2 else None
-
-
-def class_ids(probs: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Class ids 1..K from probabilities (K, h, w): threshold on class 1, or argmax."""
-    if threshold is not None:
-        return np.where(probs[0] >= threshold, 1, 2)
-    return probs.argmax(0) + 1
 
 
 def resolve_region(source: RasterSource, window: Window | None = None,
@@ -268,54 +92,6 @@ def _layer_window(source: RasterSource, path: str) -> Window:
     return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
 
 
-def count_tiles(model: LoadedModel, region: Window, tile_px: int = 0) -> int:
-    """How many network tiles :func:`region_probabilities` runs for ``region``."""
-    geometry = model.meta["geometry"]
-    if geometry.get("kind", "patch") == "tile":
-        t = tile_px or int(geometry["tile_px"])
-        tgeom = TileGeometry(t, t // 2)
-        r0, c0 = int(region.row_off), int(region.col_off)
-        rows = tile_starts(r0, r0 + int(region.height), tgeom)
-        cols = tile_starts(c0, c0 + int(region.width), tgeom)
-        return len(rows) * len(cols)
-    stride = int(geometry["stride_px"])
-    return len(list(tiles(region, tile_px or DEFAULT_TILE_PX, stride)))
-
-
-def region_probabilities(model: LoadedModel, network: torch.nn.Module, source: RasterSource,
-                         stats: BandStats, region: Window, device: torch.device,
-                         tile_px: int = 0, autocast_dtype: torch.dtype | None = None,
-                         ) -> Iterator[tuple[Window, np.ndarray, np.ndarray, float]]:
-    """Class probabilities over ``region`` in pieces, for either kind of model.
-
-    Patch models run dense stride-aligned tiles (exact); tile networks (U-Nets) run
-    overlapping tiles blended with sin^2 weights (core/blend.py).
-
-    Yields:
-        (window in raster pixels, probs (K, h, w), valid (h, w), fraction done).
-    """
-    geometry = model.meta["geometry"]
-    if geometry.get("kind", "patch") == "tile":
-        t = tile_px or int(geometry["tile_px"])
-        check_tile_size(t, int(geometry["stride_px"]), "--tile-size")
-        tgeom = TileGeometry(t, t // 2)
-        k = len(model.meta["classes"])
-        for win, probs, valid in predict_blended(network, source, stats, region, tgeom, k,
-                                                 device, autocast_dtype=autocast_dtype):
-            done = (win.row_off + win.height - region.row_off) / region.height
-            yield win, probs, valid, float(done)
-        return
-    geom = DenseGeometry.of(model)
-    all_tiles = list(tiles(region, tile_px or DEFAULT_TILE_PX, geom.stride_px))
-    for i, (tile, crop, probs, valid) in enumerate(
-            predict_tiles(network, source, stats, geom, all_tiles, device, autocast_dtype)):
-        r = int(crop.row_off - tile.row_off)
-        c = int(crop.col_off - tile.col_off)
-        h, w = int(crop.height), int(crop.width)
-        yield (crop, probs[:, r : r + h, c : c + w], valid[r : r + h, c : c + w],
-               (i + 1) / len(all_tiles))
-
-
 def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path,
                    reporter: Reporter, window: Window | None = None,
                    extent_layer: str | None = None, tile_px: int = 0,
@@ -333,14 +109,15 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     Returns:
         Paths and a summary (device, pixels, class shares).
     """
-    check_raster_fits(model.meta, source)
-    threshold = resolve_threshold(model, threshold)
+    meta = model.meta
+    check_raster_fits(meta, source)
+    threshold = resolve_threshold(meta, threshold)
     out_dir = Path(out_dir)
     names = ["probability.tif", "classes.tif"] + (["preview.png"] if preview else [])
     check_output_dir(out_dir, names, overwrite)
     region = resolve_region(source, window, extent_layer)
-    stats = BandStats.from_dict(model.meta["normalisation"])
-    classes = model.meta["classes"]
+    stats = BandStats(meta.normalisation.mean, meta.normalisation.std)
+    classes = meta.class_dicts
     dev = pick_device(device)
     if precision not in ("32", "bf16", "16"):
         raise ConfigError(f"Unknown precision '{precision}'.", "Use 32, bf16 or 16.")
@@ -350,7 +127,8 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     k = len(classes)
     counts = np.zeros(k + 1, dtype=np.int64)
     reporter.log(f"predicting {region.width}x{region.height} px in "
-                 f"{count_tiles(model, region, tile_px)} tile(s) on {dev.type}")
+                 f"{model.kind.count_tiles(meta.geometry, region, tile_px)} tile(s) on "
+                 f"{dev.type}")
     # GDAL's block cache holds dirty output blocks; its default (5% of RAM) would let
     # memory grow with the raster, so it is capped while writing.
     with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_MB), \
@@ -366,8 +144,8 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         raw_w = (outputs.geotiff("classes.raw.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                  block_px=OUTPUT_BLOCK_PX, scratch=True) if pp else cls_w)
         prob_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
-        for crop, p, v, fraction in region_probabilities(
-                model, network, source, stats, region, dev, tile_px, autocast):
+        for crop, p, v, fraction in model.kind.probabilities(
+                meta, network, source, stats, region, dev, tile_px, autocast):
             h, w = int(crop.height), int(crop.width)
             cls = np.where(v, class_ids(p, threshold), CLASS_NODATA).astype(np.uint8)
             p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
@@ -458,37 +236,3 @@ def _postprocess(outputs: AtomicOutputs, prob_path: Path, raw_path: Path,
                     reader(src_ds, CLASS_NODATA), read_prob, height, pp, ids,
                     writer(cls_w, count=True), strip_px=OUTPUT_BLOCK_PX)
     return changed, counts
-
-
-@torch.inference_mode()
-def patchwise_probabilities(network: torch.nn.Module, source: RasterSource, stats: BandStats,
-                            patch_px: int, block_px: int, region: Window,
-                            batch_size: int = 256) -> np.ndarray:
-    """Reference implementation: one cutout per output block, as the study's loader did.
-
-    ``region`` must start on multiples of ``block_px`` and have sizes that are multiples
-    of it. Used to check dense inference and to measure its speed-up.
-
-    Returns:
-        float32 (K, H, W) probabilities.
-    """
-    m = (patch_px - block_px) // 2
-    network = prepare_network(network, torch.device("cpu"))
-    data, valid = source.read(Window(region.col_off - m, region.row_off - m,
-                                     region.width + 2 * m, region.height + 2 * m))
-    x = normalise(data, valid, stats)
-    origins = [(r, c) for r in range(0, int(region.height), block_px)
-               for c in range(0, int(region.width), block_px)]
-    out: np.ndarray | None = None
-    for i in range(0, len(origins), batch_size):
-        batch = origins[i : i + batch_size]
-        cut = np.stack([x[:, r : r + patch_px, c : c + patch_px] for r, c in batch])
-        batch_x = torch.from_numpy(cut).contiguous(memory_format=torch.channels_last)
-        probs = torch.softmax(network(batch_x), dim=1).numpy()
-        if out is None:
-            out = np.zeros((probs.shape[1], int(region.height), int(region.width)), np.float32)
-        for (r, c), p in zip(batch, probs, strict=True):
-            out[:, r : r + block_px, c : c + block_px] = p
-    if out is None:
-        raise ValueError(f"Empty region {region}.")
-    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,10 +226,3 @@ class RasterSource:
                     )
                 )
         return wins
-
-
-def pixel_size_ratio(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """How many times larger the bigger of two pixel sizes is (>= 1)."""
-    ra = math.sqrt(a[0] * a[1])
-    rb = math.sqrt(b[0] * b[1])
-    return max(ra, rb) / min(ra, rb)

@@ -157,8 +157,10 @@ def decode(obj: dict[str, Any]) -> Event:
     try:
         if kind == "progress":
             eta = obj.get("eta_s")
-            return Progress(str(obj.get("stage", "")), _number(obj.get("fraction", 0.0),
-                                                                "fraction"),
+            # the engine writes a NaN fraction as null: it reads as "no progress yet"
+            fraction = obj.get("fraction")
+            return Progress(str(obj.get("stage", "")),
+                            0.0 if fraction is None else _number(fraction, "fraction"),
                             None if eta is None else _number(eta, "eta_s"),
                             str(obj.get("message") or ""))
         if kind == "log":

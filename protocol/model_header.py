@@ -28,8 +28,9 @@ def _unreadable(path: Path, why: str) -> ModelFileError:
 
 
 def _truncated(path: Path, why: str) -> ModelFileError:
-    return ModelFileError(f"{path} is truncated ({why}).",
-                          "The file was cut short: re-copy it or retrain.")
+    return ModelFileError(f"{path} is not a readable TerraSeg model file (truncated: {why}).",
+                          "The file was cut short: re-copy it, or retrain it with "
+                          "'terraseg train'.")
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -40,7 +41,8 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ModelFileError(f"Model file not found: {p}.", "Check the --model path.")
+        raise ModelFileError(f"Model file not found: {p}.",
+                             "Check the model file's path (--model on the command line).")
     try:
         size = p.stat().st_size
         with p.open("rb") as fh:

@@ -579,15 +579,17 @@ def field_table() -> dict[str, list[str]]:
 
 
 def pixel_size_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """How many times the pixel sizes differ along the worse axis (>= 1).
+    """How many times larger the bigger of two pixel areas' side is (>= 1).
 
-    The one rule for "pixel size more than 2x off" used by the engine (refusal) and the
-    plugin (warning).
+    Compares the geometric mean pixel side (sqrt(x * y)), so a 10 x 40 pixel and a
+    20 x 20 pixel are alike. The one rule for "pixel size more than 2x off", used by the
+    engine (refusal) and the plugin (warning).
     """
-    ax, ay, bx, by = abs(a[0]), abs(a[1]), abs(b[0]), abs(b[1])
-    if min(ax, ay, bx, by) <= 0:
+    ra = math.sqrt(abs(a[0] * a[1]))
+    rb = math.sqrt(abs(b[0] * b[1]))
+    if min(ra, rb) <= 0:
         return math.inf
-    return max(ax / bx, bx / ax, ay / by, by / ay)
+    return max(ra, rb) / min(ra, rb)
 
 
 MAX_PIXEL_RATIO = 2.0

@@ -67,7 +67,7 @@ class DataOptions:
 class NetworkOptions:
     """Which network: registry name and its shape; fine-tuning."""
 
-    name: str = opt("patch_cnn", "architecture (registry name)", flag="model")
+    model: str = opt("patch_cnn", "architecture (registry name)")
     patch_px: int = opt(51, "input cutout (odd)", flag="patch-size", minimum=3)
     block_px: int = opt(5, "predicted centre block (odd)", flag="block-size", minimum=1)
     stride_px: int = opt(0, "network stride (0 = block size)", flag="stride", minimum=0)

@@ -17,6 +17,7 @@ from synthetic import make_scene  # noqa: E402
 
 from terraseg.core.reporting import JsonLinesReporter  # noqa: E402
 from terraseg.protocol.errors import ConfigError, OutputError, TerraSegError  # noqa: E402
+from terraseg.protocol.options import TrainOptions  # noqa: E402
 from terraseg.training.compare import (  # noqa: E402
     RF_NAME,
     CompareRun,
@@ -24,17 +25,16 @@ from terraseg.training.compare import (  # noqa: E402
     rf_baseline,
     run_compare,
 )
-from terraseg.training.train import TrainConfig  # noqa: E402
 
 
-def base_config(d: Path, **kw) -> TrainConfig:
+def base_config(d: Path, **kw) -> TrainOptions:
     scene = make_scene(d)
     opts = {"raster": str(scene.raster), "labels": str(scene.labels), "out": "unused.tsm",
             "class_field": "klass", "tile_px": 32, "base_width": 4, "epochs": 1,
             "samples_per_epoch": 32, "batch_size": 8, "split": "polygons",
             "val_fraction": 0.25, "test_fraction": 0.25, "cache_dir": str(d / "cache")}
     opts.update(kw)
-    return TrainConfig(**opts)
+    return TrainOptions.build(**opts)
 
 
 def quiet() -> JsonLinesReporter:

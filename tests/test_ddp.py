@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch.distributed
 
-from terraseg.core.modelfile import load_model
+from terraseg.core.modelfile import load_model, read_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import make_scene  # noqa: E402
@@ -65,7 +65,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     # rank 0 alone reports and saves one loadable model
     assert proc.stdout.splitlines().count(f"model: {model}") == 1, proc.stdout
     loaded = load_model(model)
-    meta = loaded.meta
+    assert loaded.meta.training.device["count"] == 2 and loaded.meta.training.epochs_run == 2
+    meta = read_metadata(model)
     assert meta["training"]["device"]["count"] == 2
     assert meta["training"]["options"]["strategy"] == "ddp"
     assert meta["training"]["epochs_run"] == 2

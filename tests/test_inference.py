@@ -21,19 +21,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import ORIGIN, PIXEL_M, pixel_box, write_polygons, write_raster  # noqa: E402
 
+from terraseg.core.dense import (  # noqa: E402
+    DenseGeometry,
+    patchwise_probabilities,
+    predict_tile,
+    tiles,
+)
 from terraseg.core.inference import (  # noqa: E402
     CLASS_NODATA,
     PROB_NODATA,
-    DenseGeometry,
-    patchwise_probabilities,
-    pick_device,
     predict_raster,
-    predict_tile,
     resolve_region,
-    tiles,
 )
 from terraseg.core.modelfile import LoadedModel, load_model, save_model  # noqa: E402
 from terraseg.core.models.registry import build_model  # noqa: E402
+from terraseg.core.network_prep import pick_device  # noqa: E402
 from terraseg.core.normalise import BandStats  # noqa: E402
 from terraseg.core.raster import RasterSource  # noqa: E402
 from terraseg.core.reporting import JsonLinesReporter, Reporter  # noqa: E402
@@ -212,14 +214,14 @@ def test_whole_raster_result_and_events(whole: dict) -> None:
 
 
 def test_dense_equals_patchwise(whole: dict, model: LoadedModel, source: RasterSource) -> None:
-    stats = BandStats.from_dict(model.meta["normalisation"])
+    stats = BandStats.from_dict(model.meta.normalisation.to_dict())
     region = Window(0, 0, 130, 115)  # block-aligned, reaches the edges and the nodata block
     ref = patchwise_probabilities(model.network, source, stats, 51, 5, region, batch_size=97)
     assert ref.shape == (3, 115, 130)
     valid = whole["valid"][:115]
     np.testing.assert_allclose(whole["prob"][:, :115][:, valid], ref[:, valid], atol=1e-4, rtol=0)
     # the dense tile itself (nodata pixels included) equals the cutouts everywhere
-    geom = DenseGeometry.of(model)
+    geom = DenseGeometry.of(model.meta.geometry)
     inner = Window(15, 10, 100, 95)
     probs, tile_valid = predict_tile(model.network, source, stats, geom, inner,
                                      torch.device("cpu"))
@@ -229,7 +231,7 @@ def test_dense_equals_patchwise(whole: dict, model: LoadedModel, source: RasterS
 
 
 def test_dense_geometry(model: LoadedModel) -> None:
-    geom = DenseGeometry.of(model)
+    geom = DenseGeometry.of(model.meta.geometry)
     assert (geom.stride_px, geom.context_px, geom.margin_px) == (5, 46, 23)
 
 

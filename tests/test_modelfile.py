@@ -32,6 +32,7 @@ from terraseg.core.modelfile import (  # noqa: E402
 from terraseg.core.models.registry import build_model  # noqa: E402
 from terraseg.core.raster import RasterSource, parse_band_mapping  # noqa: E402
 from terraseg.protocol.errors import ModelFileError, RasterError  # noqa: E402
+from terraseg.protocol.model_meta import ModelMeta  # noqa: E402
 
 PARAMS = {"in_channels": 4, "num_classes": 3, "patch_px": 25, "block_px": 5,
           "planes": [4, 8, 16], "blocks": [1, 1, 1], "stride_px": 0}
@@ -81,8 +82,12 @@ def test_round_trip_weights_metadata_outputs(saved: tuple[Path, nn.Module, dict]
     path, net, meta = saved
     assert path.name == "m.tsm" and path.is_file()
     loaded = load_model(path)
-    assert loaded.meta == {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    assert read_metadata(path) == loaded.meta
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    assert read_metadata(path) == doc
+    assert loaded.meta == ModelMeta.from_dict(doc)
+    assert loaded.meta.other == {"note": "ünïcode ✓"}
+    assert loaded.meta.class_names == ["sealed", "unsealed", "water"]
+    assert loaded.meta.normalisation.std == (0.5, 1.5, 2.5, 3.5)
     assert loaded.band_names == ["red", "green", "blue", "nir"]
     assert not loaded.network.training
     sd_a, sd_b = net.state_dict(), loaded.network.state_dict()
@@ -223,7 +228,7 @@ def test_save_leaves_no_partial_and_overwrites(tmp_path: Path) -> None:
     save_model(p, make_network(1), {**make_meta(), "note": "second"})
     assert sorted(f.name for f in tmp_path.iterdir()) == ["m.tsm"]
     loaded = load_model(p)
-    assert loaded.meta["note"] == "second"
+    assert loaded.meta.other["note"] == "second"
     torch.testing.assert_close(loaded.network.state_dict()["head.weight"],
                                make_network(1).state_dict()["head.weight"])
 
@@ -245,7 +250,7 @@ def test_failing_save_keeps_existing_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert calls and Path(calls[0]).name.endswith(".partial") and Path(calls[0]).parent == tmp_path
     assert p.read_bytes() == before
     assert sorted(f.name for f in tmp_path.iterdir()) == ["m.tsm"]
-    assert load_model(p).meta["note"] == make_meta()["note"]
+    assert load_model(p).meta.other["note"] == make_meta()["note"]
 
 
 def test_interrupted_save_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,8 +271,12 @@ def _raster(tmp_path: Path, bands: int, pixel: float, name: str) -> Path:
     return write_raster(tmp_path / name, data, transform=from_origin(*ORIGIN, pixel, pixel))
 
 
+def typed_meta() -> ModelMeta:
+    return ModelMeta.from_dict(make_meta())
+
+
 def test_check_raster_fits_ok(tmp_path: Path) -> None:
-    meta = make_meta()
+    meta = typed_meta()
     for pixel in (10.0, 19.0, 5.5, 20.0):  # factor 1.9, 1.82, exactly 2 are accepted
         path = _raster(tmp_path, 4, pixel, f"ok{pixel}.tif")
         with RasterSource(path) as src:
@@ -278,7 +287,7 @@ def test_check_raster_fits_ok(tmp_path: Path) -> None:
 def test_check_raster_fits_pixel_size(tmp_path: Path, pixel: float) -> None:
     path = _raster(tmp_path, 4, pixel, "px.tif")
     with RasterSource(path) as src, pytest.raises(RasterError) as exc:
-        check_raster_fits(make_meta(), src)
+        check_raster_fits(typed_meta(), src)
     assert "(> 2)" in exc.value.message
     assert "(10.0, 10.0)" in exc.value.message
     assert "Resample" in exc.value.hint
@@ -287,13 +296,13 @@ def test_check_raster_fits_pixel_size(tmp_path: Path, pixel: float) -> None:
 def test_check_raster_fits_band_count(tmp_path: Path) -> None:
     path = _raster(tmp_path, 3, 10.0, "three.tif")
     with RasterSource(path) as src, pytest.raises(RasterError) as exc:
-        check_raster_fits(make_meta(), src)
+        check_raster_fits(typed_meta(), src)
     assert "expects 4 band(s)" in exc.value.message
     assert "gives 3" in exc.value.message
     assert "4 band numbers" in exc.value.hint
     # a 6-band raster mapped to 4 bands fits
     six = _raster(tmp_path, 6, 10.0, "six.tif")
     with RasterSource(six, parse_band_mapping("1,2,3,6", six)) as src:
-        check_raster_fits(make_meta(), src)
+        check_raster_fits(typed_meta(), src)
     with RasterSource(six) as src, pytest.raises(RasterError, match="gives 6"):
-        check_raster_fits(make_meta(), src)
+        check_raster_fits(typed_meta(), src)

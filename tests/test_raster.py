@@ -19,9 +19,9 @@ from terraseg.core.raster import (  # noqa: E402
     BandMapping,
     RasterSource,
     parse_band_mapping,
-    pixel_size_ratio,
 )
 from terraseg.protocol.errors import InputError, RasterError  # noqa: E402
+from terraseg.protocol.model_meta import pixel_size_ratio
 
 
 def ramp(c: int, h: int, w: int, dtype: str, offset: int = 0) -> np.ndarray:

@@ -13,11 +13,13 @@ import rasterio
 from rasterio.transform import from_origin
 
 from terraseg.cli.bench import make_model
-from terraseg.core.inference import predict_raster, resolve_threshold
+from terraseg.core.decision import resolve_threshold
+from terraseg.core.inference import predict_raster
 from terraseg.core.modelfile import load_model
 from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.model_meta import Threshold
 
 CLI = [sys.executable, "-m", "terraseg.cli.main"]
 
@@ -76,7 +78,7 @@ def test_threshold_sets_the_class_rule(setup: dict) -> None:
 def test_threshold_outside_0_1_is_refused(setup: dict) -> None:
     model = load_model(setup["model"])
     with pytest.raises(ConfigError, match="outside 0..1"):
-        resolve_threshold(model, 1.5)
+        resolve_threshold(model.meta, 1.5)
     proc = subprocess.run([*CLI, "predict", "--model", str(setup["model"]), "--raster",
                            str(setup["raster"]), "--out-dir", str(setup["dir"] / "bad"),
                            "--threshold", "-0.2"], capture_output=True, text=True, timeout=120)
@@ -86,8 +88,8 @@ def test_threshold_outside_0_1_is_refused(setup: dict) -> None:
 
 def test_stored_threshold_is_the_default(setup: dict, tmp_path: Path) -> None:
     model = load_model(setup["model"])
-    assert resolve_threshold(model, None) is None
-    model.meta["threshold"] = {"value": 0.3, "f1": 0.9}
-    assert resolve_threshold(model, None) == 0.3
-    assert resolve_threshold(model, 0.7) == 0.7
-    assert json.dumps(model.meta["threshold"])
+    assert resolve_threshold(model.meta, None) is None
+    tuned = model.meta.replace(threshold=Threshold(0.3, 0.9))
+    assert resolve_threshold(tuned, None) == 0.3
+    assert resolve_threshold(tuned, 0.7) == 0.7
+    assert json.dumps(tuned.to_dict()["threshold"]) == '{"value": 0.3, "f1": 0.9}'

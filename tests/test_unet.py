@@ -104,12 +104,18 @@ class TestUNetContract:
 
     def test_save_load_round_trip(self, name: str, tmp_path: Path) -> None:
         net, x = tiny(name, seed=3), inputs(2, 3, 64, 64)
-        meta = {"architecture": {"name": name, "params": net.config.to_dict()},
-                "geometry": {"stride_px": net.stride_px,
-                             "valid_tile_sizes_px": list(net.valid_tile_sizes(128))}}
+        params = net.config.to_dict()
+        n_in, n_cls = params["in_channels"], params["num_classes"]
+        meta = {"architecture": {"name": name, "params": params},
+                "geometry": {"kind": "tile", "tile_px": 64, "stride_px": net.stride_px,
+                             "valid_tile_sizes_px": list(net.valid_tile_sizes(128))},
+                "bands": {"indices": list(range(1, n_in + 1)),
+                          "names": [f"b{i}" for i in range(n_in)]},
+                "normalisation": {"mean": [0.0] * n_in, "std": [1.0] * n_in},
+                "classes": [{"id": i + 1, "name": f"c{i}"} for i in range(n_cls)],
+                "training_raster": {"pixel_size": [1.0, 1.0]}}
         loaded = load_model(save_model(tmp_path / "m.tsm", net, meta))
-        assert loaded.meta["geometry"]["valid_tile_sizes_px"] == [16, 32, 48, 64, 80, 96,
-                                                                  112, 128]
+        assert loaded.meta.geometry.valid_tile_sizes_px == (16, 32, 48, 64, 80, 96, 112, 128)
         assert loaded.network.config == net.config
         with torch.no_grad():
             assert torch.equal(loaded.network(x), net(x))

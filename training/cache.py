@@ -54,7 +54,7 @@ def raster_fingerprint(source: RasterSource) -> str:
         ep = Path(extra.path)
         st = ep.stat() if ep.exists() else None
         parts.setdefault("extras", []).append(  # type: ignore[union-attr]
-            [extra.name, extra.kind, str(ep.resolve()), st.st_size if st else 0,
+            [extra.name, extra.derivation, str(ep.resolve()), st.st_size if st else 0,
              st.st_mtime_ns if st else 0])
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,17 @@ from sklearn.ensemble import RandomForestClassifier
 
 from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.classes import ClassInfo, ClassMapping
+from terraseg.core.decision import class_ids, tune_threshold
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.models.registry import get_entry
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.options import TrainOptions
+from terraseg.training.inputs import build_source
 from terraseg.training.sampling import SplitConfig, build_index
-from terraseg.training.train import TrainConfig, build_source, run_train, tune_threshold
+from terraseg.training.train import run_train
 
 RF_NAME = "random_forest"
 READ_BLOCK_PX = 512
@@ -83,7 +86,7 @@ def parse_runs(runs: str | None, models: str | None, losses: str | None) -> list
     return out
 
 
-def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
+def run_compare(base: TrainOptions, runs: list[CompareRun], out_dir: str | Path,
                 reporter: Reporter, positive_class: str | None = None, rf_trees: int = 200,
                 k: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Train every run (and the RF baseline) on the same split; write the comparison.
@@ -95,7 +98,7 @@ def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
         reporter: Progress and log events.
         positive_class: Class whose F1 is the table's F1 column (default: the first class).
         rf_trees: Trees of the random-forest baseline; 0 leaves the baseline out.
-        k: Number of spatial folds (0: one split with ``base.test_fraction`` as test).
+        k: Number of spatial folds (0: one split with ``base.split.test_fraction`` as test).
         overwrite: Replace an earlier comparison in ``out_dir``.
 
     Raises:
@@ -105,7 +108,7 @@ def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
     out = Path(out_dir)
     names = ("compare.csv", "compare.md", "compare.json")
     check_output_dir(out, names, overwrite)
-    if not k and base.test_fraction <= 0:
+    if not k and base.split.test_fraction <= 0:
         raise ConfigError("The comparison needs held-out test pixels.",
                           "Pass --test-fraction (e.g. 0.2) or --k for k spatial folds.")
     out.mkdir(parents=True, exist_ok=True)
@@ -115,12 +118,12 @@ def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
     per_fold: dict[str, list[dict[str, Any]]] = {}
     positive: str | None = positive_class
     for fold in folds:
-        cfg = base if fold is None else replace(base, k_folds=k, fold=fold, test_fraction=0.0)
+        cfg = base if fold is None else base.replace(k_folds=k, fold=fold, test_fraction=0.0)
         suffix = "" if fold is None else f"_fold{fold}"
         for run in runs:
             reporter.log(f"compare: {run.model} with loss {run.loss or 'default'}"
                          + ("" if fold is None else f", fold {fold + 1}/{k}"))
-            res = run_train(replace(cfg, model=run.model, loss=run.loss,
+            res = run_train(cfg.replace(model=run.model, loss=run.loss,
                                     out=str(out / f"{run.tag}{suffix}.tsm"), overwrite=True),
                             reporter)
             test = res["metrics"]["test"]
@@ -154,7 +157,7 @@ def run_compare(base: TrainConfig, runs: list[CompareRun], out_dir: str | Path,
             "compare_json": str(out_json), "rows": table}
 
 
-def rf_baseline(cfg: TrainConfig, trees: int) -> tuple[dict[str, Any], float]:
+def rf_baseline(cfg: TrainOptions, trees: int) -> tuple[dict[str, Any], float]:
     """Random forest on single pixels (the model's input channels), same split as training.
 
     Trained on the training pixels; with two classes the decision threshold on P(class 1) is
@@ -164,39 +167,46 @@ def rf_baseline(cfg: TrainConfig, trees: int) -> tuple[dict[str, Any], float]:
         Test metrics (as ``Metrics.to_dict``) and the fitting time in seconds.
     """
     _, source = build_source(cfg)
-    labels = load_labels(cfg.labels, source.grid, class_field=cfg.class_field,
-                         class_map=ClassMapping.parse(cfg.class_map))
-    split = SplitConfig(cfg.split, cfg.val_fraction, cfg.test_fraction,  # type: ignore[arg-type]
-                        cfg.split_block_px, cfg.seed, cfg.k_folds, cfg.fold)
+    labels = load_labels(cfg.data.labels, source.grid, class_field=cfg.data.class_field,
+                         class_map=ClassMapping.parse(cfg.data.class_map))
+    sp = cfg.split
+    split = SplitConfig(sp.split, sp.val_fraction, sp.test_fraction, sp.split_block_px,
+                        sp.seed, sp.k_folds, sp.fold)
     index = build_index(labels, split, 1)
     x, y, s = _labelled_pixels(source, labels.labels, index.split_map)
     train = s == 0
     if not train.any() or not (s == 2).any():
         raise ConfigError("The random-forest baseline found no training or no test pixel "
                           "with image data.", "Check the labels, --bands and the split.")
-    weight = None if cfg.class_weights == "none" else "balanced"
-    rf = RandomForestClassifier(n_estimators=trees, n_jobs=-1, random_state=cfg.seed,
+    weight = None if cfg.optim.class_weights == "none" else "balanced"
+    rf = RandomForestClassifier(n_estimators=trees, n_jobs=-1, random_state=cfg.split.seed,
                                 class_weight=weight, min_samples_leaf=1)
     start = time.perf_counter()
     rf.fit(x[train], y[train])
     seconds = time.perf_counter() - start
     threshold = None
     if len(labels.classes) == 2 and (s == 1).any():
-        threshold = tune_threshold(_p_first(rf, x[s == 1], labels.classes), y[s == 1])["value"]
+        val_probs = _class_probabilities(rf, x[s == 1], labels.classes)
+        threshold = tune_threshold(val_probs[:, 0], y[s == 1])["value"]
     test = s == 2
-    if threshold is not None:
-        pred = np.where(_p_first(rf, x[test], labels.classes) >= threshold, 1, 2)
-    else:
-        pred = rf.predict(x[test])
+    pred = class_ids(_class_probabilities(rf, x[test], labels.classes), threshold, axis=1)
     return compute_metrics(y[test], pred, labels.classes).to_dict(), seconds
 
 
-def _p_first(rf: RandomForestClassifier, x: np.ndarray,
-             classes: tuple[ClassInfo, ...]) -> np.ndarray:
-    """P(class id 1) for each row (0 when the forest never saw class 1)."""
+def _class_probabilities(rf: RandomForestClassifier, x: np.ndarray,
+                         classes: tuple[ClassInfo, ...]) -> np.ndarray:
+    """Class probabilities in class-id order (0 for a class the forest never saw).
+
+    Returns:
+        float. Shape: (N, K).
+    """
     proba = rf.predict_proba(x)
     seen = list(rf.classes_)
-    return proba[:, seen.index(classes[0].id)] if classes[0].id in seen else np.zeros(len(x))
+    out = np.zeros((len(x), len(classes)))
+    for k, c in enumerate(classes):
+        if c.id in seen:
+            out[:, k] = proba[:, seen.index(c.id)]
+    return out
 
 
 def _labelled_pixels(source: Any, labels: np.ndarray, split_map: np.ndarray
@@ -252,7 +262,7 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def markdown_table(table: list[dict[str, Any]], positive: str, base: TrainConfig,
+def markdown_table(table: list[dict[str, Any]], positive: str, base: TrainOptions,
                    k: int) -> str:
     """The comparison as a Markdown table (best mIoU and F1 in bold)."""
     best_iou = max(r["mean_iou"] for r in table)
@@ -274,18 +284,20 @@ def markdown_table(table: list[dict[str, Any]], positive: str, base: TrainConfig
         lines.append(f"| {r['model']} | {r['loss']} | {params} | "
                      f"{cell(r, 'mean_iou', best_iou)} | {cell(r, 'f1', best_f1)} | "
                      f"{r['accuracy']:.3f} | {secs} |")
-    split = (f"{k} spatial folds ({base.split}, {base.split_block_px} px blocks); "
+    split = (f"{k} spatial folds ({base.split.split}, {base.split.split_block_px} px blocks); "
              "mean ± std over folds" if k else
-             f"one spatial split ({base.split}, {base.split_block_px} px blocks, "
-             f"test fraction {base.test_fraction}, validation {base.val_fraction})")
+             f"one spatial split ({base.split.split}, {base.split.split_block_px} px blocks, "
+             f"test fraction {base.split.test_fraction}, validation {base.split.val_fraction})")
     lines += ["", f"Test pixels: {table[0]['n_test_pixels']}; {split}; tile "
-              f"{base.tile_px} px, up to {base.epochs} epochs (patience {base.patience}), "
-              f"{base.samples_per_epoch} tiles per epoch, seed {base.seed}.", ""]
+              f"{base.network.tile_px} px, up to {base.optim.epochs} epochs (patience "
+              f"{base.optim.patience}), {base.optim.samples_per_epoch} tiles per epoch, seed "
+              f"{base.split.seed}.", ""]
     return "\n".join(lines)
 
 
-def _settings(base: TrainConfig) -> dict[str, Any]:
+def _settings(base: TrainOptions) -> dict[str, Any]:
     keys = ("raster", "labels", "class_map", "bands", "features", "tile_px", "epochs",
             "patience", "lr", "batch_size", "samples_per_epoch", "split", "split_block_px",
             "val_fraction", "test_fraction", "seed", "base_width", "precision")
-    return {key: getattr(base, key) for key in keys}
+    flat = base.flat()
+    return {key: flat[key] for key in keys}

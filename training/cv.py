@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
-from terraseg.training.train import TrainConfig, run_train
+from terraseg.protocol.options import TrainOptions
+from terraseg.training.train import run_train
 
 METRICS = ("accuracy", "f1_weighted", "f1_macro", "mean_iou")
 
 
-def run_cv(base: TrainConfig, out_dir: str | Path, k: int, reporter: Reporter,
+def run_cv(base: TrainOptions, out_dir: str | Path, k: int, reporter: Reporter,
            overwrite: bool = False) -> dict[str, Any]:
     """Train k models, fold i holding out every k-th region of each class as its test set.
 
@@ -29,7 +29,7 @@ def run_cv(base: TrainConfig, out_dir: str | Path, k: int, reporter: Reporter,
     rows: list[dict[str, Any]] = []
     for fold in range(k):
         reporter.log(f"fold {fold + 1}/{k}")
-        cfg = replace(base, k_folds=k, fold=fold, test_fraction=0.0,
+        cfg = base.replace(k_folds=k, fold=fold, test_fraction=0.0,
                       out=str(out / f"fold_{fold}.tsm"), overwrite=True)
         res = run_train(cfg, reporter)
         test = res["metrics"].get("test") or {}

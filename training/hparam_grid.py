@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from terraseg.core.atomic import write_csv_atomic
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
-from terraseg.training.train import TrainConfig, run_train
+from terraseg.protocol.options import TrainOptions
+from terraseg.training.train import run_train
 
 
 def parse_floats(spec: str) -> list[float]:
@@ -18,7 +18,7 @@ def parse_floats(spec: str) -> list[float]:
     return [float(s) for s in spec.split(",") if s.strip()]
 
 
-def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
+def run_grid(base: TrainOptions, out_dir: str | Path, lrs: list[float],
              weight_decays: list[float], augments: list[str], reporter: Reporter,
              overwrite: bool = False) -> dict[str, Any]:
     """Train one model per combination; write ``grid.csv`` ranked by validation accuracy.
@@ -34,7 +34,7 @@ def run_grid(base: TrainConfig, out_dir: str | Path, lrs: list[float],
     for i, (lr, wd, aug) in enumerate(combos):
         tag = f"lr{lr:g}_wd{wd:g}_{aug.replace(',', '+') or 'none'}"
         reporter.log(f"grid {i + 1}/{len(combos)}: {tag}")
-        cfg = replace(base, lr=lr, weight_decay=wd, augment=aug,
+        cfg = base.replace(lr=lr, weight_decay=wd, augment=aug,
                       out=str(out / f"model_{tag}.tsm"), overwrite=True)
         res = run_train(cfg, reporter)
         m = res["metrics"].get("val") or res["metrics"].get("test") or {}

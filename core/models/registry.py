@@ -1,4 +1,9 @@
-"""Registry of model architectures: names -> (config class, network class)."""
+"""Registry of model architectures: name -> config class, network class and model kind.
+
+Each entry carries its :class:`~terraseg.core.models.kinds.ModelKind`, which holds what
+differs between families (training samples, geometry, default loss, inference tiling), so
+training and inference ask the kind instead of branching on it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 
+from terraseg.core.models.kinds import KINDS, ModelKind
 from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
 from terraseg.core.models.unet import (
     CBAMUNetConfig,
@@ -28,7 +35,17 @@ class ModelEntry:
     config_cls: type
     build: Callable[[Any], nn.Module]
     description: str
-    kind: str = "patch"  # "patch": dense-exact patch model; "tile": padded tile segmenter
+    kind: ModelKind = KINDS["patch"]
+
+    def make_config(self, params: dict[str, Any]) -> Any:
+        """The typed config from a parameter dict (lists become tuples)."""
+        known = {f.name for f in fields(self.config_cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"Unknown parameter(s) {unknown} for this model.",
+                              f"Valid parameters: {', '.join(sorted(known))}.")
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        return self.config_cls(**clean)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -40,32 +57,29 @@ MODELS: dict[str, ModelEntry] = {
     "unet": ModelEntry(
         UNetConfig, UNet,
         "Classic U-Net (base width 64, depth 4: ~31M parameters); tiles are multiples of 16.",
-        kind="tile"),
+        kind=KINDS["tile"]),
     "unet_small": ModelEntry(
         UNetSmallConfig, UNet, "Small classic U-Net (base width 18: ~2.5M parameters).",
-        kind="tile"),
+        kind=KINDS["tile"]),
     "unet_residual": ModelEntry(
-        ResidualUNetConfig, UNet, "U-Net with residual conv blocks.", kind="tile"),
+        ResidualUNetConfig, UNet, "U-Net with residual conv blocks.", kind=KINDS["tile"]),
     "unet_se": ModelEntry(
-        SEUNetConfig, UNet, "U-Net with squeeze-excitation attention.", kind="tile"),
+        SEUNetConfig, UNet, "U-Net with squeeze-excitation attention.", kind=KINDS["tile"]),
     "unet_cbam": ModelEntry(
-        CBAMUNetConfig, UNet, "U-Net with CBAM (channel + spatial) attention.", kind="tile"),
+        CBAMUNetConfig, UNet, "U-Net with CBAM (channel + spatial) attention.", kind=KINDS["tile"]),
     "unet_multires": ModelEntry(
         MultiResUNetConfig, UNet,
-        "U-Net whose head averages three scales (the landslide study's best).", kind="tile"),
+        "U-Net whose head averages three scales (the landslide study's best).", kind=KINDS["tile"]),
 }
 
 
 def config_from_params(name: str, params: dict[str, Any]) -> Any:
     """Typed config for architecture ``name`` from a parameter dict (lists become tuples)."""
-    entry = get_entry(name)
-    known = {f.name for f in fields(entry.config_cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ConfigError(f"Unknown parameter(s) {unknown} for model '{name}'.",
-                          f"Valid parameters: {', '.join(sorted(known))}.")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    return entry.config_cls(**clean)
+    try:
+        return get_entry(name).make_config(params)
+    except ConfigError as exc:
+        raise ConfigError(exc.message.replace("this model", f"model '{name}'"),
+                          exc.hint) from None
 
 
 def build_model(name: str, params: dict[str, Any]) -> nn.Module:
@@ -80,3 +94,19 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         raise ConfigError(f"Unknown model '{name}'.",
                           f"Choose one of: {', '.join(sorted(MODELS))}.") from None
+
+
+def kind_of(name: str) -> ModelKind:
+    """The kind of architecture ``name``."""
+    return get_entry(name).kind
+
+
+#: Networks above this many parameters are refused when a model file is read.
+MAX_PARAMETERS = 500_000_000
+
+
+def count_parameters(name: str, params: dict[str, Any]) -> int:
+    """Parameters of a network, counted without allocating it (meta device)."""
+    with torch.device("meta"):
+        network = build_model(name, params)
+    return sum(p.numel() for p in network.parameters())

@@ -199,12 +199,12 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial(pooled))
 
 
-def _attention(kind: str, channels: int) -> nn.Module:
-    if kind == "se":
-        return SqueezeExcitation(channels)
-    if kind == "cbam":
-        return CBAM(channels)
-    return nn.Identity()
+ATTENTION: dict[str, type[nn.Module]] = {"se": SqueezeExcitation, "cbam": CBAM}
+
+
+def _attention(name: str, channels: int) -> nn.Module:
+    """The attention module of a conv block ("se", "cbam"; anything else: none)."""
+    return ATTENTION[name](channels) if name in ATTENTION else nn.Identity()
 
 
 class ConvBlock(nn.Module):

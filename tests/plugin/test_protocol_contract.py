@@ -199,9 +199,6 @@ def test_error_stream_through_worker_job(make_worker):
     assert job.final_event is not None and job.final_event.kind == "error"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "protocol bug: the engine cleans a NaN fraction to null, terraseg.protocol.events.decode "
-    "refuses null as 'not a number', so the plugin logs a malformed event instead of progress"))
 def test_nan_progress_fraction_arrives(make_worker):
     _job, rec = run_worker_job(make_worker("nan"))
     assert rec.events == expected_signals("nan")
@@ -250,8 +247,6 @@ def test_error_stream_through_run_job(make_worker):
     assert feedback.info == ["reading the raster"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "protocol bug: a NaN fraction is written as null and refused by protocol.events.decode"))
 def test_nan_progress_fraction_through_run_job(make_worker):
     feedback = RecordingFeedback()
     run_job({"command": "env", "args": {}}, feedback,

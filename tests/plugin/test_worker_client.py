@@ -157,7 +157,9 @@ def test_killed_worker_is_reported_as_crash(engine, scene, cache_dir, tmp_path):
     out = tmp_path / "killed.tsm"
     worker, rec = start_long_training(engine, scene, cache_dir, out)
     assert wait_until(lambda: rec.of("progress") or rec.done, 120), rec.events
-    os.kill(worker.process_id(), signal.SIGKILL)
+    pid = worker.process_id()
+    assert pid > 0, rec.events  # never os.kill(0, ...): that is the whole process group
+    os.kill(pid, signal.SIGKILL)
     rec.wait(15)
     (_, kind, message, hint), = rec.of("error")
     assert kind == "WorkerCrashed"

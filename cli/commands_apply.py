@@ -1,0 +1,128 @@
+"""Commands that apply a model to a raster: ``predict`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from terraseg.cli.options import add_extra_args, parse_window
+from terraseg.cli.registry import Command, register
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.model_meta import ModelMeta
+
+
+def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:
+    """The loaded model and its input source for ``--raster`` (shared with training)."""
+    from terraseg.core.extras import parse_extras
+    from terraseg.core.model_input import source_for_model
+    from terraseg.core.modelfile import load_model
+
+    model = load_model(a.model)
+    extras = parse_extras(a.extra_rasters, a.dem, bool(a.slope_from_dem))
+    return model, source_for_model(model.meta, a.raster, a.bands, extras)
+
+
+def postprocess_spec(a: argparse.Namespace, meta: ModelMeta, source: Any) -> Any:
+    """PostProcess from predict's --opening/--closing/--morph-class/--min-area options.
+
+    Raises:
+        ConfigError: ``--morph-class`` is not a class of the model.
+    """
+    from terraseg.core.postprocess import PostProcess, min_region_pixels
+
+    class_id = meta.classes[0].id
+    if a.morph_class:
+        by_name = {c.name: c.id for c in meta.classes}
+        if a.morph_class not in by_name:
+            raise ConfigError(f"--morph-class '{a.morph_class}' is not a class of this model.",
+                              f"Use one of {sorted(by_name)}.")
+        class_id = by_name[a.morph_class]
+    min_px = a.min_region_px or min_region_pixels(source.grid, a.min_area)
+    return PostProcess(opening_px=a.opening, closing_px=a.closing, min_region_px=min_px,
+                       class_id=class_id)
+
+
+def _predict_args(pr: argparse.ArgumentParser) -> None:
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--raster", required=True)
+    pr.add_argument("--out-dir", required=True)
+    pr.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    add_extra_args(pr)
+    area = pr.add_mutually_exclusive_group()
+    area.add_argument("--window", type=parse_window, help="col,row,width,height in pixels")
+    area.add_argument("--extent-layer", help="predict over this vector layer's extent")
+    pr.add_argument("--tile-size", type=int, default=0,
+                    help="processing tile in pixels (0 = 960 for patch models, the training "
+                         "tile for tile networks)")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    pr.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    pr.add_argument("--preview", action="store_true", help="also write preview.png")
+    pr.add_argument("--threshold", type=float,
+                    help="two classes: class 1 where P(class 1) >= this (default: the model's "
+                         "tuned threshold, else the most probable class)")
+    pr.add_argument("--tta", action="store_true",
+                    help="average over the four 90-degree rotations (4x slower)")
+    pr.add_argument("--opening", type=int, default=0, metavar="PX",
+                    help="morphological opening of --morph-class, disk radius in pixels "
+                         "(removes specks narrower than the disk; 0 = off)")
+    pr.add_argument("--closing", type=int, default=0, metavar="PX",
+                    help="morphological closing of --morph-class, disk radius in pixels "
+                         "(fills gaps narrower than the disk; 0 = off)")
+    pr.add_argument("--morph-class", help="class name for --opening/--closing (default: the "
+                                          "model's first class)")
+    small = pr.add_mutually_exclusive_group()
+    small.add_argument("--min-area", type=float, default=0.0, metavar="M2",
+                       help="regions smaller than this (m2) take their next most probable "
+                            "class (0 = keep all)")
+    small.add_argument("--min-region-px", type=int, default=0, metavar="PX",
+                       help="as --min-area, in pixels")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _run_predict(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    from terraseg.core.inference import predict_raster
+
+    model, source = _model_and_source(a)
+    return predict_raster(model, source, a.out_dir, reporter, window=a.window,
+                          extent_layer=a.extent_layer, tile_px=a.tile_size,
+                          overwrite=a.overwrite, preview=a.preview, device=a.device,
+                          precision=a.precision, threshold=a.threshold, tta=a.tta,
+                          postprocess=postprocess_spec(a, model.meta, source))
+
+
+def _evaluate_args(ev: argparse.ArgumentParser) -> None:
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--raster", required=True)
+    ev.add_argument("--reference", required=True, help="points or polygons (or a raster)")
+    ev.add_argument("--class-field", help="class attribute of the reference layer")
+    ev.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
+    ev.add_argument("--category-field", help="attribute for accuracy per category")
+    ev.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    add_extra_args(ev)
+    ev.add_argument("--out-dir", required=True)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--threshold", type=float, help="as for predict")
+    ev.add_argument("--tta", action="store_true", help="as for predict")
+    ev.add_argument("--overwrite", action="store_true")
+
+
+def _run_evaluate(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    from terraseg.core.evaluate import evaluate_model
+
+    model, source = _model_and_source(a)
+    return evaluate_model(model, source, a.reference, a.class_field, a.out_dir, reporter,
+                          class_map=a.class_map, category_field=a.category_field,
+                          overwrite=a.overwrite, device=a.device, threshold=a.threshold,
+                          tta=a.tta)
+
+
+def _print_evaluation(result: dict[str, Any]) -> str:
+    return (f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
+            f"n={result['n_samples']}  -> {result['metrics']}")
+
+
+register(Command("predict", "probability and class rasters for a raster", _predict_args,
+                 _run_predict))
+register(Command("evaluate", "accuracy against an independent reference layer",
+                 _evaluate_args, _run_evaluate, printer=_print_evaluation))

@@ -1,0 +1,88 @@
+"""Command-line options built from protocol/options.py, and the small option parsers.
+
+The training options of ``train``, ``grid``, ``cv`` and ``compare`` are generated from
+the typed option dataclasses (their defaults, help, choices and minimums live there
+only); :func:`train_options` turns parsed arguments back into a
+:class:`~terraseg.protocol.options.TrainOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any
+
+from terraseg.protocol.options import TrainOptions, option_specs
+
+
+def parse_ints(spec: str) -> tuple[int, ...]:
+    """``"4,8,16"`` -> (4, 8, 16)."""
+    try:
+        return tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{spec}' is not a comma-separated list of "
+                                         "integers") from None
+
+
+def parse_window(spec: str) -> Any:
+    """``col,row,width,height`` -> a rasterio Window."""
+    from rasterio.windows import Window
+
+    try:
+        col, row, w, h = (int(s) for s in spec.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("window must be col,row,width,height") from None
+    return Window(col, row, w, h)
+
+
+def _base_type(annotation: Any) -> Any:
+    """``int`` for ``int``, ``str`` for ``str | None``, the tuple type for tuples."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def add_train_options(p: argparse.ArgumentParser, out: bool = True) -> None:
+    """Every training option as a flag (and ``--out`` when ``out``), plus ``--overwrite``."""
+    for spec in option_specs():
+        if not spec.cli:
+            continue
+        flag = "--" + spec.flag
+        kw: dict[str, Any] = {"help": spec.help, "dest": spec.name}
+        base = _base_type(spec.annotation)
+        if spec.required:
+            kw["required"] = True
+        if spec.choices:
+            kw.update(choices=list(spec.choices), default=spec.default)
+        elif base is bool:
+            kw.update(action="store_true")
+        elif spec.repeat:
+            kw.update(action="append", default=[], metavar="[NAME=]PATH")
+        elif typing.get_origin(base) is tuple:
+            kw.update(type=parse_ints, default=spec.default)
+        else:
+            kw.update(type=base, default=spec.default)
+        p.add_argument(flag, **kw)
+    if out:
+        p.add_argument("--out", required=True, help="model file to write (.tsm)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def train_options(a: argparse.Namespace, out: str = "") -> TrainOptions:
+    """TrainOptions from parsed arguments (``out`` overrides ``--out``)."""
+    values = {s.name: getattr(a, s.name) for s in option_specs() if s.cli}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return TrainOptions.build(**values, out=out or getattr(a, "out", ""),
+                              overwrite=bool(a.overwrite))
+
+
+def add_extra_args(p: argparse.ArgumentParser) -> None:
+    """Extra rasters for commands that apply a model (same flags as training's)."""
+    p.add_argument("--extra-raster", action="append", default=[], metavar="[NAME=]PATH",
+                   dest="extra_rasters",
+                   help="extra input on another grid (bilinear onto the image grid); repeat")
+    p.add_argument("--dem", help="elevation model added as channel 'dem'")
+    p.add_argument("--slope-from-dem", action="store_true",
+                   help="add slope in degrees derived from --dem as channel 'slope'")

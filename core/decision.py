@@ -1,0 +1,73 @@
+"""From class probabilities to class ids: the one threshold rule.
+
+Two-class models may carry a threshold on P(class 1), tuned on validation pixels at
+training (:func:`tune_threshold`) and stored in the model file. Prediction, evaluation,
+held-out metrics at training and the random-forest baseline of ``compare`` all turn
+probabilities into classes with :func:`class_ids`, so the rule exists once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.model_meta import ModelMeta
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def class_ids(probs: np.ndarray, threshold: float | None, axis: int = 0) -> np.ndarray:
+    """Class ids 1..K: class 1 where P(class 1) >= threshold (two classes), else argmax.
+
+    Args:
+        probs: Class probabilities with the classes along ``axis``.
+            Shape: (K, ...) for ``axis=0``; (N, K) for ``axis=1``.
+        threshold: Threshold on P(class 1), or None for the most probable class.
+        axis: The class axis.
+
+    Returns:
+        int64 class ids with the class axis removed.
+    """
+    if threshold is not None:
+        return np.where(np.take(probs, 0, axis=axis) >= threshold, 1, 2)
+    return probs.argmax(axis) + 1
+
+
+def resolve_threshold(meta: ModelMeta, threshold: float | None) -> float | None:
+    """The threshold to use: the given one, else the model's tuned one (two classes only).
+
+    Raises:
+        ConfigError: Threshold outside 0..1, or given for a model with more than 2 classes.
+    """
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"Threshold {threshold} is outside 0..1.",
+                              "Give a probability, e.g. --threshold 0.4.")
+        if len(meta.classes) != 2:
+            raise ConfigError("A threshold applies to two-class models only.",
+                              "Leave out --threshold: classes are the most probable ones.")
+        return float(threshold)
+    stored = meta.threshold
+    return float(stored.value) if stored is not None and len(meta.classes) == 2 else None
+
+
+def tune_threshold(p_first: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Threshold on P(class 1) that maximises class 1's F1 (grid 0.05..0.95, step 0.05).
+
+    Args:
+        p_first: P(class 1) per pixel. Shape: (N,).
+        truth: Reference class ids 1..K. Shape: (N,).
+
+    Returns:
+        ``{"value": threshold, "f1": its F1}``.
+    """
+    best = {"value": 0.5, "f1": -1.0}
+    positive = truth == 1
+    for t in THRESHOLD_GRID:
+        pred = p_first >= t
+        tp = float((pred & positive).sum())
+        denom = float(pred.sum() + positive.sum())
+        f1 = 2 * tp / denom if denom else 0.0
+        if f1 > best["f1"]:
+            best = {"value": float(t), "f1": f1}
+    return best
