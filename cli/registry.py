@@ -1,9 +1,10 @@
 """The command registry: one entry per ``terraseg`` subcommand and worker job.
 
 A :class:`Command` holds its help line, how it adds its arguments, how it runs, and how
-the command line prints its result. The parser (cli/main.py) and the worker
-(cli/worker.py) both dispatch through :data:`COMMANDS`, so a command is declared once and
-the worker imports no module of the command line's entry point.
+the command line prints its result. The parser (cli/parser.py) is built from
+:data:`COMMANDS`, and the command line (cli/main.py) and the worker (cli/worker.py) both
+dispatch through it (cli/running.py), so a command is declared once and the worker imports
+no module of the command line's entry point.
 """
 
 from __future__ import annotations

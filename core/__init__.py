@@ -1,1 +1,1 @@
-"""Engine core: raster/vector I/O, labels, cache, models, inference, metrics (no QGIS)."""
+"""Engine core (no QGIS): raster/vector I/O, labels, models, inference, outputs, metrics."""

@@ -9,8 +9,9 @@ which sums to a constant for a half-tile step, so seams vanish.
 The tile grid is anchored to the raster's origin, not to the requested area: every output
 pixel is the weighted mean of the same tiles whatever extent is predicted, so a window
 predicted alone equals the same pixels of a whole-raster run. Tiles are processed one
-tile row at a time into a strip buffer of about ``tile_px + step_px`` rows; finished rows
-are yielded and dropped, so memory does not grow with the raster's height.
+tile row at a time into a strip buffer ``tile_px + step_px + 1`` rows high and as wide as
+the region; finished rows are yielded and dropped, so memory does not grow with the
+region's height (it does with its width: the buffer and one row of tiles).
 """
 
 from __future__ import annotations

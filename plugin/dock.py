@@ -1,7 +1,7 @@
 """The TerraSeg dock panel: data and task, labels, training, prediction and export.
 
 The panel only prepares inputs and shows results; every piece of engine work runs in a
-``terraseg worker`` process (:class:`~.worker.WorkerJob`, job dicts from :mod:`.jobs`).
+``terraseg worker`` process (:class:`~.worker_job.WorkerJob`, job dicts from :mod:`.jobs`).
 All its steps can be driven from code without dialogs (tests, screenshot scripts):
 :meth:`TerraSegDock.set_raster_layer`, :meth:`~TerraSegDock.set_preset`,
 :meth:`~TerraSegDock.new_label_layer`, :meth:`~TerraSegDock.start_training`,

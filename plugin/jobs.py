@@ -31,8 +31,8 @@ def make_job(command: str, **args: Any) -> Job:
 
     Args:
         command: One of :data:`terraseg.protocol.jobs.COMMANDS` (``train``, ``predict``,
-            ``evaluate``, ``grid``, ``info``, ``rasterise``, ``vectorise``, ``areas``,
-            ``env``, ...).
+            ``evaluate``, ``grid``, ``cv``, ``compare``, ``info``, ``rasterise``,
+            ``vectorise``, ``areas``, ``mosaic``, ``env``).
         **args: Options by their command-line names (underscores or dashes).
 
     Returns:

@@ -26,7 +26,7 @@ from .worker_job import WorkerJob
 
 
 class JobsPanelMixin:
-    """Engine jobs of the panel: one :class:`~.worker.WorkerJob` at a time.
+    """Engine jobs of the panel: one :class:`~.worker_job.WorkerJob` at a time.
 
     Shows the job's progress, log and errors; also holds the panel's question, status and
     log helpers.

@@ -38,8 +38,8 @@ class WorkerJob(QObject):
 
     Signals:
         progress(float fraction, str stage, object eta_s, str message): progress of a
-            stage (``prepare``, ``train``, ``predict``, ``evaluate``, ``grid``); ``eta_s``
-            is seconds or None.
+            stage (``prepare``, ``train``, ``predict``, ``evaluate``, ``grid``, ``cv``,
+            ``compare``); ``eta_s`` is seconds or None.
         log(str level, str message): ``info``/``warning`` log lines of the engine, and
             its stderr as ``debug`` lines.
         metrics(int epoch, dict values): per-epoch training metrics.

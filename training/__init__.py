@@ -1,1 +1,1 @@
-"""Training with Lightning: datasets, task, callbacks, training and grid runs (no QGIS)."""
+"""Training runs (no QGIS): cache, split, datasets, losses, Lightning; train, grid, cv, compare."""

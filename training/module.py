@@ -46,7 +46,7 @@ class SegmentationTask(L.LightningModule):
         class_weights: Weight per class for the cross-entropy (inverse frequency).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        loss: Loss spec for core.losses.build_loss, e.g. "ce" or "focal+iou".
+        loss: Loss spec for training.losses.build_loss, e.g. "ce" or "focal+iou".
         optimizer: "adamw" or "adam".
         lr_schedule: "none", "cosine" (over max_epochs) or "plateau" (halve on plateau).
         max_epochs: Length of the cosine schedule.

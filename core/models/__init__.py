@@ -1,1 +1,1 @@
-"""Model architectures and their registry."""
+"""Model architectures, their kinds and their registry."""

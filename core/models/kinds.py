@@ -42,7 +42,7 @@ class ModelKind:
     """Base of the model kinds; subclasses fill in every method."""
 
     name: ClassVar[str] = ""
-    #: Loss when ``--loss`` is not given (registry name of core/losses).
+    #: Loss when ``--loss`` is not given (registry name of training/losses.py).
     default_loss: ClassVar[str] = "ce"
     #: Whether a two-class model tunes a threshold on validation pixels.
     tunes_threshold: ClassVar[bool] = False
