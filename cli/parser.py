@@ -10,7 +10,7 @@ import argparse
 
 from terraseg.cli.registry import all_commands
 
-DESCRIPTION = "The terraseg command line: train, predict, evaluate, export, worker."
+DESCRIPTION = "TerraSeg engine: one subcommand per job (below); worker runs one JSON job."
 
 
 def build_parser() -> argparse.ArgumentParser:

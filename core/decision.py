@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.errors import ConfigError, InputError
 from terraseg.protocol.model_meta import ModelMeta
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -31,6 +31,28 @@ def class_ids(probs: np.ndarray, threshold: float | None, axis: int = 0) -> np.n
     if threshold is not None:
         return np.where(np.take(probs, 0, axis=axis) >= threshold, 1, 2)
     return probs.argmax(axis) + 1
+
+
+def check_finite(probs: np.ndarray, valid: np.ndarray, where: str) -> None:
+    """Refuse non-finite probabilities at valid pixels rather than write them as a map.
+
+    Args:
+        probs: Class probabilities. Shape: (K, h, w).
+        valid: Output validity. Shape: (h, w).
+        where: The window, for the message.
+
+    Raises:
+        InputError: NaN or infinite probabilities (the raster holds values outside the
+            range the model's normalisation can take, or the model file is damaged).
+    """
+    bad = ~np.isfinite(probs).all(axis=0) & valid
+    if bad.any():
+        raise InputError(
+            f"The model produced {int(bad.sum())} non-finite probabilities in {where}: the "
+            "raster holds values the model's normalisation cannot take (inf, or far outside "
+            "the training raster's range), or the model file is damaged.",
+            "Check the raster's values and nodata setting (e.g. gdalinfo -stats), or retrain "
+            "or re-copy the model; nothing was written.")
 
 
 def resolve_threshold(meta: ModelMeta, threshold: float | None) -> float | None:

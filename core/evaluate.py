@@ -9,7 +9,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
-from terraseg.core.decision import class_ids, resolve_threshold
+from terraseg.core.decision import check_finite, class_ids, resolve_threshold
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -56,6 +56,7 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     pred = np.zeros(len(rows), dtype=np.int64)
     for win, probs, valid, fraction in model.kind.probabilities(meta, network, source, stats,
                                                                 region, dev, tile_px):
+        check_finite(probs, valid, f"window {win}")
         r0, c0 = int(win.row_off), int(win.col_off)
         inside = ((rows >= r0) & (rows < r0 + win.height) & (cols >= c0)
                   & (cols < c0 + win.width))

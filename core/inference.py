@@ -21,7 +21,7 @@ import torch
 from rasterio.windows import Window
 
 from terraseg.core.atomic import AtomicOutputs
-from terraseg.core.decision import class_ids, resolve_threshold
+from terraseg.core.decision import check_finite, class_ids, resolve_threshold
 from terraseg.core.geotiff import GeoTiffWriter
 from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -147,6 +147,7 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         for crop, p, v, fraction in model.kind.probabilities(
                 meta, network, source, stats, region, dev, tile_px, autocast):
             h, w = int(crop.height), int(crop.width)
+            check_finite(p, v, f"window {crop}")
             cls = np.where(v, class_ids(p, threshold), CLASS_NODATA).astype(np.uint8)
             p = np.where(v[None], p, PROB_NODATA).astype(np.float32)
             out_win = Window(crop.col_off - region.col_off, crop.row_off - region.row_off, w, h)

@@ -24,8 +24,8 @@ from terraseg.core.atomic import atomic_path
 from terraseg.core.models.registry import (
     MAX_PARAMETERS,
     build_model,
+    build_on_meta_device,
     config_from_params,
-    count_parameters,
     get_entry,
 )
 from terraseg.core.raster import RasterSource
@@ -124,12 +124,24 @@ def check_architecture(meta: ModelMeta, name: str = "model") -> None:
             f"{name}: model metadata 'geometry.kind' is {meta.geometry.kind!r} but a "
             f"'{arch.name}' network is of kind {entry.kind.name!r}.",
             "The file was edited by hand or is damaged: retrain or re-copy it.")
-    n = count_parameters(arch.name, dict(arch.params))
+    try:
+        skeleton = build_on_meta_device(arch.name, dict(arch.params))
+        n = sum(p.numel() for p in skeleton.parameters())
+    except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise ModelFileError(f"{name}: model metadata 'architecture.params' cannot build a "
+                             f"'{arch.name}' network ({exc}).",
+                             "The file was edited by hand or is damaged: retrain or re-copy "
+                             "it.") from None
     if n > MAX_PARAMETERS:
         raise ModelFileError(
             f"{name}: model metadata 'architecture.params' describe a network of {n:,} "
             f"parameters (more than {MAX_PARAMETERS:,}).",
             "The file was edited by hand or is damaged: retrain or re-copy it.")
+    problem = entry.kind.geometry_problem(meta.geometry, skeleton)
+    if problem is not None:
+        raise ModelFileError(f"{name}: model metadata {problem}.",
+                             "The file was edited by hand or is damaged: retrain or re-copy "
+                             "it.")
 
 
 def load_model(path: str | Path) -> LoadedModel:

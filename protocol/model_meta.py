@@ -25,6 +25,11 @@ FORMAT_VERSION = 1
 GEOMETRY_KINDS = ("patch", "tile")
 MAX_CLASS_ID = 255
 MAX_CHANNELS = 1024
+#: Largest tile, patch or receptive field a model file may ask for (pixels).
+MAX_WINDOW_PX = 8192
+#: Normalisation statistics outside these bounds overflow float32 inputs.
+MAX_ABS_MEAN = 1e15
+MIN_STD, MAX_STD = 1e-12, 1e15
 
 _FIX = "The model file is damaged or was edited by hand: retrain it or re-copy the original."
 
@@ -48,11 +53,20 @@ def _obj(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def _int(value: Any, where: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value != int(value)):
         raise _fail(where, f"is {value!r}, not an integer")
     if minimum is not None and value < minimum:
         raise _fail(where, f"is {int(value)}; it must be at least {minimum}")
     return int(value)
+
+
+def _size(value: Any, where: str) -> int:
+    """A size in pixels: an integer in 1..MAX_WINDOW_PX."""
+    size = _int(value, where, 1)
+    if size > MAX_WINDOW_PX:
+        raise _fail(where, f"is {size} px (more than {MAX_WINDOW_PX})")
+    return size
 
 
 def _float(value: Any, where: str) -> float:
@@ -160,22 +174,22 @@ class Geometry:
         if kind not in GEOMETRY_KINDS:
             raise _fail("geometry.kind", f"is {kind!r}, not one of {', '.join(GEOMETRY_KINDS)}",
                         "Update TerraSeg: the model may be of a newer kind.")
-        stride = _int(_get(d, "stride_px", "geometry"), "geometry.stride_px", 1)
+        stride = _size(_get(d, "stride_px", "geometry"), "geometry.stride_px")
         if kind == "tile":
-            tile = _int(_get(d, "tile_px", "geometry"), "geometry.tile_px", 1)
+            tile = _size(_get(d, "tile_px", "geometry"), "geometry.tile_px")
             if tile % stride:
                 raise _fail("geometry.tile_px", f"is {tile}, not a multiple of the stride "
                                                 f"{stride}")
-            step = _int(d.get("step_px", tile // 2), "geometry.step_px", 1)
+            step = _size(d.get("step_px", tile // 2), "geometry.step_px")
             valid = d.get("valid_tile_sizes_px")
             valid_t = (None if valid is None else
                        tuple(_int(v, "geometry.valid_tile_sizes_px", 1)
                              for v in _list(valid, "geometry.valid_tile_sizes_px")))
             return Geometry("tile", stride, tile_px=tile, step_px=step,
                             valid_tile_sizes_px=valid_t)
-        patch = _int(_get(d, "patch_px", "geometry"), "geometry.patch_px", 1)
-        block = _int(_get(d, "block_px", "geometry"), "geometry.block_px", 1)
-        rf = _int(_get(d, "receptive_field_px", "geometry"), "geometry.receptive_field_px", 1)
+        patch = _size(_get(d, "patch_px", "geometry"), "geometry.patch_px")
+        block = _size(_get(d, "block_px", "geometry"), "geometry.block_px")
+        rf = _size(_get(d, "receptive_field_px", "geometry"), "geometry.receptive_field_px")
         if rf < stride:
             raise _fail("geometry.receptive_field_px",
                         f"is {rf}, smaller than the stride {stride}")
@@ -286,6 +300,12 @@ class Normalisation:
         for i, s in enumerate(std):
             if s <= 0:
                 raise _fail(f"normalisation.std[{i}]", f"is {s}; it must be positive")
+            if not MIN_STD <= s <= MAX_STD:
+                raise _fail(f"normalisation.std[{i}]",
+                            f"is {s:g}, outside {MIN_STD:g}..{MAX_STD:g}")
+        for i, m in enumerate(mean):
+            if abs(m) > MAX_ABS_MEAN:
+                raise _fail(f"normalisation.mean[{i}]", f"is {m:g}, beyond +-{MAX_ABS_MEAN:g}")
         return Normalisation(mean, std, str(d.get("method", "standardise")),
                              str(d.get("nodata_fill", "band mean (0 after standardisation)")))
 

@@ -121,7 +121,7 @@ class SplitOptions:
                               flag="split-block-size", minimum=1)
     seed: int = opt(0, "random seed (split, sampling, initial weights)")
     k_folds: int = opt(0, "number of folds (set by cv and compare)", cli=False)
-    fold: int = opt(0, "fold held out for validation (set by cv and compare)", cli=False)
+    fold: int = opt(0, "fold held out as the test split (set by cv and compare)", cli=False)
 
 
 @dataclass(frozen=True)

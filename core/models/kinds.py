@@ -66,6 +66,13 @@ class ModelKind:
         """Fine-tuning: the options that rebuild ``meta``'s network exactly."""
         raise NotImplementedError
 
+    def geometry_problem(self, geometry: Geometry, network: nn.Module) -> str | None:
+        """Why a recorded geometry does not fit the network (None when it fits)."""
+        if geometry.stride_px != int(network.stride_px):
+            return (f"'geometry.stride_px' is {geometry.stride_px} but the network's stride "
+                    f"is {int(network.stride_px)}")
+        return None
+
     def example_input_px(self, params: dict[str, Any], make_config: Callable[[dict], Any]
                          ) -> int:
         """A valid square input size for a network with ``params`` (contract tests)."""
@@ -115,6 +122,15 @@ class PatchKind(ModelKind):
                                    patch_px=int(p["patch_px"]), block_px=int(p["block_px"]),
                                    planes=tuple(p["planes"]), blocks=tuple(p["blocks"]),
                                    stride_px=int(p.get("stride_px", 0)))
+
+    def geometry_problem(self, geometry: Geometry, network: nn.Module) -> str | None:
+        """Stride and receptive field must be the network's own."""
+        problem = super().geometry_problem(geometry, network)
+        rf = int(network.receptive_field_px)
+        if problem is None and geometry.receptive_field_px != rf:
+            problem = (f"'geometry.receptive_field_px' is {geometry.receptive_field_px} but "
+                       f"the network's receptive field is {rf}")
+        return problem
 
     def example_input_px(self, params: dict[str, Any], make_config: Callable[[dict], Any]
                          ) -> int:

@@ -105,8 +105,12 @@ def kind_of(name: str) -> ModelKind:
 MAX_PARAMETERS = 500_000_000
 
 
+def build_on_meta_device(name: str, params: dict[str, Any]) -> nn.Module:
+    """The network's structure without allocating its weights (torch's meta device)."""
+    with torch.device("meta"):
+        return build_model(name, params)
+
+
 def count_parameters(name: str, params: dict[str, Any]) -> int:
     """Parameters of a network, counted without allocating it (meta device)."""
-    with torch.device("meta"):
-        network = build_model(name, params)
-    return sum(p.numel() for p in network.parameters())
+    return sum(p.numel() for p in build_on_meta_device(name, params).parameters())
