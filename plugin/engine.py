@@ -6,6 +6,11 @@ never in QGIS's Python (docs/architecture.md). This module finds that environmen
 (:func:`process_environment`), asks it what it runs on (:func:`engine_environment`) and
 detects an NVIDIA GPU (:func:`detect_nvidia_gpu`). Creating the environment is
 :mod:`terraseg.plugin.engine_setup`.
+
+A folder is run as an engine only when it carries TerraSeg's marker file
+(:data:`ENGINE_MARKER`, written by ``scripts/install_engine.sh`` when it creates or adopts
+an environment): a setting that points anywhere else is skipped, and the reason is shown
+(:func:`engine_problem`, :func:`engine_candidates`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ PLUGIN_DIR = Path(__file__).resolve().parents[1]
 # Environment variables of QGIS's own Python that must not leak into the engine's Python.
 _PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE",
                      "PYTHONEXECUTABLE", "PYTHONNOUSERSITE", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
+
+# The file scripts/install_engine.sh writes into every engine folder it creates or adopts.
+ENGINE_MARKER = ".terraseg-engine"
 
 
 class EngineError(RuntimeError):
@@ -71,26 +79,74 @@ def default_engine_dir() -> str:
     return str(Path.home() / ".local" / "share" / "TerraSeg" / "engine")
 
 
-def engine_at(root: str | os.PathLike[str]) -> EngineLocation | None:
-    """The engine in ``root`` if that folder holds one.
-
-    Args:
-        root: A virtual environment folder.
-
-    Returns:
-        Its location when ``bin/terraseg`` (``Scripts/terraseg.exe`` on Windows) exists,
-        else None.
-    """
-    base = Path(root).expanduser()
+def _engine_layout(base: Path) -> tuple[Path, Path] | None:
+    """``(terraseg, python)`` of the virtual environment in ``base``, if it has a terraseg."""
     layouts = [("bin", "terraseg", "python")]
     if sys.platform == "win32":
         layouts.insert(0, ("Scripts", "terraseg.exe", "python.exe"))
     for folder, exe, py in layouts:
         terraseg = base / folder / exe
         if terraseg.is_file() and os.access(terraseg, os.X_OK):
-            python = base / folder / py
-            return EngineLocation(root=str(base), python=str(python), terraseg=str(terraseg))
+            return terraseg, base / folder / py
     return None
+
+
+def engine_problem(root: str | os.PathLike[str]) -> str:
+    """Why TerraSeg will not run an engine from ``root``.
+
+    Args:
+        root: A folder that should hold an engine environment.
+
+    Returns:
+        ``""`` when ``root`` holds an engine TerraSeg runs (``bin/terraseg`` and the marker
+        file :data:`ENGINE_MARKER`), else what is wrong and how to fix it.
+    """
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        return f"{base} is not a folder."
+    if _engine_layout(base) is None:
+        return f"{base} holds no engine (it has no bin/terraseg)."
+    marker = base / ENGINE_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return (f"{base} lacks TerraSeg's marker file {ENGINE_MARKER}, so it is not run: "
+                "TerraSeg runs only engines its installer set up. Fix: click 'Set up engine' "
+                "with this folder (an engine made by an earlier TerraSeg release is adopted, "
+                "nothing is deleted), or choose another engine folder.")
+    return ""
+
+
+def engine_at(root: str | os.PathLike[str]) -> EngineLocation | None:
+    """The engine in ``root`` if that folder holds one TerraSeg runs.
+
+    Args:
+        root: A virtual environment folder.
+
+    Returns:
+        Its location (the folder with symbolic links resolved) when ``bin/terraseg``
+        (``Scripts/terraseg.exe`` on Windows) exists and the folder carries the marker file
+        :data:`ENGINE_MARKER`, else None (:func:`engine_problem` says why).
+    """
+    base = Path(root).expanduser().resolve()
+    if engine_problem(base):
+        return None
+    terraseg, python = _engine_layout(base)
+    return EngineLocation(root=str(base), python=str(python), terraseg=str(terraseg))
+
+
+@dataclass(frozen=True)
+class EngineCandidate:
+    """A folder searched for the engine, and why it is not used.
+
+    Attributes:
+        folder: The folder as configured.
+        origin: Where it comes from: ``"setting terraseg/engine_dir"``, ``"plugin folder"``
+            or ``"default folder"``.
+        problem: ``""`` when it holds an engine TerraSeg runs, else :func:`engine_problem`.
+    """
+
+    folder: str
+    origin: str
+    problem: str
 
 
 def candidate_dirs() -> list[str]:
@@ -100,19 +156,49 @@ def candidate_dirs() -> list[str]:
         The setting ``terraseg/engine_dir`` (when set), ``<plugin_dir>/.venv-engine`` and
         ``~/.local/share/TerraSeg/engine``.
     """
+    return [folder for folder, _origin in _candidates()]
+
+
+def _candidates() -> list[tuple[str, str]]:
+    """``(folder, origin)`` of each folder searched, in order."""
     dirs = []
     configured = settings.get(settings.ENGINE_DIR, "") or ""
     if str(configured).strip():
-        dirs.append(str(configured).strip())
-    dirs += [str(PLUGIN_DIR / ".venv-engine"), default_engine_dir()]
+        dirs.append((str(configured).strip(), "setting terraseg/engine_dir"))
+    dirs.append((str(PLUGIN_DIR / ".venv-engine"), "plugin folder"))
+    dirs.append((default_engine_dir(), "default folder"))
     return dirs
+
+
+def engine_candidates() -> list[EngineCandidate]:
+    """The folders :func:`find_engine` searches, in order, each with its problem.
+
+    Returns:
+        One :class:`EngineCandidate` per folder of :func:`candidate_dirs`.
+    """
+    return [EngineCandidate(folder, origin, engine_problem(folder))
+            for folder, origin in _candidates()]
+
+
+def skipped_engines() -> list[EngineCandidate]:
+    """Folders that were asked for or look like engines but are not run, with the reason.
+
+    Returns:
+        The configured folder when it holds no engine TerraSeg runs, and any other searched
+        folder that exists but is refused (for example an engine without the marker file).
+    """
+    return [c for c in engine_candidates()
+            if c.problem and (c.origin.startswith("setting") or Path(c.folder).expanduser()
+                              .exists())]
 
 
 def find_engine() -> EngineLocation | None:
     """Locate the engine environment.
 
     Returns:
-        The first engine found in :func:`candidate_dirs`, or None when there is none.
+        The first engine TerraSeg runs in :func:`candidate_dirs` (a folder without the
+        marker file :data:`ENGINE_MARKER` is skipped: :func:`skipped_engines` says why), or
+        None when there is none.
     """
     for folder in candidate_dirs():
         loc = engine_at(folder)
@@ -138,7 +224,8 @@ def engine_program(engine: EngineLocation | str | None = None) -> str | None:
     return loc.terraseg if loc else None
 
 
-def process_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+def process_environment(extra: dict[str, str] | None = None,
+                        drop: tuple[str, ...] = ()) -> dict[str, str]:
     """Environment for engine processes: this process's, without QGIS's Python variables.
 
     QGIS (notably on Windows) sets PYTHONHOME/PYTHONPATH for its embedded Python; an
@@ -146,11 +233,13 @@ def process_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
     Args:
         extra: Variables to add or replace.
+        drop: Further variables of this process not to pass on.
 
     Returns:
         The environment as a dict.
     """
-    env = {k: v for k, v in os.environ.items() if k not in _PYTHON_VARIABLES}
+    env = {k: v for k, v in os.environ.items()
+           if k not in _PYTHON_VARIABLES and k not in drop}
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
@@ -158,17 +247,19 @@ def process_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def qprocess_environment(extra: dict[str, str] | None = None) -> QProcessEnvironment:
+def qprocess_environment(extra: dict[str, str] | None = None,
+                         drop: tuple[str, ...] = ()) -> QProcessEnvironment:
     """:func:`process_environment` as a QProcessEnvironment.
 
     Args:
         extra: Variables to add or replace.
+        drop: Further variables of this process not to pass on.
 
     Returns:
         The environment for QProcess.setProcessEnvironment.
     """
     qenv = QProcessEnvironment()
-    for key, value in process_environment(extra).items():
+    for key, value in process_environment(extra, drop).items():
         qenv.insert(key, value)
     return qenv
 
@@ -196,7 +287,8 @@ def engine_environment(loc: EngineLocation | None = None, timeout: float = 120.0
     """
     loc = loc or find_engine()
     if loc is None:
-        raise EngineError("No TerraSeg engine was found.",
+        skipped = " ".join(f"Skipped ({c.origin}): {c.problem}" for c in skipped_engines())
+        raise EngineError(f"No TerraSeg engine was found. {skipped}".strip(),
                           "Open TerraSeg settings and click 'Set up engine'.")
     try:
         proc = subprocess.run([loc.terraseg, "env"], capture_output=True, text=True,

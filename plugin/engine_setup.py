@@ -5,6 +5,12 @@ environment (:func:`find_system_python`: a Python >= 3.10 on PATH that is not QG
 embedded one) and the package index for torch (:func:`torch_index_url`: PyTorch's
 CPU-only index for CPU builds on Linux). On success the new engine becomes the setting
 ``terraseg/engine_dir``, where :func:`terraseg.plugin.engine.find_engine` looks first.
+
+A package index is used only when it is TerraSeg's default or the user typed it in the
+Settings page: the installer never inherits an index from this process's environment
+(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, TORCH_INDEX_URL) or from the old
+setting ``terraseg/torch_index_url``; those are shown there as ignored
+(:func:`ignored_index_sources`), and :func:`package_index_text` says what is used.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .engine import (
     PLUGIN_DIR,
     creation_flags,
     engine_at,
+    engine_problem,
     process_environment,
     qprocess_environment,
 )
@@ -31,8 +38,16 @@ from .engine import (
 INSTALL_SCRIPT = PLUGIN_DIR / "scripts" / "install_engine.sh"
 
 # Where pip finds a CPU-only torch build (PyPI's Linux wheels are CUDA builds, several GB).
-# The setting ``terraseg/torch_index_url`` or the environment variable TORCH_INDEX_URL wins.
+# An index the user types in the Settings page wins.
 CPU_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+
+# Package sources a process environment can name; the installer never inherits them.
+INDEX_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "TORCH_INDEX_URL")
+# Everything the installer reads: set by EngineSetup from the dialog, never inherited.
+INSTALLER_VARIABLES = (*INDEX_VARIABLES, "PIP_TRUSTED_HOST", "ENGINE_VENV", "PYTHON",
+                       "TORCH_VARIANT", "WHEELS_DIR", "FORCE")
+
+_INDEX_SCHEMES = ("https://", "http://", "file://")
 
 
 def _embedded_roots() -> list[Path]:
@@ -87,27 +102,94 @@ def find_system_python() -> str:
     return "python3"
 
 
-def torch_index_url(cuda: bool, wheels_dir: str | None = None) -> str | None:
+def check_index_url(url: str) -> str:
+    """Why ``url`` cannot be a package index.
+
+    Args:
+        url: A URL the user typed.
+
+    Returns:
+        ``""`` for an ``https://``, ``http://`` or ``file://`` URL without spaces, else the
+        problem and its fix.
+    """
+    text = url.strip()
+    if not text.lower().startswith(_INDEX_SCHEMES) or any(c.isspace() for c in text):
+        return (f"'{url}' is not a package index URL. Fix: type an https:// (or http://, "
+                "file://) address, or leave the field empty.")
+    return ""
+
+
+def torch_index_url(cuda: bool, wheels_dir: str | None = None, typed: str | None = None,
+                    pip_index: str | None = None) -> str | None:
     """Package index for torch when setting up an engine.
 
     Args:
         cuda: Whether a CUDA build is wanted.
         wheels_dir: Offline wheel folder (then no index is used).
+        typed: The torch index the user typed in the Settings page, if any.
+        pip_index: The index for all packages the user typed, if any (torch comes from it
+            when no torch index is typed).
 
     Returns:
-        The setting ``terraseg/torch_index_url``, else the environment's TORCH_INDEX_URL,
-        else the PyTorch CPU index for CPU builds on Linux (PyPI's Linux torch is a CUDA
-        build), else None (pip's configured index).
+        ``typed``, else None with ``pip_index``, else the PyTorch CPU index for CPU builds on
+        Linux (PyPI's Linux torch is a CUDA build), else None (pip's configured index).
+        Neither the environment nor a stored setting is consulted.
     """
     if wheels_dir:
         return None
-    configured = settings.get(settings.TORCH_INDEX_URL, "") or os.environ.get(
-        "TORCH_INDEX_URL", "")
-    if configured:
-        return str(configured)
+    if typed and typed.strip():
+        return typed.strip()
+    if pip_index and pip_index.strip():
+        return None
     if not cuda and sys.platform.startswith("linux"):
         return CPU_TORCH_INDEX_URL
     return None
+
+
+def package_index_text(cuda: bool, wheels_dir: str | None = None, typed: str | None = None,
+                       pip_index: str | None = None) -> str:
+    """Where the installer will take packages from, in words (Settings page, diagnostics).
+
+    Args:
+        cuda: Whether a CUDA build is wanted.
+        wheels_dir: Offline wheel folder.
+        typed: The torch index typed in the Settings page.
+        pip_index: The index for all packages typed in the Settings page.
+
+    Returns:
+        For example ``"torch from https://download.pytorch.org/whl/cpu (default for CPU
+        builds on Linux); other packages from pip's configured index (PyPI unless a pip
+        configuration file names another)"``.
+    """
+    if wheels_dir:
+        return f"offline: only the wheels in {wheels_dir} (no package index)"
+    pip_index = (pip_index or "").strip()
+    torch = torch_index_url(cuda, None, typed, pip_index)
+    others = (f"{pip_index} (typed)" if pip_index else
+              "pip's configured index (PyPI unless a pip configuration file names another)")
+    if torch is None:
+        torch_text = "the same index as the other packages"
+    elif typed and typed.strip():
+        torch_text = f"{torch} (typed)"
+    else:
+        torch_text = f"{torch} (default for CPU builds on Linux)"
+    return f"torch from {torch_text}; other packages from {others}"
+
+
+def ignored_index_sources() -> list[str]:
+    """Package indexes named outside the Settings page, which the installer does not use.
+
+    Returns:
+        ``"NAME=value (environment)"`` for each of :data:`INDEX_VARIABLES` set in this
+        process and ``"terraseg/torch_index_url=value (setting)"`` for a value stored by an
+        earlier release. To use one, type it in the Settings page.
+    """
+    found = [f"{name}={os.environ[name]} (environment)" for name in INDEX_VARIABLES
+             if os.environ.get(name, "").strip()]
+    stored = settings.get(settings.TORCH_INDEX_URL, "") or ""
+    if str(stored).strip():
+        found.append(f"terraseg/{settings.TORCH_INDEX_URL}={stored} (setting)")
+    return found
 
 
 class EngineSetup(QObject):
@@ -115,10 +197,13 @@ class EngineSetup(QObject):
 
     Runs ``bash install_engine.sh`` in a QProcess with ``ENGINE_VENV=target_dir``,
     ``PYTHON`` (see :func:`find_system_python`), ``TORCH_VARIANT`` (``cpu``/``cuda``),
-    ``WHEELS_DIR`` (offline installs) and, where needed, ``TORCH_INDEX_URL``.
-    On success the target is stored as the setting ``terraseg/engine_dir``. The
-    environment variable TERRASEG_PYTHON overrides the Python that creates the engine.
-    The installer needs bash (on Windows: Git Bash or WSL on PATH).
+    ``WHEELS_DIR`` (offline installs), ``TORCH_INDEX_URL`` (:func:`torch_index_url`) and
+    ``PIP_INDEX_URL`` when the user typed one; none of :data:`INSTALLER_VARIABLES` is
+    inherited from this process. The installer refuses a folder it did not make (see
+    ``scripts/install_engine.sh``). On success the target is stored as the setting
+    ``terraseg/engine_dir``. The environment variable TERRASEG_PYTHON overrides the Python
+    that creates the engine (the log says so). The installer needs bash (on Windows: Git
+    Bash or WSL on PATH).
 
     Signals:
         log(str): One output line of the installer.
@@ -151,33 +236,43 @@ class EngineSetup(QObject):
         """Whether the installer runs."""
         return self._process is not None and self._process.state() != QProcess.NotRunning
 
-    def start(self, target_dir: str, cuda: bool, wheels_dir: str | None = None) -> None:
+    def start(self, target_dir: str, cuda: bool, wheels_dir: str | None = None,
+              torch_index: str | None = None, pip_index: str | None = None) -> None:
         """Start the installer (returns at once; watch the signals).
 
         Args:
             target_dir: Engine folder to create or update.
             cuda: Install the CUDA build of torch (else the CPU build).
             wheels_dir: Install offline from this folder of wheels.
+            torch_index: Package index for torch that the user typed.
+            pip_index: Package index for all packages that the user typed.
 
         Raises:
             RuntimeError: The installer runs already.
+            ValueError: A typed index is not a URL (:func:`check_index_url`).
         """
         if self.is_running():
             raise RuntimeError("The engine setup is running already.")
+        for typed in (torch_index, pip_index):
+            if typed and typed.strip() and check_index_url(typed):
+                raise ValueError(check_index_url(typed))
         self.target_dir = str(Path(target_dir).expanduser())
         self._buffer, self._tail, self._collected = b"", [], 0
         self._fraction, self._cancelled = 0.0, False
-        python = os.environ.get("TERRASEG_PYTHON") or find_system_python()
+        chosen = os.environ.get("TERRASEG_PYTHON")
+        python = chosen or find_system_python()
         extra = {"ENGINE_VENV": self.target_dir, "PYTHON": python,
                  "TORCH_VARIANT": "cuda" if cuda else "cpu"}
         if wheels_dir:
             extra["WHEELS_DIR"] = str(Path(wheels_dir).expanduser())
-        index = torch_index_url(cuda, wheels_dir)
+        index = torch_index_url(cuda, wheels_dir, torch_index, pip_index)
         if index:
             extra["TORCH_INDEX_URL"] = index
+        if pip_index and pip_index.strip() and not wheels_dir:
+            extra["PIP_INDEX_URL"] = pip_index.strip()
         proc = QProcess(self)
         proc.setProcessChannelMode(QProcess.MergedChannels)
-        proc.setProcessEnvironment(qprocess_environment(extra))
+        proc.setProcessEnvironment(qprocess_environment(extra, drop=INSTALLER_VARIABLES))
         proc.setWorkingDirectory(str(PLUGIN_DIR))
         proc.readyReadStandardOutput.connect(self._on_output)
         proc.finished.connect(self._on_finished)
@@ -190,7 +285,12 @@ class EngineSetup(QObject):
             program, args = setsid, [bash, self.script]
         self.log.emit(f"setting up the engine in {self.target_dir} "
                       f"({extra['TORCH_VARIANT']} build, Python {python}"
+                      + (" from TERRASEG_PYTHON" if chosen else "")
                       + (f", wheels from {extra['WHEELS_DIR']}" if wheels_dir else "") + ")")
+        self.log.emit("package index: " + package_index_text(
+            cuda, extra.get("WHEELS_DIR"), torch_index, pip_index))
+        for source in ignored_index_sources():
+            self.log.emit(f"not used (type it in the Settings page to use it): {source}")
         self._set_progress(0.01)
         proc.start(program, args)
 
@@ -273,7 +373,8 @@ class EngineSetup(QObject):
         elif self._cancelled:
             message = "Engine setup cancelled."
         elif ok:
-            message = f"The installer ended but made no engine in {self.target_dir}."
+            message = (f"The installer ended but made no engine in {self.target_dir}: "
+                       f"{engine_problem(self.target_dir)}")
         else:
             detail = self._tail[-1] if self._tail else ""
             message = f"Engine setup failed (exit code {exit_code}). {detail}".strip()

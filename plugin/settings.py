@@ -3,10 +3,12 @@
 Keys in use:
 
 * ``engine_dir``: folder of the engine environment (a virtual environment with
-  ``bin/terraseg``), searched first by :func:`terraseg.plugin.engine.find_engine`.
+  ``bin/terraseg``), searched first by :func:`terraseg.plugin.engine.find_engine`, which
+  runs it only when it carries TerraSeg's marker file (``.terraseg-engine``).
 * ``last_model``: the model file used last (``.tsm``).
 * ``models_dir``: where the panel saves new models.
-* ``torch_index_url``: optional package index for torch when setting up an engine.
+* ``torch_index_url``: a package index for torch stored by earlier releases. No longer used:
+  the Settings page lists it as ignored; an index is used only when typed there.
 
 Safe to call from any thread (QSettings is reentrant).
 """

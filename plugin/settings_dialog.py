@@ -3,11 +3,17 @@
 :class:`EngineSettingsWidget` is a page usable inside the dock; :class:`EngineSettingsDialog`
 wraps it in a dialog. Everything slow (``terraseg env``, ``nvidia-smi``, the installer)
 runs in child processes, so the GUI never freezes.
+
+The page shows what will run and where packages come from: the resolved engine folder and
+``terraseg`` command, the folders that were skipped and why (no TerraSeg marker file), and
+the package index the installer will use. An index is used only when typed here; one named
+by the environment or an old setting is listed as ignored.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -38,8 +44,21 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import jobs, settings
-from .engine import EngineLocation, default_engine_dir, engine_at, find_engine
-from .engine_setup import EngineSetup
+from .engine import (
+    EngineCandidate,
+    EngineLocation,
+    default_engine_dir,
+    engine_at,
+    engine_problem,
+    find_engine,
+    skipped_engines,
+)
+from .engine_setup import (
+    EngineSetup,
+    check_index_url,
+    ignored_index_sources,
+    package_index_text,
+)
 from .worker_job import WorkerJob
 
 
@@ -63,15 +82,40 @@ def device_text(env: dict[str, Any] | None) -> str:
     return str(device)
 
 
+def resolved_command(engine: EngineLocation) -> str:
+    """The engine's ``terraseg`` command with symbolic links resolved.
+
+    Args:
+        engine: The engine.
+
+    Returns:
+        The command's path, followed by ``-> real path`` when it is a link.
+    """
+    real = os.path.realpath(engine.terraseg)
+    return engine.terraseg if real == engine.terraseg else f"{engine.terraseg} -> {real}"
+
+
+def skipped_text(skipped: list[EngineCandidate]) -> str:
+    """Engine folders not used, one line each: ``origin folder: problem``."""
+    return "\n".join(f"{c.origin} {c.folder}: {c.problem}" for c in skipped)
+
+
 def diagnostics_text(env: dict[str, Any] | None, engine: EngineLocation | None,
-                     gpu: str | None = None, error: str = "") -> str:
-    """A bug-report block: QGIS version, OS, engine versions and device.
+                     gpu: str | None = None, error: str = "",
+                     skipped: list[EngineCandidate] | None = None, index: str = "",
+                     ignored: list[str] | None = None) -> str:
+    """A bug-report block: QGIS version, OS, engine path, versions, device and index.
 
     Args:
         env: ``terraseg env`` output, or None when unknown.
         engine: The engine's location, or None.
         gpu: ``nvidia-smi``'s GPU line, if any.
         error: Why the engine could not be queried, if it could not.
+        skipped: Engine folders not used and why (:func:`~terraseg.plugin.engine.
+            skipped_engines`).
+        index: Where the installer takes packages from
+            (:func:`~terraseg.plugin.engine_setup.package_index_text`).
+        ignored: Package indexes named outside the Settings page, not used.
 
     Returns:
         Plain text for the clipboard.
@@ -81,10 +125,17 @@ def diagnostics_text(env: dict[str, Any] | None, engine: EngineLocation | None,
         f"QGIS: {Qgis.QGIS_VERSION}",
         f"OS: {platform.platform()}",
         f"QGIS Python: {sys.version.split()[0]} ({sys.executable})",
-        f"Engine: {engine.root if engine else 'not found'}",
+        f"Engine: {os.path.realpath(engine.root) if engine else 'not found'}",
     ]
     if engine:
-        lines.append(f"Engine command: {engine.terraseg}")
+        lines.append(f"Engine command: {resolved_command(engine)}")
+    for candidate in skipped or []:
+        lines.append(f"Engine folder not used ({candidate.origin}): {candidate.folder}: "
+                     f"{candidate.problem}")
+    if index:
+        lines.append(f"Package index for engine setup: {index}")
+    lines.append("Package indexes ignored (not typed in the Settings page): "
+                 + ("; ".join(ignored) if ignored else "none"))
     lines.append(f"NVIDIA GPU (nvidia-smi): {gpu or 'none found'}")
     if env:
         lines.append(f"Engine TerraSeg: {env.get('terraseg', '?')}")
@@ -142,13 +193,18 @@ class EngineSettingsWidget(QWidget):
         box = QGroupBox(self.tr("Engine"), self)
         form = QFormLayout()
         self.engine_label = QLabel(self.tr("searching..."), box)
+        self.command_label = QLabel("", box)
+        self.skipped_label = QLabel("", box)
         self.python_label = QLabel("", box)
         self.version_label = QLabel("", box)
         self.device_label = QLabel("", box)
-        for lab in (self.engine_label, self.python_label, self.device_label):
+        for lab in (self.engine_label, self.command_label, self.skipped_label,
+                    self.python_label, self.device_label):
             lab.setWordWrap(True)
             lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
         form.addRow(self.tr("Engine folder:"), self.engine_label)
+        form.addRow(self.tr("Engine command:"), self.command_label)
+        form.addRow(self.tr("Not used:"), self.skipped_label)
         form.addRow(self.tr("Python:"), self.python_label)
         form.addRow(self.tr("TerraSeg engine:"), self.version_label)
         form.addRow(self.tr("Compute device:"), self.device_label)
@@ -188,6 +244,23 @@ class EngineSettingsWidget(QWidget):
         self.wheels_edit.setPlaceholderText(self.tr("optional: folder of wheels (offline sites)"))
         sform.addRow(self.tr("Install from wheels:"),
                      self._with_browse(self.wheels_edit, self.tr("Folder of wheels")))
+        self.torch_index_edit = QLineEdit(setup)
+        self.torch_index_edit.setPlaceholderText(self.tr("optional: package index for torch"))
+        sform.addRow(self.tr("Torch index:"), self.torch_index_edit)
+        self.pip_index_edit = QLineEdit(setup)
+        self.pip_index_edit.setPlaceholderText(
+            self.tr("optional: package index for all packages (a mirror)"))
+        sform.addRow(self.tr("Package index:"), self.pip_index_edit)
+        self.index_label = QLabel("", setup)
+        self.ignored_label = QLabel("", setup)
+        for lab in (self.index_label, self.ignored_label):
+            lab.setWordWrap(True)
+            lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        sform.addRow(self.tr("Packages from:"), self.index_label)
+        sform.addRow(self.tr("Ignored:"), self.ignored_label)
+        for edit in (self.wheels_edit, self.torch_index_edit, self.pip_index_edit):
+            edit.textChanged.connect(self.update_index)
+        self.cuda_check.toggled.connect(self.update_index)
         buttons = QHBoxLayout()
         self.setup_button = QPushButton(self.tr("Set up engine"), setup)
         self.setup_button.clicked.connect(self.start_setup)
@@ -212,6 +285,7 @@ class EngineSettingsWidget(QWidget):
         self.log_view.setMaximumBlockCount(5000)
         self.log_view.setPlaceholderText(self.tr("Engine setup log"))
         layout.addWidget(self.log_view, 1)
+        self.update_index()
 
     def _with_browse(self, edit: QLineEdit, title: str) -> QWidget:
         holder = QWidget(self)
@@ -235,15 +309,32 @@ class EngineSettingsWidget(QWidget):
         """Add a line to the log panel."""
         self.log_view.appendPlainText(line)
 
+    def index_text(self) -> str:
+        """Where the installer will take packages from, with the page's current choices."""
+        return package_index_text(self.cuda_check.isChecked(),
+                                  self.wheels_edit.text().strip() or None,
+                                  self.torch_index_edit.text(), self.pip_index_edit.text())
+
+    def update_index(self) -> None:
+        """Show the package index in use and the indexes ignored."""
+        self.index_label.setText(self.index_text())
+        ignored = ignored_index_sources()
+        self.ignored_label.setText(
+            "; ".join(ignored) + self.tr(" (to use one, type it above)") if ignored
+            else self.tr("none"))
+
     def refresh(self) -> None:
         """Locate the engine and query its environment in the background."""
         self.engine = find_engine()
         self.environment, self.error = None, ""
+        skipped = skipped_engines()
+        self.skipped_label.setText(skipped_text(skipped) or self.tr("none"))
         if self.engine is None:
-            self._show_missing()
+            self._show_missing(skipped)
             self.environment_changed.emit(None)
             return
         self.engine_label.setText(self.engine.root)
+        self.command_label.setText(resolved_command(self.engine))
         self.python_label.setText(self.engine.python)
         self.version_label.setText("")
         self.device_label.setText(self.tr("querying the engine..."))
@@ -264,15 +355,19 @@ class EngineSettingsWidget(QWidget):
             self._env_job.deleteLater()
             self._env_job = None
 
-    def _show_missing(self) -> None:
+    def _show_missing(self, skipped: list[EngineCandidate]) -> None:
         self.engine_label.setText(self.tr("No engine found."))
+        self.command_label.setText("")
         self.python_label.setText("")
         self.version_label.setText("")
         self.device_label.setText("")
         self.packages.setRowCount(0)
-        self.status_label.setText(self.tr(
+        text = self.tr(
             "The TerraSeg engine (PyTorch and friends, in its own Python environment) is not "
-            "set up yet. Click 'Set up engine' below, or 'Use existing engine...'."))
+            "set up yet. Click 'Set up engine' below, or 'Use existing engine...'.")
+        if skipped:
+            text += "\n" + self.tr("Not used: ") + skipped_text(skipped)
+        self.status_label.setText(text)
 
     def _env_result(self, env: dict[str, Any]) -> None:
         self.environment = env
@@ -329,7 +424,8 @@ class EngineSettingsWidget(QWidget):
     def diagnostics(self) -> str:
         """The diagnostics text for the current state."""
         return diagnostics_text(self.environment, self.engine or find_engine(), self.gpu,
-                                self.error)
+                                self.error, skipped=skipped_engines(),
+                                index=self.index_text(), ignored=ignored_index_sources())
 
     def copy_diagnostics(self) -> str:
         """Put the diagnostics on the clipboard.
@@ -348,8 +444,8 @@ class EngineSettingsWidget(QWidget):
         if not folder:
             return
         if engine_at(folder) is None:
-            self.status_label.setText(self.tr("No engine in ") + folder + self.tr(
-                " (it needs bin/terraseg)."))
+            self.status_label.setText(self.tr("Not used: ") + engine_problem(folder))
+            self.target_edit.setText(folder)
             return
         settings.set(settings.ENGINE_DIR, folder)
         self.refresh()
@@ -360,12 +456,19 @@ class EngineSettingsWidget(QWidget):
             return
         target = self.target_edit.text().strip() or default_engine_dir()
         wheels = self.wheels_edit.text().strip() or None
+        torch_index = self.torch_index_edit.text().strip() or None
+        pip_index = self.pip_index_edit.text().strip() or None
+        problems = [check_index_url(url) for url in (torch_index, pip_index) if url]
+        if any(problems):
+            self.status_label.setText(next(p for p in problems if p))
+            return
         self.log_view.clear()
         self.progress.setValue(0)
         self.setup_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status_label.setText(self.tr("Setting up the engine; this takes a few minutes."))
-        self.setup.start(target, self.cuda_check.isChecked(), wheels)
+        self.setup.start(target, self.cuda_check.isChecked(), wheels,
+                         torch_index=torch_index, pip_index=pip_index)
 
     def _setup_finished(self, ok: bool, message: str) -> None:
         self.setup_button.setEnabled(True)

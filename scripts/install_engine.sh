@@ -9,6 +9,14 @@
 # Idempotent: a stamp file <venv>/.installed-<hash> records the hash of the requirement
 # files, pyproject.toml and this script; when it is present nothing is reinstalled.
 #
+# Only what this script made is ever deleted or replaced. It writes the marker file
+# <venv>/.terraseg-engine when it creates an environment (the plugin runs no engine without
+# it). An existing folder is used only when it carries the marker, is empty, or is an
+# isolated TerraSeg environment made by an earlier release (bin/terraseg and an installed
+# terraseg distribution: the marker is added, nothing is deleted); any other folder is
+# refused before anything in it is run or changed. Repairing a marked environment removes
+# only the virtual environment's own entries (bin, lib, include, pyvenv.cfg, ...).
+#
 # Environment:
 #   ENGINE_VENV  venv directory (default: .venv-engine in the repository root)
 #   PYTHON       interpreter that creates the venv (default: python3)
@@ -49,6 +57,57 @@ hash=$( { cat "${inputs[@]}"; [ -z "$variant" ] || echo "torch-variant=$variant"
   | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$hash"
 
+marker="$venv/.terraseg-engine"
+case "$venv" in /*) venv_abs=$venv ;; *) venv_abs=$root/$venv ;; esac
+
+write_marker() {  # $1: what happened (created / adopted)
+  cat > "$marker" <<MARKER
+TerraSeg engine environment ($1 by scripts/install_engine.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ)).
+This folder is a Python virtual environment that TerraSeg's installer manages: setting up
+the engine again may remove and recreate its environment files (bin, lib, include,
+pyvenv.cfg, ...). Keep no other files here. The TerraSeg QGIS plugin runs an engine only
+from a folder that carries this file.
+MARKER
+}
+
+owned() {  # the marker is a plain file written by this script
+  [ -f "$marker" ] && [ ! -L "$marker" ]
+}
+
+made_by_earlier_release() {  # judged from files only: nothing in the folder is run
+  [ -x "$venv/bin/python" ] && [ -x "$venv/bin/terraseg" ] || return 1
+  grep -qiE '^include-system-site-packages *= *false' "$venv/pyvenv.cfg" 2>/dev/null || return 1
+  local dist
+  for dist in "$venv"/lib/python3*/site-packages/terraseg-*.dist-info/METADATA; do
+    [ -f "$dist" ] && return 0
+  done
+  return 1
+}
+
+# Whose folder is it? Decided before anything in it is run, changed or deleted.
+if [ -e "$venv" ] || [ -L "$venv" ]; then
+  if [ ! -d "$venv" ]; then
+    echo "install_engine: refusing to use $venv_abs: it is not a folder. Fix: choose an" \
+      "empty or new folder for the engine." >&2
+    exit 1
+  elif owned; then
+    :
+  elif [ -r "$venv" ] && [ -z "$(ls -A "$venv")" ]; then
+    echo "using the empty folder $venv_abs for the engine"
+    write_marker created
+  elif made_by_earlier_release; then
+    write_marker adopted
+    echo "adopting the TerraSeg engine made by an earlier release in $venv_abs: added the" \
+      "marker $marker; nothing was deleted"
+  else
+    echo "install_engine: refusing to use $venv_abs: the folder is not empty and is not a" \
+      "TerraSeg engine (it has no .terraseg-engine marker), so nothing in it was run," \
+      "changed or deleted. Fix: choose an empty or new folder for the engine, or remove" \
+      "$venv_abs yourself if nothing in it is needed." >&2
+    exit 1
+  fi
+fi
+
 venv_usable() {
   [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' 2>/dev/null \
     && grep -qiE '^include-system-site-packages *= *false' "$venv/pyvenv.cfg" 2>/dev/null
@@ -59,14 +118,27 @@ if [ "${FORCE:-0}" != 1 ] && [ -f "$stamp" ] && venv_usable; then
   exit 0
 fi
 
-if [ -d "$venv" ] && ! venv_usable; then
-  echo "install_engine: $venv is broken or not isolated; recreating it" >&2
-  rm -rf "$venv"
+# The folder is ours from here on (marked, or absent).
+needs_venv=1
+if [ -d "$venv" ] && venv_usable; then
+  needs_venv=0
 fi
-if [ ! -d "$venv" ]; then
+if [ "$needs_venv" = 1 ]; then
   command -v "$python" >/dev/null || { echo "install_engine: '$python' not found; set PYTHON=/path/to/python3 (>= 3.10)" >&2; exit 1; }
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || { echo "install_engine: $("$python" --version 2>&1) is too old; TerraSeg needs Python >= 3.10 (set PYTHON=...)" >&2; exit 1; }
+  if [ -e "$venv/pyvenv.cfg" ] || [ -e "$venv/bin" ]; then
+    echo "install_engine: $venv is broken or not isolated; recreating its environment" \
+      "(the marker and any other files stay)" >&2
+  fi
+  if [ -d "$venv" ]; then  # only the virtual environment's own entries
+    for entry in bin Scripts include Include lib Lib lib64 share etc pyvenv.cfg .torch-variant; do
+      rm -rf "${venv:?}/$entry"
+    done
+    rm -f "$venv"/.installed-*
+  fi
+  mkdir -p "$venv"
+  owned || write_marker created
   echo "creating isolated engine environment: $venv ($("$python" --version 2>&1))"
   "$python" -m venv "$venv"
 fi

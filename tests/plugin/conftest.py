@@ -61,10 +61,11 @@ def engine():
     """The engine in .venv-engine (EngineLocation)."""
     if not TERRASEG.exists():
         pytest.skip(f"no TerraSeg engine at {TERRASEG}: run `make install` first")
-    from terraseg.plugin.engine import engine_at
+    from terraseg.plugin.engine import engine_at, engine_problem
 
     loc = engine_at(ENGINE_DIR)
-    assert loc is not None
+    assert loc is not None, (f"{engine_problem(ENGINE_DIR)} Run `make install`: it adds the "
+                             "marker to an engine made by an earlier release.")
     return loc
 
 

@@ -302,6 +302,7 @@ def test_engine_setup_runs_the_installer(tmp_path, clean_engine_setting):
         'echo "variant=$TORCH_VARIANT wheels=$WHEELS_DIR python=$PYTHON"\n'
         'echo "installing pinned engine requirements into $ENGINE_VENV"\n'
         'mkdir -p "$ENGINE_VENV/bin"\n'
+        'echo "TerraSeg engine environment" > "$ENGINE_VENV/.terraseg-engine"\n'
         'printf "#!/bin/sh\\n" > "$ENGINE_VENV/bin/terraseg"\n'
         'chmod +x "$ENGINE_VENV/bin/terraseg"\n'
         'echo "engine environment ready: $ENGINE_VENV"\n')
