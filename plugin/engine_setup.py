@@ -8,7 +8,8 @@ CPU-only index for CPU builds on Linux). On success the new engine becomes the s
 
 A package index is used only when it is TerraSeg's default or the user typed it in the
 Settings page: the installer never inherits an index from this process's environment
-(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, TORCH_INDEX_URL) or from the old
+(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_CONFIG_FILE, TORCH_INDEX_URL) or
+from the old
 setting ``terraseg/torch_index_url``; those are shown there as ignored
 (:func:`ignored_index_sources`), and :func:`package_index_text` says what is used.
 """
@@ -41,8 +42,10 @@ INSTALL_SCRIPT = PLUGIN_DIR / "scripts" / "install_engine.sh"
 # An index the user types in the Settings page wins.
 CPU_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 
-# Package sources a process environment can name; the installer never inherits them.
-INDEX_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "TORCH_INDEX_URL")
+# Package sources a process environment can name (PIP_CONFIG_FILE: a pip configuration
+# that may name an index); the installer never inherits them.
+INDEX_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE",
+                   "TORCH_INDEX_URL")
 # Everything the installer reads: set by EngineSetup from the dialog, never inherited.
 INSTALLER_VARIABLES = (*INDEX_VARIABLES, "PIP_TRUSTED_HOST", "ENGINE_VENV", "PYTHON",
                        "TORCH_VARIANT", "WHEELS_DIR", "FORCE")

@@ -29,12 +29,13 @@ ENV_RESULT = ('{"v": 1, "event": "result", "command": "env", "terraseg": "0.0-fa
 HOSTILE = {"PIP_INDEX_URL": "https://evil.example/simple",
            "PIP_EXTRA_INDEX_URL": "https://evil.example/extra",
            "PIP_FIND_LINKS": "https://evil.example/links",
+           "PIP_CONFIG_FILE": "/evil/pip.conf",
            "TORCH_INDEX_URL": "https://evil.example/torch",
            "WHEELS_DIR": "/evil/wheels", "FORCE": "1"}
 # What the installer reads (scripts/install_engine.sh) plus pip's package-source variables.
 INSTALLER_NAMES = ("ENGINE_VENV", "PYTHON", "TORCH_VARIANT", "WHEELS_DIR", "FORCE",
                    "TORCH_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
-                   "PIP_TRUSTED_HOST")
+                   "PIP_CONFIG_FILE", "PIP_TRUSTED_HOST")
 
 
 def fake_engine(folder: Path, marked: bool) -> Path:
@@ -196,8 +197,8 @@ def test_environment_index_is_not_passed_to_the_installer(tmp_path, no_other_eng
     assert ok is False
     assert "evil" not in "".join(received.values()), received
     assert "stored" not in "".join(received.values()), received
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "TORCH_INDEX_URL",
-                 "WHEELS_DIR", "FORCE", "PIP_TRUSTED_HOST"):
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE",
+                 "TORCH_INDEX_URL", "WHEELS_DIR", "FORCE", "PIP_TRUSTED_HOST"):
         assert received[name] == "<unset>", (name, received)
     assert received["TORCH_VARIANT"] == "cuda"
     assert received["ENGINE_VENV"] == str(tmp_path / "engine")
