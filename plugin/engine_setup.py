@@ -9,8 +9,7 @@ CPU-only index for CPU builds on Linux). On success the new engine becomes the s
 A package index is used only when it is TerraSeg's default or the user typed it in the
 Settings page: the installer never inherits an index from this process's environment
 (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_CONFIG_FILE, TORCH_INDEX_URL) or
-from the old
-setting ``terraseg/torch_index_url``; those are shown there as ignored
+from the old setting ``terraseg/torch_index_url``; those are shown there as ignored
 (:func:`ignored_index_sources`), and :func:`package_index_text` says what is used.
 """
 
