@@ -32,7 +32,7 @@ from terraseg.core.reporting import ConsoleReporter, Reporter
 from terraseg.protocol.errors import ConfigError, ModelFileError
 from terraseg.protocol.model_meta import ModelMeta
 from terraseg.protocol.options import TrainOptions
-from terraseg.training.cache import ImageCache, default_cache_dir
+from terraseg.training.cache import ImageCache
 from terraseg.training.callbacks import BestWeights, ReporterCallback
 from terraseg.training.data import ImageWindowStore, PatchGeometry
 from terraseg.training.device import describe_device
@@ -86,7 +86,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
                 "warning")
 
     data = opts.data
-    cache = ImageCache(source, Path(data.cache_dir) if data.cache_dir else default_cache_dir())
+    cache = ImageCache(source, data.cache_dir, rep.log)
     cache.store_labels(labels)
     labels = drop_nodata_labels(labels, cache, rep)
     stats = (BandStats(init_meta.normalisation.mean, init_meta.normalisation.std)
