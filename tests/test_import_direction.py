@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).parents[1]
+from helpers.paths import ROOT
 
 
 def imports(path: Path) -> list[str]:

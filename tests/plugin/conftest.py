@@ -1,39 +1,23 @@
 """Fixtures for the QGIS-side tests (run with QGIS's Python: `make test-plugin`).
 
 The engine is the real one in .venv-engine (skipped with a reason when missing). The test
-scene is made by the engine's Python with tests/synthetic.py (QGIS's Python must not import
-rasterio/fiona): a 96x96 4-band raster in EPSG:32632 and labels.gpkg (EPSG:4326) with the
-class field ``klass`` (sealed/unsealed) and a category field ``cat``.
+scene is made by the engine's Python with tests/helpers/synthetic.py (QGIS's Python must not
+import rasterio/fiona): a 96x96 4-band raster in EPSG:32632 and labels.gpkg (EPSG:4326) with
+the class field ``klass`` (sealed/unsealed) and a category field ``cat``. Helpers the tests
+import (TINY_TRAIN, RecordingFeedback, wait_until, ...) live in tests/helpers/qgis_support.py;
+tests/conftest.py (loaded too) adds the private default cache.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from qgis.PyQt.QtCore import QCoreApplication, QEventLoop
+from helpers.paths import ENGINE_DIR, engine_executable
+from helpers.qgis_support import TINY_TRAIN, RecordingFeedback, make_scene
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINE_DIR = ROOT / ".venv-engine"
-TERRASEG = ENGINE_DIR / ("Scripts/terraseg.exe" if sys.platform == "win32" else "bin/terraseg")
-
-# The smallest training that still exercises every stage (a few seconds on 2 CPU cores).
-TINY_TRAIN = {"patch_size": 23, "block_size": 5, "blocks": "1,1,1", "epochs": 2,
-              "patience": 2, "samples_per_epoch": 256, "batch_size": 64}
-
-_MAKE_SCENE = """
-import sys
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from synthetic import make_scene
-make_scene(Path(sys.argv[2]))
-"""
+TERRASEG = engine_executable(ENGINE_DIR)
 
 
 @dataclass(frozen=True)
@@ -43,17 +27,6 @@ class SceneFiles:
     folder: Path
     raster: Path
     labels: Path
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float) -> bool:
-    """Process Qt events until ``condition()`` is true or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return bool(condition())
-        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -73,48 +46,14 @@ def engine():
 def scene(engine, tmp_path_factory) -> SceneFiles:
     """The 96x96 synthetic scene, written by the engine's Python."""
     folder = tmp_path_factory.mktemp("scene")
-    subprocess.run([engine.python, "-c", _MAKE_SCENE, str(ROOT / "tests"), str(folder)],
-                   check=True, capture_output=True, timeout=120)
-    return SceneFiles(folder, folder / "scene.tif", folder / "labels.gpkg")
+    raster = make_scene(folder, python=engine.python)
+    return SceneFiles(folder, raster, folder / "labels.gpkg")
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """A training cache shared by the tests (keeps ~/.cache clean)."""
     return tmp_path_factory.mktemp("cache")
-
-
-class RecordingFeedback:
-    """Feedback double for run_job: records progress, info and debug lines; cancellable."""
-
-    def __init__(self) -> None:
-        self.progress: list[float] = []
-        self.texts: list[str] = []
-        self.info: list[str] = []
-        self.debug: list[str] = []
-        self.warnings: list[str] = []
-        self.canceled = False
-
-    def setProgress(self, value: float) -> None:  # noqa: N802 - QgsFeedback API
-        self.progress.append(value)
-
-    def setProgressText(self, text: str) -> None:  # noqa: N802
-        self.texts.append(text)
-
-    def pushInfo(self, text: str) -> None:  # noqa: N802
-        self.info.append(text)
-
-    def pushDebugInfo(self, text: str) -> None:  # noqa: N802
-        self.debug.append(text)
-
-    def pushWarning(self, text: str) -> None:  # noqa: N802
-        self.warnings.append(text)
-
-    def isCanceled(self) -> bool:  # noqa: N802
-        return self.canceled
-
-    def cancel(self) -> None:
-        self.canceled = True
 
 
 @dataclass

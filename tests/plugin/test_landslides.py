@@ -7,45 +7,33 @@ polygons, train, then predict with an own threshold and a cleaned class map.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import run_engine_python
+from helpers.qgis_support import label_boxes, make_scene, needs_engine, raster_values
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayerUtils
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_panel import (  # noqa: E402
-    ENGINE_BIN,
-    ROOT,
-    label_boxes,
-    make_scene,
-    needs_engine,
-    raster_values,
-)
 
 # A 20 m DEM (a tilted plane with a hill) covering the 10 m scene, on another grid.
 _MAKE_DEM = """
 import sys
 import numpy as np
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
 from rasterio.transform import from_origin
-from synthetic import write_raster
+from helpers.synthetic import write_raster
 yy, xx = np.mgrid[0:60, 0:60].astype("float32")
 dem = 300 + 2.0 * xx + 40 * np.exp(-((yy - 30) ** 2 + (xx - 25) ** 2) / 200)
-write_raster(Path(sys.argv[2]), dem[None].astype("float32"),
+write_raster(Path(sys.argv[1]), dem[None].astype("float32"),
              transform=from_origin(499900.0, 5200100.0, 20.0, 20.0))
 """
 
 
 def make_dem(path: Path) -> Path:
-    subprocess.run([str(ENGINE_BIN / "python"), "-c", _MAKE_DEM, str(ROOT / "tests"),
-                    str(path)], check=True, capture_output=True, text=True, timeout=120)
+    run_engine_python(_MAKE_DEM, path)
     return path
 
 
+@pytest.mark.slow  # trains a U-Net in the panel: ~25-45 s on 2 CPU cores
 @needs_engine
 def test_landslide_task_with_terrain_threshold_and_cleanup(qgis_iface, qgis_new_project,
                                                            tmp_path: Path) -> None:

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers.qgis_support import (
+    BOX_AREA_M2,
+    PIXEL_M,
+    label_boxes,
+    make_scene,
+    needs_engine,
+    pixel_box,
+    raster_values,
+    truth,
+)
 from qgis.core import (
     Qgis,
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
-    QgsGeometry,
-    QgsPointXY,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -30,58 +37,8 @@ from qgis.core import (
     QgsVectorLayerUtils,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINE_BIN = ROOT / ".venv-engine" / "bin"
-TERRASEG = ENGINE_BIN / "terraseg"
-
-# tests/synthetic.py: origin, pixel size and label boxes of make_scene(size=96)
-ORIGIN = (500000.0, 5200000.0)
-PIXEL_M = 10.0
-STARTS = range(4, 96 - 12, 32)
-BOX_AREA_M2 = 64 * PIXEL_M * PIXEL_M  # 8 x 8 pixels
-
-needs_engine = pytest.mark.skipif(
-    not os.access(TERRASEG, os.X_OK),
-    reason=f"the TerraSeg engine is not installed ({TERRASEG} missing; run `make install`)")
-
 FAST_TRAINING = {"epochs": 3, "patch_size": 23, "block_size": 5, "blocks": "1,1,1",
                  "lr": 0.01, "samples_per_epoch": 512, "patience": 10}
-
-
-def pixel_box(r0: int, c0: int, r1: int, c1: int) -> QgsGeometry:
-    """Polygon over pixel rows r0..r1-1 and cols c0..c1-1 (as tests/synthetic.py)."""
-    x0, y0 = ORIGIN[0] + c0 * PIXEL_M, ORIGIN[1] - r0 * PIXEL_M
-    x1, y1 = ORIGIN[0] + c1 * PIXEL_M, ORIGIN[1] - r1 * PIXEL_M
-    ring = [QgsPointXY(x0, y0), QgsPointXY(x1, y0), QgsPointXY(x1, y1), QgsPointXY(x0, y1),
-            QgsPointXY(x0, y0)]
-    return QgsGeometry.fromPolygonXY([ring])
-
-
-def label_boxes() -> dict[str, list[QgsGeometry]]:
-    boxes: dict[str, list[QgsGeometry]] = {"sealed": [], "unsealed": []}
-    for r in STARTS:
-        for c in STARTS:
-            boxes["sealed"].append(pixel_box(r + 3, c + 3, r + 11, c + 11))
-            boxes["unsealed"].append(pixel_box(r + 18, c + 18, r + 26, c + 26))
-    return boxes
-
-
-def truth(row: int, col: int) -> int:
-    """1 sealed, 2 unsealed (make_scene's truth)."""
-    for r in STARTS:
-        for c in STARTS:
-            if r <= row < r + 14 and c <= col < c + 14:
-                return 1
-    return 2
-
-
-def make_scene(folder: Path) -> Path:
-    """Write tests/synthetic.py's scene with the engine's Python (QGIS has no rasterio)."""
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-            "from synthetic import make_scene; print(make_scene(Path(sys.argv[2])).raster)")
-    out = subprocess.run([str(ENGINE_BIN / "python"), "-c", code, str(ROOT / "tests"),
-                          str(folder)], check=True, capture_output=True, text=True, timeout=120)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def process_events(seconds: float = 0.0) -> None:
@@ -99,14 +56,6 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         process_events(0.05)
-
-
-def raster_values(path: str, band: int = 1) -> tuple[QgsRasterLayer, list[list[float]]]:
-    layer = QgsRasterLayer(path, "check", "gdal")
-    assert layer.isValid(), path
-    w, h = layer.width(), layer.height()
-    block = layer.dataProvider().block(band, layer.extent(), w, h)
-    return layer, [[block.value(r, c) for c in range(w)] for r in range(h)]
 
 
 def process_alive(pid: int) -> bool:
@@ -175,6 +124,7 @@ def test_missing_engine_is_reported(qgis_iface, qgis_new_project, monkeypatch) -
         dock.deleteLater()
 
 
+@pytest.mark.slow  # the analyst's whole path, several trainings: ~60-120 s on 2 CPU cores
 @needs_engine
 def test_panel_workflow(qgis_iface, qgis_new_project, qgis_canvas, tmp_path: Path) -> None:
     from terraseg import classFactory

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAIN
+from helpers.qgis_support import TINY_TRAIN
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -391,6 +391,7 @@ def test_modeler_chain(processing, scene, tiny_model, tmp_path):
     assert Path(res["areas:areas"]).read_text().startswith("class_id,class_name")
 
 
+@pytest.mark.slow  # trains a U-Net through Processing: ~17-34 s on 2 CPU cores
 def test_train_unet_and_predict_with_threshold_and_cleanup(processing, scene, cache_dir,
                                                           tmp_path):
     out = tmp_path / "unet.tsm"

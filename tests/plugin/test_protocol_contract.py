@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RecordingFeedback, wait_until
+from helpers.qgis_support import RecordingFeedback, wait_until
 
 from terraseg.plugin.worker_errors import WorkerError
 from terraseg.plugin.worker_job import WorkerJob

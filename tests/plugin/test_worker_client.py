@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAIN, RecordingFeedback, wait_until
+from helpers.qgis_support import TINY_TRAIN, RecordingFeedback, wait_until
 from qgis.PyQt.QtWidgets import QApplication
 
 from terraseg.plugin import engine as engine_mod
