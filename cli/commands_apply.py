@@ -1,37 +1,105 @@
-"""Commands that apply a model to a raster: ``predict`` and ``evaluate``."""
+"""Commands that apply a model to a raster: ``predict`` and ``evaluate``.
+
+Their option values are checked before any raster is read: the device is one this machine
+has, ``--tile-size`` is 0 or a size the model takes, ``--min-area`` is a finite area, and
+the threshold and the clean-up settings follow their own rules (core/decision.py,
+core/postprocess.py), which run before the outputs are opened.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from terraseg.cli.options import add_extra_args, parse_window
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError
-from terraseg.protocol.model_meta import ModelMeta
+from terraseg.protocol.model_meta import MAX_WINDOW_PX, ModelMeta
+
+#: The smallest processing tile (``--tile-size``) other than 0 (the model's default).
+MIN_TILE_PX = 16
 
 
 def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:
-    """The loaded model and its input source for ``--raster`` (shared with training)."""
+    """The loaded model and its input source for ``--raster`` (shared with training).
+
+    The options are checked first: the device and the tile size before the model is read,
+    the threshold and the tile size against the model before the raster is opened.
+    """
+    from terraseg.core.decision import resolve_threshold
     from terraseg.core.extras import parse_extras
     from terraseg.core.model_input import source_for_model
     from terraseg.core.modelfile import load_model
 
+    check_device(a.device)
+    tile_px = getattr(a, "tile_size", 0)
+    check_tile_size_option(tile_px)
     model = load_model(a.model)
+    resolve_threshold(model.meta, a.threshold)
+    if tile_px and model.meta.geometry.kind == "tile":
+        from terraseg.core.models.unet import check_tile_size
+
+        check_tile_size(tile_px, model.meta.geometry.stride_px, "--tile-size")
     extras = parse_extras(a.extra_rasters, a.dem, bool(a.slope_from_dem))
     return model, source_for_model(model.meta, a.raster, a.bands, extras)
+
+
+def check_tile_size_option(tile_px: int) -> None:
+    """``--tile-size``: 0 (the model's default) or 16 to 8192 pixels.
+
+    Raises:
+        ConfigError: Naming the flag and the valid sizes.
+    """
+    if tile_px != 0 and not MIN_TILE_PX <= tile_px <= MAX_WINDOW_PX:
+        raise ConfigError(f"--tile-size is {tile_px}, but it must be 0 (the model's default) "
+                          f"or {MIN_TILE_PX} to {MAX_WINDOW_PX} pixels.",
+                          "Leave --tile-size out, or use e.g. --tile-size 512.")
+
+
+def check_device(name: str) -> None:
+    """``--device``: ``auto``, ``cpu``, or a GPU this machine has (``cuda``, ``cuda:N``).
+
+    Raises:
+        ConfigError: An unknown device, or a GPU the engine's torch cannot use.
+    """
+    import torch
+
+    from terraseg.core.network_prep import pick_device
+
+    dev = pick_device(name)
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"--device {name}: no CUDA GPU is available to the engine.",
+                              "Use --device auto (the GPU when there is one, else the CPU) "
+                              "or --device cpu.")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"--device {name}: there is no GPU {dev.index} (this machine "
+                              f"has {n}).", f"Use --device cuda:0 to cuda:{n - 1}, or cuda.")
+        return
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise ConfigError(f"--device {name} is not a device TerraSeg can run on here.",
+                      "Use auto, cpu or cuda (cuda:N for GPU N).")
 
 
 def postprocess_spec(a: argparse.Namespace, meta: ModelMeta, source: Any) -> Any:
     """PostProcess from predict's --opening/--closing/--morph-class/--min-area options.
 
     Raises:
-        ConfigError: ``--morph-class`` is not a class of the model.
+        ConfigError: ``--min-area`` is not finite, ``--morph-class`` is not a class of the
+            model, or the sizes break core/postprocess.py's rules.
     """
     from terraseg.core.postprocess import PostProcess, min_region_pixels
 
     class_id = meta.classes[0].id
+    if not math.isfinite(a.min_area):
+        raise ConfigError(f"--min-area is {a.min_area}, not a finite area.",
+                          "Give an area in m2, e.g. --min-area 500 (0 = keep all).")
     if a.morph_class:
         by_name = {c.name: c.id for c in meta.classes}
         if a.morph_class not in by_name:

@@ -1,4 +1,8 @@
-"""Training commands: ``train``, ``grid``, ``cv`` and ``compare``."""
+"""Training commands: ``train``, ``grid``, ``cv`` and ``compare``.
+
+The options are checked (cli/options.py) before the training stack is imported, and so are
+the commands' own numbers: grid's learning rates and weight decays, the number of folds.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,50 @@ from typing import Any
 from terraseg.cli.options import add_train_options, train_options
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.options import SPEC_BY_NAME, check_value
 
 UNUSED_OUT = "unused.tsm"
 
 
+def grid_values(spec: str, flag: str, option: str) -> list[float]:
+    """Numbers of a grid axis (``--lrs 1e-3,1e-4``), each valid for its training option.
+
+    Raises:
+        ConfigError: Not a list of numbers, or a value the option refuses (naming ``flag``).
+    """
+    try:
+        values = [float(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ConfigError(f"{flag} '{spec}' is not a comma-separated list of numbers.",
+                          f"Give e.g. {flag} 1e-3,1e-4.")
+    for v in values:
+        try:
+            check_value(SPEC_BY_NAME[option], v)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} holds {v:g}: {exc.message}", exc.hint) from None
+    return values
+
+
+def check_folds(k: int, zero_ok: bool) -> None:
+    """``--k``: 2 or more folds (0 = one split, where ``zero_ok``).
+
+    Raises:
+        ConfigError: Any other number.
+    """
+    if k >= 2 or (zero_ok and k == 0):
+        return
+    raise ConfigError(f"--k is {k}; k-fold cross-validation needs 2 or more folds.",
+                      "Use --k 5 (or 0 for one split)." if zero_ok else "Use e.g. --k 5.")
+
+
 def _run_train(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    opts = train_options(a)  # checked before the training stack is imported
     from terraseg.training.train import run_train
 
-    return run_train(train_options(a), reporter)
+    return run_train(opts, reporter)
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
@@ -28,11 +68,13 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_grid(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    from terraseg.training.hparam_grid import parse_floats, run_grid
+    opts = train_options(a, out=UNUSED_OUT)
+    lrs = grid_values(a.lrs, "--lrs", "lr")
+    wds = grid_values(a.weight_decays, "--weight-decays", "weight_decay")
+    from terraseg.training.hparam_grid import run_grid
 
     augments = [s.strip() for s in a.augment_options.split(";")]
-    return run_grid(train_options(a, out=UNUSED_OUT), a.out_dir, parse_floats(a.lrs),
-                    parse_floats(a.weight_decays), augments, reporter, overwrite=a.overwrite)
+    return run_grid(opts, a.out_dir, lrs, wds, augments, reporter, overwrite=a.overwrite)
 
 
 def _cv_args(p: argparse.ArgumentParser) -> None:
@@ -42,9 +84,11 @@ def _cv_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_cv(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    opts = train_options(a, out=UNUSED_OUT)
+    check_folds(a.k, zero_ok=False)
     from terraseg.training.cv import run_cv
 
-    return run_cv(train_options(a, out=UNUSED_OUT), a.out_dir, a.k, reporter,
+    return run_cv(opts, a.out_dir, a.k, reporter,
                   overwrite=a.overwrite)
 
 
@@ -66,9 +110,14 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    opts = train_options(a, out=UNUSED_OUT)
+    check_folds(a.k, zero_ok=True)
+    if a.rf_trees < 0:
+        raise ConfigError(f"--rf-trees is {a.rf_trees}; it must be 0 (no baseline) or more.",
+                          "Use e.g. --rf-trees 200, or 0 to leave out the baseline.")
     from terraseg.training.compare import parse_runs, run_compare
 
-    return run_compare(train_options(a, out=UNUSED_OUT), parse_runs(a.runs, a.models, a.losses),
+    return run_compare(opts, parse_runs(a.runs, a.models, a.losses),
                        a.out_dir, reporter, positive_class=a.positive_class,
                        rf_trees=a.rf_trees, k=a.k, overwrite=a.overwrite)
 

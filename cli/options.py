@@ -3,7 +3,10 @@
 The training options of ``train``, ``grid``, ``cv`` and ``compare`` are generated from
 the typed option dataclasses (their defaults, help, choices and minimums live there
 only); :func:`train_options` turns parsed arguments back into a
-:class:`~terraseg.protocol.options.TrainOptions`.
+:class:`~terraseg.protocol.options.TrainOptions` and checks it before any work: every value
+(``TrainOptions.validate``), the network the options describe (the model's own rules, built
+on the meta device) and Lightning's accelerator and strategy names. Worker jobs pass through
+the same parser, so they are checked the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import types
 import typing
 from typing import Any
 
-from terraseg.protocol.options import TrainOptions, option_specs
+from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.options import RuntimeOptions, TrainOptions, option_specs
 
 
 def parse_ints(spec: str) -> tuple[int, ...]:
@@ -71,11 +75,66 @@ def add_train_options(p: argparse.ArgumentParser, out: bool = True) -> None:
 
 
 def train_options(a: argparse.Namespace, out: str = "") -> TrainOptions:
-    """TrainOptions from parsed arguments (``out`` overrides ``--out``)."""
+    """Checked TrainOptions from parsed arguments (``out`` overrides ``--out``).
+
+    Raises:
+        ConfigError: A value no run can use (naming its flag), a network the options cannot
+            build, or an accelerator or strategy Lightning does not have.
+    """
     values = {s.name: getattr(a, s.name) for s in option_specs() if s.cli}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return TrainOptions.build(**values, out=out or getattr(a, "out", ""),
-                              overwrite=bool(a.overwrite))
+    opts = TrainOptions.build(**values, out=out or getattr(a, "out", ""),
+                              overwrite=bool(a.overwrite)).validate()
+    check_network(opts)
+    check_runtime(opts.runtime)
+    return opts
+
+
+def check_network(opts: TrainOptions) -> None:
+    """The network the options describe can be built (patch/block/stride, tile size).
+
+    The rules are the model's and its kind's own (core/models/); here they run on a network
+    of one band and two classes on the meta device (nothing allocated), before any raster
+    is read. Fine-tuning keeps the initial model's shape, which is checked when it is read.
+
+    Raises:
+        ConfigError: Unknown model, or sizes the network cannot take (naming the flag).
+    """
+    if opts.network.init_model:
+        return
+    from terraseg.core.models.registry import build_on_meta_device, get_entry
+
+    entry = get_entry(opts.network.model)
+    params = entry.kind.network_params(opts.network, 1, 2, entry.make_config)
+    build_on_meta_device(opts.network.model, params)
+
+
+def check_runtime(rt: RuntimeOptions) -> None:
+    """``--accelerator`` and ``--strategy`` are Lightning's names, the accelerator is here.
+
+    Raises:
+        ConfigError: An unknown name, or an accelerator this machine does not have.
+    """
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = sorted(AcceleratorRegistry.available_accelerators())
+    if rt.accelerator != "auto":
+        if rt.accelerator not in {*names, "gpu"}:
+            raise ConfigError(f"--accelerator '{rt.accelerator}' is not an accelerator "
+                              "Lightning knows.", f"Use one of: auto, gpu, {', '.join(names)}.")
+        wanted = ([n for n in ("cuda", "mps") if n in names] if rt.accelerator == "gpu"
+                  else [rt.accelerator])
+        if not any(AcceleratorRegistry[n]["accelerator"].is_available() for n in wanted):
+            raise ConfigError(f"--accelerator {rt.accelerator}: this machine has no such "
+                              "device (or the engine's torch cannot use it).",
+                              "Use --accelerator auto (a GPU when there is one, else the CPU) "
+                              "or --accelerator cpu.")
+    strategies = StrategyRegistry.available_strategies()
+    if rt.strategy != "auto" and rt.strategy not in strategies:
+        raise ConfigError(f"--strategy '{rt.strategy}' is not a strategy Lightning knows.",
+                          "Use auto (one device), ddp (several GPUs or nodes), or one of: "
+                          f"{', '.join(strategies)}.")
 
 
 def add_extra_args(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,9 @@ raster must be in a projected CRS with metre units (areas in m2); a geographic C
 refused with a hint to reproject. Small regions are removed before vectorising by
 GDAL's sieve filter (they merge into their largest neighbour), so the polygons tile the
 map without holes.
+
+Both refuse what would be a wrong success: a raster that is not one band of class ids (a
+``probability.tif`` or the input image), and zones that do not overlap the raster.
 """
 
 from __future__ import annotations
@@ -16,16 +19,24 @@ from typing import Any
 import fiona
 import numpy as np
 import rasterio
+import shapely
+from rasterio.crs import CRS
 from rasterio.features import rasterize, shapes, sieve
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
+from shapely.geometry import shape
 
 from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.grid import projected_pixel_area_m2
+from terraseg.core.label_extent import crs_name, fmt_ext, intersects
 from terraseg.core.layer_spec import split_layer_spec
 from terraseg.core.output_targets import check_output_targets
+from terraseg.core.raster import open_raster
 from terraseg.protocol.errors import InputError, RasterError
+
+#: Class ids a class raster may hold (uint8 ``classes.tif``: 0 = nodata, 1..255).
+MAX_CLASS_VALUE = 255
 
 
 def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict[int, str]:
@@ -43,6 +54,34 @@ def _class_names(ds: rasterio.DatasetReader, classes: list[dict] | None) -> dict
     except ValueError:
         pass
     return names
+
+
+def open_class_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a class raster: one band of integer class ids, such as predict's classes.tif.
+
+    Raises:
+        RasterError: It cannot be read, has several bands or holds non-integer values (a
+            probability raster); the hint says what to pass instead.
+    """
+    ds = open_raster(path)
+    dtype, count = np.dtype(ds.dtypes[0]), ds.count
+    if count != 1 or not np.issubdtype(dtype, np.integer):
+        what = ("probabilities, not class ids" if np.issubdtype(dtype, np.floating)
+                else "several bands, not one band of class ids")
+        ds.close()
+        raise RasterError(
+            f"{path} has {count} band(s) of {dtype} values: {what}.",
+            "Pass the classes.tif that predict wrote next to probability.tif (one band of "
+            "class ids, 0 = nodata) as --classes.")
+    return ds
+
+
+def _check_class_values(data: np.ndarray, path: str | Path) -> None:
+    """Class ids must lie in 0..255 (``classes.tif`` is uint8; areas counts them per id)."""
+    if data.size and (int(data.min()) < 0 or int(data.max()) > MAX_CLASS_VALUE):
+        raise RasterError(f"{path} holds values {int(data.min())}..{int(data.max())}; class "
+                          f"ids are 0..{MAX_CLASS_VALUE}.",
+                          "Pass the classes.tif that predict wrote (0 = nodata, 1..K).")
 
 
 def pixel_area_m2(ds: rasterio.DatasetReader) -> float:
@@ -69,11 +108,13 @@ def vectorise(classes_tif: str | Path, out_path: str | Path, min_area_m2: float 
     """
     out = Path(out_path)
     check_output_targets([out], overwrite)
-    with rasterio.open(classes_tif) as ds:
+    with open_class_raster(classes_tif) as ds:
         data = ds.read(1)
         px_area = pixel_area_m2(ds)
         names = _class_names(ds, classes)
         transform, crs = ds.transform, ds.crs
+    _check_class_values(data, classes_tif)
+    data = data.astype(np.uint8, copy=False)
     min_px = int(np.ceil(min_area_m2 / px_area)) if min_area_m2 > 0 else 0
     if min_px > 1:
         data = sieve(data, size=min_px, connectivity=8, mask=data != 0)
@@ -115,7 +156,7 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
     out_csv = Path(out_csv)
     check_output_targets([out_csv, *([Path(out_zones)] if out_zones else [])], overwrite,
                          "--out-csv or --out-zones")
-    with rasterio.open(classes_tif) as ds:
+    with open_class_raster(classes_tif) as ds:
         px_area = pixel_area_m2(ds)
         names = _class_names(ds, classes)
         zone_feats: list[dict] = []
@@ -131,6 +172,7 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
                         continue
                     zone_feats.append({"geom": transform_geom(zcrs, ds.crs, f.geometry),
                                        "orig": f.geometry, "props": dict(f.properties)})
+                _check_zones_overlap(zone_feats, zones, CRS.from_wkt(layer.crs_wkt), ds)
             if zone_field and zone_feats and zone_field not in zone_feats[0]["props"]:
                 raise InputError(f"Zone layer has no field '{zone_field}'.",
                                  f"Use one of: {', '.join(zone_feats[0]['props'])}.")
@@ -140,6 +182,7 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
             for c in range(0, ds.width, block_px):
                 win = Window(c, r, min(block_px, ds.width - c), min(block_px, ds.height - r))
                 data = ds.read(1, window=win)
+                _check_class_values(data, classes_tif)
                 if zone_feats:
                     zid = rasterize(((z["geom"], i + 1) for i, z in enumerate(zone_feats)),
                                     out_shape=data.shape, transform=window_transform(win,
@@ -170,6 +213,37 @@ def area_statistics(classes_tif: str | Path, out_csv: str | Path,
         _write_zones(Path(out_zones), zone_feats, zschema, zcrs, counts, ids, names, px_area)
         result["zones"] = str(out_zones)
     return result
+
+
+def _check_zones_overlap(feats: list[dict], zones: str, zone_crs: CRS,
+                         ds: rasterio.DatasetReader) -> None:
+    """Refuse a zone layer without polygons, or whose polygons all miss the raster.
+
+    Args:
+        feats: Zone features with ``geom`` already in the raster's CRS.
+        zones: The zone layer as given (for the message).
+        zone_crs: The zone layer's own CRS (for the message).
+        ds: The class raster.
+
+    Raises:
+        InputError: Naming both extents and both CRSs.
+    """
+    if not feats:
+        raise InputError(f"Zone layer {zones} has no features with a geometry.",
+                         "Give a polygon layer with zones, or leave out --zones for the area "
+                         "of the whole raster.")
+    bounds = np.array([shapely.bounds(shape(f["geom"])) for f in feats], dtype=float)
+    bounds = bounds[np.all(np.isfinite(bounds), axis=1)]
+    ext = ((bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
+           if len(bounds) else (float("nan"),) * 4)
+    raster_ext = tuple(ds.bounds)
+    if not intersects(ext, raster_ext):
+        raise InputError(
+            f"The zones in {zones} do not overlap the class raster: zones extent "
+            f"{fmt_ext(ext)} (reprojected from {crs_name(zone_crs)} to {crs_name(ds.crs)}), "
+            f"raster extent {fmt_ext(raster_ext)} in {crs_name(ds.crs)}.",
+            "Use zones that cover the predicted area, or check that both layers have the "
+            "right CRS.")
 
 
 def _write_zones(path: Path, feats: list[dict], schema: dict, crs: Any, counts: np.ndarray,

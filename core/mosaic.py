@@ -3,7 +3,9 @@
 All tiles must share CRS, pixel size, band count and data type, and lie on one pixel grid
 (whole-pixel offsets). Where tiles overlap, the later file (in sorted order) is read; chips
 cut from one image hold the same values there. The VRT references the tiles by absolute
-path and is written atomically.
+path and is written atomically. Tiles are opened with :func:`~terraseg.core.raster.open_raster`,
+so a tile that is itself a VRT with missing sources is refused, and so is the mosaic when it
+is used after a tile was moved or deleted (naming the missing tiles).
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
-"""Reading rasters: band mapping, nodata, windows that may reach past the raster's edge."""
+"""Reading rasters: band mapping, nodata, windows that may reach past the raster's edge.
+
+Every engine read of a user's raster opens it with :func:`open_raster`, which also refuses
+a VRT whose source files are missing: GDAL opens such a VRT and fails (or returns nodata)
+only when the pixels are read, after the work has started.
+"""
 
 from __future__ import annotations
 
+import re
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,17 +91,67 @@ def parse_band_mapping(spec: str | None, path: str | Path) -> BandMapping:
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
-    """Open a raster for reading with a clear error when it cannot be read."""
+    """Open a raster for reading with a clear error when it cannot be read.
+
+    Raises:
+        RasterError: The file is missing or not a raster, or it is a VRT whose source files
+            are missing (naming them).
+    """
     p = Path(path)
     if not p.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
         raise RasterError(f"Raster not found: {path}.", "Check the path to the raster file.")
     try:
-        return rasterio.open(path)
+        ds = rasterio.open(path)
     except RasterioIOError as exc:
         raise RasterError(
             f"Cannot read raster {path}: {exc}.",
             "Give a GDAL-readable raster (GeoTIFF, COG, VRT, ...).",
         ) from exc
+    missing = missing_vrt_sources(p) if ds.driver == "VRT" and p.is_file() else []
+    if missing:
+        ds.close()
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise RasterError(
+            f"Raster {path} is a VRT whose source file(s) are missing: "
+            f"{', '.join(missing[:3])}{more}.",
+            "Restore the files or rebuild the VRT where they are now (terraseg mosaic, "
+            "gdalbuildvrt).",
+        )
+    return ds
+
+
+#: Source names that are not plain files (``/vsizip/...``, ``HDF5:"f.h5":x``, URLs).
+_NOT_A_FILE = re.compile(r"^(/vsi|[A-Za-z0-9_]{2,}:)")
+
+
+def missing_vrt_sources(vrt: Path, _depth: int = 0) -> list[str]:
+    """Source files a VRT names that do not exist, following nested VRTs.
+
+    Sources that are not plain files (``/vsi`` paths, URLs, subdatasets) are left to GDAL.
+
+    Args:
+        vrt: A VRT file.
+
+    Returns:
+        The missing paths as the VRT resolves them, in document order.
+    """
+    try:
+        root = ET.parse(vrt).getroot()
+    except (OSError, ET.ParseError):
+        return []  # GDAL opened it, so leave anything unusual to GDAL
+    missing: list[str] = []
+    for el in root.iter():
+        name = (el.text or "").strip()
+        if el.tag not in ("SourceFilename", "SourceDataset") or not name:
+            continue
+        if _NOT_A_FILE.match(name):
+            continue
+        src = vrt.parent / name if el.get("relativeToVRT") == "1" else Path(name)
+        if not src.exists():
+            missing.append(str(src))
+        elif src.suffix.lower() == ".vrt" and _depth < 8 and src.resolve() != vrt.resolve():
+            missing += missing_vrt_sources(src, _depth + 1)
+    return list(dict.fromkeys(missing))
 
 
 class RasterSource:

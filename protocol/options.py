@@ -2,19 +2,26 @@
 
 :class:`TrainOptions` nests one frozen dataclass per concern (data, network, optimisation,
 augmentation, split, runtime). Each field carries its command-line flag, help text and,
-where it applies, a minimum; ``Literal`` annotations give the valid choices. The engine's
+where it applies, its bounds; ``Literal`` annotations give the valid choices. The engine's
 argparse options (cli/options.py) and the plugin's Processing parameters are both built
 from these fields, and jobs name options by the flag (``patch_size`` for ``--patch-size``),
-so a default is written once.
+so a default is written once. :meth:`TrainOptions.validate` checks every value against
+them before any work (errors name the flag and the fix).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from terraseg.protocol.errors import ConfigError
+from terraseg.protocol.model_meta import MAX_WINDOW_PX
 
 Split = Literal["polygons", "blocks"]
 ClassWeighting = Literal["inverse", "sqrt", "none"]
@@ -23,20 +30,26 @@ LrSchedule = Literal["none", "cosine", "plateau"]
 
 
 def opt(default: Any, help: str, flag: str = "", minimum: float | None = None,  # noqa: A002
-        cli: bool = True, required: bool = False, repeat: bool = False) -> Any:
+        cli: bool = True, required: bool = False, repeat: bool = False,
+        maximum: float | None = None, above: float | None = None,
+        below: float | None = None) -> Any:
     """A dataclass field with command-line metadata.
 
     Args:
         default: The default (the only place it is written).
         help: Help text of the flag and the Processing parameter.
         flag: Command-line flag without dashes (default: the field name with dashes).
-        minimum: Smallest valid value (Processing's minValue; checked by the engine).
+        minimum: Smallest valid value (Processing's minValue; checked by the engine). For
+            integer tuples (``--planes``), the smallest valid element.
         cli: False for options set by other commands only (fold numbers).
         required: The flag is required on the command line.
         repeat: The flag may be given several times (a tuple of values).
+        maximum: Largest valid value.
+        above: The value must be greater than this (learning rate > 0).
+        below: The value must be less than this (fractions < 1).
     """
     meta = {"help": help, "flag": flag, "minimum": minimum, "cli": cli, "required": required,
-            "repeat": repeat}
+            "repeat": repeat, "maximum": maximum, "above": above, "below": below}
     if isinstance(default, list | dict):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata=meta)
@@ -68,13 +81,16 @@ class NetworkOptions:
     """Which network: registry name and its shape; fine-tuning."""
 
     model: str = opt("patch_cnn", "architecture (registry name)")
-    patch_px: int = opt(51, "input cutout (odd)", flag="patch-size", minimum=3)
-    block_px: int = opt(5, "predicted centre block (odd)", flag="block-size", minimum=1)
-    stride_px: int = opt(0, "network stride (0 = block size)", flag="stride", minimum=0)
-    planes: tuple[int, ...] = opt((4, 8, 16), "channels per stage")
-    blocks: tuple[int, ...] = opt((2, 2, 2), "residual blocks per stage")
+    patch_px: int = opt(51, "input cutout (odd)", flag="patch-size", minimum=3,
+                        maximum=MAX_WINDOW_PX)
+    block_px: int = opt(5, "predicted centre block (odd)", flag="block-size", minimum=1,
+                        maximum=MAX_WINDOW_PX)
+    stride_px: int = opt(0, "network stride (0 = block size)", flag="stride", minimum=0,
+                         maximum=MAX_WINDOW_PX)
+    planes: tuple[int, ...] = opt((4, 8, 16), "channels per stage", minimum=1)
+    blocks: tuple[int, ...] = opt((2, 2, 2), "residual blocks per stage", minimum=1)
     tile_px: int = opt(128, "tile networks (unet*): training tile in pixels (multiple of the "
-                            "stride)", flag="tile-size", minimum=16)
+                            "stride)", flag="tile-size", minimum=16, maximum=MAX_WINDOW_PX)
     base_width: int = opt(0, "tile networks: channels of the first level (0 = the model's "
                              "default)", minimum=0)
     init_model: str | None = opt(None, "fine-tune from this model file")
@@ -86,7 +102,7 @@ class OptimOptions:
 
     epochs: int = opt(300, "maximum epochs", minimum=1)
     patience: int = opt(10, "early-stopping patience", minimum=1)
-    lr: float = opt(1e-3, "learning rate", minimum=0.0)
+    lr: float = opt(1e-3, "learning rate", minimum=0.0, above=0.0)
     weight_decay: float = opt(1e-2, "weight decay", minimum=0.0)
     batch_size: int = opt(128, "training batch size", minimum=1)
     samples_per_epoch: int = opt(2048, "minimum training cutouts per epoch (blocks are "
@@ -98,7 +114,7 @@ class OptimOptions:
     class_weights: ClassWeighting = opt("inverse", "cross-entropy class weighting from "
                                                    "training pixel counts")
     cutmix: float = opt(0.0, "tile networks: probability of cutmix per batch (0 = off)",
-                        minimum=0.0)
+                        minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
@@ -115,13 +131,16 @@ class SplitOptions:
     """The spatial split of labelled pixels into train/val/test (and k folds)."""
 
     split: Split = opt("polygons", "split unit: labelled regions (polygons) or square blocks")
-    val_fraction: float = opt(0.2, "share of regions for validation", minimum=0.0)
-    test_fraction: float = opt(0.0, "share of regions for the test split", minimum=0.0)
+    val_fraction: float = opt(0.2, "share of regions for validation", minimum=0.0, below=1.0)
+    test_fraction: float = opt(0.0, "share of regions for the test split", minimum=0.0,
+                               below=1.0)
     split_block_px: int = opt(256, "block size of --split blocks (pixels)",
                               flag="split-block-size", minimum=1)
-    seed: int = opt(0, "random seed (split, sampling, initial weights)")
-    k_folds: int = opt(0, "number of folds (set by cv and compare)", cli=False)
-    fold: int = opt(0, "fold held out as the test split (set by cv and compare)", cli=False)
+    seed: int = opt(0, "random seed (split, sampling, initial weights)", minimum=0,
+                    maximum=2**32 - 1)
+    k_folds: int = opt(0, "number of folds (set by cv and compare)", cli=False, minimum=0)
+    fold: int = opt(0, "fold held out as the test split (set by cv and compare)", cli=False,
+                    minimum=0)
 
 
 @dataclass(frozen=True)
@@ -188,6 +207,42 @@ class TrainOptions:
             out.update(dataclasses.asdict(getattr(self, section)))
         return out
 
+    def validate(self) -> TrainOptions:
+        """Refuse values no run can use, before any work; returns the options unchanged.
+
+        Every option is checked against its type, its choices and its bounds (numbers must
+        be finite), then the rules between options: the validation and test fractions leave
+        regions for training, the fold is one of the folds, ``--devices`` and
+        ``--precision`` are values Lightning takes, ``--out`` names a file. Rules of the
+        network itself (odd patch sizes, a tile size the stride divides) belong to the model
+        and its kind (core/models/), which cli/options.py asks before any work as well.
+
+        Raises:
+            ConfigError: Naming the option's flag and how to fix the value.
+        """
+        for spec in option_specs():
+            check_value(spec, getattr(getattr(self, spec.section), spec.name))
+        sp = self.split
+        if sp.val_fraction + sp.test_fraction >= 1:
+            raise ConfigError(
+                f"--val-fraction {sp.val_fraction:g} and --test-fraction {sp.test_fraction:g} "
+                "leave no regions for training (their sum must be below 1).",
+                "Use smaller fractions, e.g. --val-fraction 0.2 --test-fraction 0.1.")
+        if sp.k_folds == 1:
+            raise ConfigError("k = 1 fold is not a cross-validation.", "Use --k 2 or more.")
+        if sp.k_folds and sp.fold >= sp.k_folds:
+            raise ConfigError(f"Fold {sp.fold} is outside 0..{sp.k_folds - 1}.",
+                              "Folds are numbered from 0.")
+        check_devices(self.runtime.devices)
+        if self.runtime.precision not in PRECISIONS:
+            raise ConfigError(f"--precision '{self.runtime.precision}' is not a precision "
+                              "Lightning knows.", f"Use one of: {', '.join(PRECISIONS)}.")
+        if not self.out.strip() or self.out.endswith(("/", os.sep)):
+            what = "is empty" if not self.out.strip() else "names a folder"
+            raise ConfigError(f"--out '{self.out}' {what}; it must name the model file to "
+                              "write.", "Give a file name, e.g. --out models/sealed.tsm.")
+        return self
+
 
 @dataclass(frozen=True)
 class OptionSpec:
@@ -203,6 +258,9 @@ class OptionSpec:
     cli: bool
     required: bool
     repeat: bool
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -216,6 +274,25 @@ class OptionSpec:
         """The key of this option in a job's ``args`` (the flag with underscores)."""
         return self.flag.replace("-", "_")
 
+    @property
+    def label(self) -> str:
+        """How errors name the option: ``--lr``; ``'k_folds'`` for options set by commands."""
+        return "--" + self.flag if self.cli else f"'{self.name}'"
+
+    @property
+    def valid_range(self) -> str:
+        """The valid values in words (``> 0``, ``0 or more and below 1``)."""
+        parts = []
+        if self.above is not None:
+            parts.append(f"above {_example(self.above)}")
+        elif self.minimum is not None:
+            parts.append(f"{_example(self.minimum)} or more")
+        if self.below is not None:
+            parts.append(f"below {_example(self.below)}")
+        elif self.maximum is not None:
+            parts.append(f"at most {_example(self.maximum)}")
+        return " and ".join(parts) or "any value"
+
 
 def option_specs() -> list[OptionSpec]:
     """Every training option in declaration order."""
@@ -227,8 +304,107 @@ def option_specs() -> list[OptionSpec]:
             m = f.metadata
             specs.append(OptionSpec(section, f.name, m["flag"] or f.name.replace("_", "-"),
                                     f.default, hints[f.name], m["help"], m["minimum"],
-                                    m["cli"], m["required"], m["repeat"]))
+                                    m["cli"], m["required"], m["repeat"], m["maximum"],
+                                    m["above"], m["below"]))
     return specs
+
+
+#: Lightning's precision values (``--precision``).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32",
+              "bf16", "16", "64", "transformer-engine", "transformer-engine-float16")
+
+
+def check_value(spec: OptionSpec, value: Any) -> None:
+    """Refuse a value of the wrong type, not one of the choices, or outside the bounds.
+
+    Raises:
+        ConfigError: Naming the option (its flag) and a valid value.
+    """
+    base = spec.annotation
+    if isinstance(base, types.UnionType) or typing.get_origin(base) is typing.Union:
+        if value is None:
+            return
+        base = next(a for a in typing.get_args(base) if a is not type(None))
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ConfigError(f"{spec.label} '{value}' is not one of the choices.",
+                              f"Use one of: {', '.join(map(str, spec.choices))}.")
+    elif base in (int, float):
+        _check_number(spec, value, base, spec.label, spec.default)
+    elif typing.get_origin(base) is tuple:
+        elem = typing.get_args(base)[0]
+        if not isinstance(value, tuple) or (not value and elem in (int, float)):
+            raise ConfigError(f"{spec.label} is {value!r}, not a list of values.",
+                              f"Give e.g. {spec.label} {_example(spec.default)}.")
+        for v in value:
+            if elem in (int, float):
+                _check_number(spec, v, elem, f"Each value of {spec.label}", spec.default)
+            elif not isinstance(v, elem):
+                raise ConfigError(f"{spec.label} holds {v!r}, not {_noun(elem)}.",
+                                  f"Give {_noun(elem)} for each {spec.label}.")
+    elif not isinstance(value, base):
+        raise ConfigError(f"{spec.label} is {value!r}, not {_noun(base)}.",
+                          f"Give {_noun(base)} for {spec.label}.")
+
+
+def _check_number(spec: OptionSpec, value: Any, kind: type, label: str, example: Any) -> None:
+    """A finite ``kind`` (int or float) within the spec's bounds."""
+    wrong_type = isinstance(value, bool) or not isinstance(
+        value, int if kind is int else int | float)
+    if wrong_type:
+        noun = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{label} is {value!r}, not {noun}.",
+                          f"Give {noun} {spec.valid_range}, e.g. {spec.label} "
+                          f"{_example(example)}.")
+    if not math.isfinite(value):
+        raise ConfigError(f"{label} is {value}, not a finite number.",
+                          f"Give a number {spec.valid_range}, e.g. {spec.label} "
+                          f"{_example(example)}.")
+    if ((spec.minimum is not None and value < spec.minimum)
+            or (spec.maximum is not None and value > spec.maximum)
+            or (spec.above is not None and value <= spec.above)
+            or (spec.below is not None and value >= spec.below)):
+        shown = value if kind is int else f"{value:g}"
+        raise ConfigError(f"{label} is {shown}, but it must be {spec.valid_range}.",
+                          f"Use a value {spec.valid_range}, e.g. {spec.label} "
+                          f"{_example(example)}.")
+
+
+def _example(value: Any) -> str:
+    """A value as it is typed on the command line (``4,8,16``, ``0.001``, ``1``)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
+    return str(value)
+
+
+def _noun(kind: type) -> str:
+    """``text`` for str, ``true or false`` for bool, else the type's name with an article."""
+    return {str: "text", bool: "true or false"}.get(kind, f"a {kind.__name__}")
+
+
+def check_devices(spec: str) -> None:
+    """``--devices``: ``auto``, a number of devices (1 or more, -1 = all) or indices.
+
+    Raises:
+        ConfigError: Anything else (Lightning would fail only when training starts).
+    """
+    text = str(spec).strip()
+    if text == "auto":
+        return
+    try:
+        if "," in text:
+            ids = [int(s) for s in text.split(",") if s.strip()]
+            ok = bool(ids) and min(ids) >= 0 and len(set(ids)) == len(ids)
+        else:
+            ok = int(text) >= 1 or int(text) == -1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"--devices '{spec}' is not 'auto', a number of devices (1 or more, "
+                          "-1 = all) or a list of device indices.",
+                          "Use e.g. --devices auto, --devices 2 or --devices 0,1.")
 
 
 FIELD_SECTION = {s.name: s.section for s in option_specs()}

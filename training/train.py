@@ -61,6 +61,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
         TerraSegError: Any input problem, before training starts where it can be known.
     """
     rep = reporter or ConsoleReporter()
+    opts = opts.validate()
     out = Path(opts.out)
     check_output_targets([out], opts.overwrite, "--out")
     L.seed_everything(opts.split.seed, workers=True, verbose=False)

@@ -131,8 +131,9 @@ def test_choices_come_from_literal_annotations() -> None:
         parser.parse_args(["train", "--raster", "r", "--labels", "l", "--out", "m.tsm",
                            "--optimizer", "sgd"])
     a = parser.parse_args(["train", "--raster", "r", "--labels", "l", "--out", "m.tsm",
-                           "--split", "blocks", "--planes", "2,4", "--extra-raster", "a.tif",
-                           "--extra-raster", "twi=b.tif", "--tile-size", "64"])
+                           "--split", "blocks", "--planes", "2,4", "--blocks", "1,1",
+                           "--extra-raster", "a.tif", "--extra-raster", "twi=b.tif",
+                           "--tile-size", "64"])  # a network train_options can build
     opts = train_options(a)
     assert opts.split.split == "blocks" and opts.network.planes == (2, 4)
     assert opts.data.extra_rasters == ("a.tif", "twi=b.tif") and opts.network.tile_px == 64
