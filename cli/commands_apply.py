@@ -38,10 +38,7 @@ def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:
     check_tile_size_option(tile_px)
     model = load_model(a.model)
     resolve_threshold(model.meta, a.threshold)
-    if tile_px and model.meta.geometry.kind == "tile":
-        from terraseg.core.models.unet import check_tile_size
-
-        check_tile_size(tile_px, model.meta.geometry.stride_px, "--tile-size")
+    model.kind.check_tile_px(model.meta.geometry, tile_px, "--tile-size")
     extras = parse_extras(a.extra_rasters, a.dem, bool(a.slope_from_dem))
     return model, source_for_model(model.meta, a.raster, a.bands, extras)
 

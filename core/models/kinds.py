@@ -82,6 +82,15 @@ class ModelKind:
         """How many network runs :meth:`probabilities` makes over ``region``."""
         raise NotImplementedError
 
+    def check_tile_px(self, geometry: Geometry, tile_px: int, option: str = "--tile-size"
+                      ) -> None:
+        """Refuse a processing tile (0 = the default) the network cannot run, before any work.
+
+        Raises:
+            ConfigError: Naming ``option``. The base takes any size (patch models' tiles are
+                aligned to the stride by core/dense.py).
+        """
+
     def probabilities(self, meta: ModelMeta, network: nn.Module, source: RasterSource,
                       stats: BandStats, region: Window, device: torch.device,
                       tile_px: int = 0, autocast_dtype: torch.dtype | None = None,
@@ -203,6 +212,12 @@ class TileKind(ModelKind):
         rows = tile_starts(r0, r0 + int(region.height), tgeom)
         cols = tile_starts(c0, c0 + int(region.width), tgeom)
         return len(rows) * len(cols)
+
+    def check_tile_px(self, geometry: Geometry, tile_px: int, option: str = "--tile-size"
+                      ) -> None:
+        """A tile size the network stride divides (0 = the training tile)."""
+        if tile_px:
+            check_tile_size(tile_px, geometry.stride_px, option)
 
     def probabilities(self, meta: ModelMeta, network: nn.Module, source: RasterSource,
                       stats: BandStats, region: Window, device: torch.device,
