@@ -2,7 +2,8 @@
 
 Human-readable progress goes to stderr; stdout carries only results (JSON for ``info``
 and ``env``) or, in ``worker`` mode, the JSON-lines protocol. Commands are declared in
-cli/commands_*.py and registered in cli/registry.py.
+cli/commands_*.py and registered in cli/registry.py. A reader that stops reading the
+result (``terraseg info m.tsm | head -1``) is not an error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 
 from terraseg.cli.parser import build_parser
 from terraseg.cli.registry import all_commands
-from terraseg.cli.running import install_signal_handlers, report_failure, run_command
+from terraseg.cli.running import (
+    install_signal_handlers,
+    report_failure,
+    run_command,
+    silence_stdout,
+)
 from terraseg.protocol.errors import EXIT_OK, TerraSegError
 
 #: Result keys the command line prints as ``key: path`` when a command has no printer.
@@ -42,11 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_signal_handlers(reporter)
     try:
         result = run_command(args, reporter)
-    except (TerraSegError, KeyboardInterrupt, SystemExit) as exc:
+    except (TerraSegError, KeyboardInterrupt, SystemExit, MemoryError, OSError) as exc:
         return report_failure(exc, reporter)
     text = format_result(args.command, result) if result else ""
     if text:
-        print(text)
+        try:
+            print(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader has all it wanted (| head): not an error
+            silence_stdout()
     return EXIT_OK
 
 

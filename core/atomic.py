@@ -20,28 +20,33 @@ Single files (a model, a CSV, a VRT) use :func:`atomic_path` or :func:`write_csv
 Callers that install a SIGTERM handler can call :func:`abort_all` (or ``outputs.abort()``)
 from it, or simply raise ``SystemExit`` so the context manager aborts. Checking the targets
 before the work is :mod:`terraseg.core.output_targets`.
+
+Temp files carry the owning process in their names (:mod:`terraseg.core.scratch`); the
+first outputs written into a folder remove the scratch files of runs that were killed.
+A write that fails because the disk is full ends as an ``OutputError`` naming the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import os
-import secrets
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from terraseg.core.geotiff import GeoTiffWriter
+from terraseg.core.geotiff import GDAL_WRITE_ERRORS, GeoTiffWriter, disk_nearly_full
 from terraseg.core.grid import Grid
-from terraseg.core.output_targets import check_output_name
-from terraseg.protocol.errors import OutputError
+from terraseg.core.output_targets import check_output_name, is_disk_full, write_error
+from terraseg.core.scratch import PARTIAL_SUFFIX, remove_stale_scratch, temp_sibling
+from terraseg.protocol.errors import OutputError, TerraSegError
 
-PARTIAL_SUFFIX = ".partial"
+__all__ = ["PARTIAL_SUFFIX", "AtomicOutputs", "abort_all", "atomic_path", "remove_with_sidecars",
+           "temp_sibling", "write_csv_atomic"]
 
 _ACTIVE: weakref.WeakSet[AtomicOutputs] = weakref.WeakSet()
 
@@ -61,20 +66,25 @@ def atomic_path(path: str | Path, suffix: str = PARTIAL_SUFFIX) -> Iterator[Path
     """A fresh hidden path beside ``path`` to write one file to; renamed onto it on success.
 
     On success the file gets the umask's mode (like any new file) and replaces ``path``;
-    on any exception it is deleted and ``path`` is left untouched. ``suffix`` lets writers
-    that choose the format by extension (GeoPackage) see it.
+    on any exception it is deleted (with GDAL/SQLite sidecars) and ``path`` is left
+    untouched. ``suffix`` lets writers that choose the format by extension (GeoPackage)
+    see it. Stale scratch files of killed runs in the folder are removed first.
+
+    Raises:
+        OutputError: The disk is full.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(name)  # writers create the file themselves
-    tmp = Path(name)
+    remove_stale_scratch(path.parent)
+    tmp = temp_sibling(path, "" if suffix == PARTIAL_SUFFIX else suffix)
     try:
         yield tmp
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        remove_with_sidecars(tmp)
+        if isinstance(exc, Exception) and not isinstance(exc, OutputError) \
+                and is_disk_full(exc):
+            raise write_error(tmp, exc) from exc
         raise
 
 
@@ -89,14 +99,10 @@ def write_csv_atomic(path: str | Path, rows: list[dict], fieldnames: Sequence[st
 # --------------------------------------------------------------------------- atomic commit
 
 
-def temp_sibling(final: Path) -> Path:
-    """A hidden temp path next to ``final``: ``.<name>.<random>.partial``."""
-    return final.parent / f".{final.name}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
-
-
 def remove_with_sidecars(path: Path) -> None:
     """Delete ``path`` and any GDAL sidecars (``path.aux.xml``, ``path.ovr``, ...)."""
-    candidates = [path, *path.parent.glob(f"{glob.escape(path.name)}.*")]
+    candidates = [path, *path.parent.glob(f"{glob.escape(path.name)}.*"),
+                  *path.parent.glob(f"{glob.escape(path.name)}-*")]  # SQLite -journal, -wal
     for p in candidates:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             p.unlink()
@@ -146,6 +152,7 @@ class AtomicOutputs:
         self._state = "open"
         self._lock = threading.RLock()
         _ACTIVE.add(self)
+        remove_stale_scratch(self.out_dir)
 
     # -- registration ------------------------------------------------------------------
 
@@ -286,7 +293,7 @@ class AtomicOutputs:
             self._state = "aborted"
             for writer in list(self._writers):
                 with contextlib.suppress(Exception):
-                    writer.close(overviews=False)
+                    writer.discard()
             for tmp in list(self._temps.values()):
                 remove_with_sidecars(tmp)
             self._remove_scratch()
@@ -316,8 +323,19 @@ class AtomicOutputs:
     ) -> None:
         if exc_type is None and self._state == "open":
             self.commit()
-        else:
-            self.abort()
+            return
+        error = None
+        # a failed write on a full disk (named before the abort frees the space)
+        if isinstance(exc, Exception) and not isinstance(exc, TerraSegError):
+            if is_disk_full(exc) or (isinstance(exc, GDAL_WRITE_ERRORS)
+                                     and disk_nearly_full(self.out_dir)):
+                names = ", ".join(f"'{n}'" for n in self._temps) or "the outputs"
+                full = (exc if is_disk_full(exc)
+                        else OSError(errno.ENOSPC, f"No space left on device ({exc})"))
+                error = write_error(self.out_dir / "outputs", full, what=names)
+        self.abort()
+        if error is not None:
+            raise error from exc
 
 
 def abort_all() -> None:

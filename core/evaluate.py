@@ -10,6 +10,7 @@ from rasterio.windows import Window
 
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.decision import check_finite, class_ids, resolve_threshold
+from terraseg.core.inference import no_valid_pixel_error
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
@@ -33,6 +34,9 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
 
     Only tiles that contain reference pixels are predicted. Reference classes are mapped
     to the model's classes by name (after ``class_map``); unknown classes are refused.
+
+    Raises:
+        RasterError: No reference pixel lies on valid data of the raster (all nodata).
     """
     meta = model.meta
     check_raster_fits(meta, source)
@@ -64,12 +68,18 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
             rr, cc = rows[inside] - r0, cols[inside] - c0
             pred[inside] = np.where(valid[rr, cc], class_ids(probs[:, rr, cc], threshold), 0)
         reporter.progress(fraction, "evaluate")
+    outside = int((pred == 0).sum())
+    if outside == len(rows):
+        raise no_valid_pixel_error(source, region, f"the {len(rows)} reference pixels' area")
+    if outside:
+        reporter.log(f"{outside} of {len(rows)} reference pixels lie on nodata and are left "
+                     "out of the metrics (n_outside_valid_data)", "warning")
     truth = ref.labels[rows, cols].astype(np.int64)
     cats = ref.categories[rows, cols] if ref.categories is not None else None
     metrics: Metrics = compute_metrics(truth, pred, classes, cats, ref.category_names)
     extra = {"reference": str(reference), "raster": source.path,
              "n_reference_pixels": int(len(rows)),
-             "n_outside_valid_data": int((pred == 0).sum())}
+             "n_outside_valid_data": outside}
     paths = write_metrics(metrics, out_dir, extra=extra, overwrite=overwrite)
     return {"metrics": str(out_dir / "metrics.json"), "files": [str(p) for p in paths],
             "accuracy": metrics.accuracy, "f1_weighted": metrics.f1_weighted,

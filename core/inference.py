@@ -6,6 +6,9 @@ tiles for tile networks (core/blend.py) - so this module never branches on the k
 Each piece is written before the next is computed, so memory does not grow with the
 raster. Results go to temporary files that are renamed into place only when everything
 succeeded (atomic outputs); the class map may then be cleaned (core/postprocess.py).
+Before any work the outputs are checked, and the disk must have room for them
+(:func:`estimate_output_bytes`); a region without a single valid pixel is refused rather
+than written as an all-nodata map.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from rasterio.windows import Window
 
 from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.decision import check_finite, class_ids, resolve_threshold
-from terraseg.core.geotiff import GeoTiffWriter
+from terraseg.core.geotiff import GeoTiffWriter, overview_factors
 from terraseg.core.grid import Grid
 from terraseg.core.modelfile import LoadedModel, check_raster_fits
 from terraseg.core.network_prep import pick_device, prepare_network
 from terraseg.core.normalise import BandStats
-from terraseg.core.output_targets import check_output_dir
+from terraseg.core.output_targets import check_free_space, check_output_dir
 from terraseg.core.postprocess import PostProcess, RowReader, RowWriter, morph_pass, region_pass
 from terraseg.core.preview import colormap_from_colours, write_preview_png
 from terraseg.core.raster import RasterSource
@@ -40,6 +43,38 @@ PROB_NODATA = -1.0
 OUTPUT_BLOCK_PX = 480
 WRITE_CACHE_MB = 256
 CLASS_NODATA = 0
+
+
+def estimate_output_bytes(height_px: int, width_px: int, n_classes: int,
+                          postprocess: PostProcess | None = None) -> int:
+    """Upper bound of the bytes predict writes: uncompressed outputs, overviews, scratch.
+
+    ``probability.tif`` (float32 per class) and ``classes.tif`` (uint8), a third more for
+    overviews, and the uint8 scratch rasters of post-processing (raw classes, and the
+    morphology stage when regions are removed too). Compression usually makes the files
+    several times smaller; the bound is what a full disk must not fall short of.
+    """
+    px = height_px * width_px
+    outputs = px * (4 * n_classes + 1)
+    if overview_factors(height_px, width_px):
+        outputs += outputs // 3
+    scratch = 0
+    if postprocess is not None and postprocess.active:
+        morph = bool(postprocess.opening_px or postprocess.closing_px)
+        scratch = px * (2 if morph and postprocess.min_region_px > 1 else 1)
+    return outputs + scratch + 1024 * 1024  # headers, preview, the file system's blocks
+
+
+def no_valid_pixel_error(source: RasterSource, region: Window, what: str) -> RasterError:
+    """The error for a processed area without one valid pixel (all nodata)."""
+    nodata = source.nodata
+    value = f"nodata value {nodata:g}" if nodata is not None else "its nodata mask"
+    return RasterError(
+        f"No pixel of {what} ({int(region.width)}x{int(region.height)} px at column "
+        f"{int(region.col_off)}, row {int(region.row_off)}) of '{source.path}' holds data: "
+        f"each is nodata ({value}) in at least one mapped band; nothing was written.",
+        "Choose an area that contains data (--window, --extent-layer, --reference), or "
+        "check the raster's nodata value (QGIS: Layer properties > Transparency).")
 
 
 def resolve_region(source: RasterSource, window: Window | None = None,
@@ -118,6 +153,10 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
     region = resolve_region(source, window, extent_layer)
     stats = BandStats(meta.normalisation.mean, meta.normalisation.std)
     classes = meta.class_dicts
+    pp = postprocess if postprocess is not None and postprocess.active else None
+    check_free_space(out_dir, estimate_output_bytes(int(region.height), int(region.width),
+                                                    len(classes), pp),
+                     " and ".join(n for n in names if n != "preview.png"))
     dev = pick_device(device)
     if precision not in ("32", "bf16", "16"):
         raise ConfigError(f"Unknown precision '{precision}'.", "Use 32, bf16 or 16.")
@@ -140,7 +179,6 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
         cls_w = outputs.geotiff("classes.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                 colormap=cmap, block_px=OUTPUT_BLOCK_PX)
         cls_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
-        pp = postprocess if postprocess is not None and postprocess.active else None
         raw_w = (outputs.geotiff("classes.raw.tif", grid, 1, "uint8", CLASS_NODATA, ["class"],
                                  block_px=OUTPUT_BLOCK_PX, scratch=True) if pp else cls_w)
         prob_w.set_tags(TERRASEG_CLASSES=json.dumps(classes))
@@ -155,8 +193,10 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
             raw_w.write(cls[None], out_win)
             counts += np.bincount(cls.ravel(), minlength=k + 1)
             reporter.progress(fraction, "predict")
+        if not counts[1:].any():
+            raise no_valid_pixel_error(source, region, "the processed area")
         reporter.progress(1.0, "predict", "building overviews")
-        prob_w.close(overviews=True)
+        prob_w.close(overviews=True, check_cancelled=reporter.check_cancelled)
         changed = None
         if pp is not None:
             raw_w.close(overviews=False)
@@ -164,7 +204,7 @@ def predict_raster(model: LoadedModel, source: RasterSource, out_dir: str | Path
             changed, counts = _postprocess(outputs, prob_w.path, raw_w.path, cls_w, pp,
                                            classes, grid)
             reporter.log(f"post-processing {pp.to_dict()}: changed {changed}")
-        cls_w.close(overviews=True)
+        cls_w.close(overviews=True, check_cancelled=reporter.check_cancelled)
         if preview:
             write_preview_png(outputs.temp_path("classes.tif"), outputs.temp_path("preview.png"),
                               {int(c["id"]): c["colour"] for c in classes})

@@ -1,4 +1,11 @@
-"""Lightning callbacks: progress/metrics to a Reporter, cancellation, best/last weights."""
+"""Lightning callbacks: progress/metrics to a Reporter, cancellation, best/last weights.
+
+Cancel must win within seconds even when one batch takes much longer: the SIGTERM handler
+(cli/running.py) raises only when Python code runs, and ``loss.backward()`` is one native
+call. :class:`ReporterCallback` therefore checks the cancel flag before and after every
+batch and puts a check into the backward pass itself (a hook on each parameter's gradient,
+which runs Python between layers), so a cancelled backward stops after its current layer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any
 
 import lightning as L  # noqa: N812
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from terraseg.core.reporting import Reporter
 
@@ -18,6 +26,36 @@ class ReporterCallback(L.Callback):
     def __init__(self, reporter: Reporter, max_epochs: int) -> None:
         self.reporter = reporter
         self.max_epochs = max_epochs
+        self._hooks: list[RemovableHandle] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Put a cancel check into the backward pass (one hook per parameter's gradient)."""
+        self.reporter.check_cancelled()
+
+        def check(grad: torch.Tensor) -> None:
+            self.reporter.check_cancelled()
+
+        self._hooks = [p.register_hook(check) for p in pl_module.parameters()
+                       if p.requires_grad]
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Remove the backward hooks."""
+        self._remove_hooks()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        """Remove the backward hooks when training fails or is cancelled."""
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        """Stop before a batch once cancelled."""
+        self.reporter.check_cancelled()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Tell datasets which epoch it is (seeds augmentation)."""
@@ -29,6 +67,7 @@ class ReporterCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         """Progress within the whole run (epochs are the unit; early stop ends sooner)."""
+        self.reporter.check_cancelled()
         if not trainer.is_global_zero:
             return
         n = max(1, trainer.num_training_batches)

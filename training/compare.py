@@ -33,7 +33,7 @@ from terraseg.protocol.errors import ConfigError
 from terraseg.protocol.options import TrainOptions
 from terraseg.training.inputs import build_source
 from terraseg.training.sampling import SplitConfig, build_index
-from terraseg.training.train import run_train
+from terraseg.training.train import model_file_paths, run_train
 
 RF_NAME = "random_forest"
 READ_BLOCK_PX = 512
@@ -107,7 +107,10 @@ def run_compare(base: TrainOptions, runs: list[CompareRun], out_dir: str | Path,
     """
     out = Path(out_dir)
     names = ("compare.csv", "compare.md", "compare.json")
-    check_output_dir(out, names, overwrite)
+    suffixes = [f"_fold{fold}" for fold in range(k)] if k else [""]
+    models = [p.name for suffix in suffixes for run in runs
+              for p in model_file_paths(out / f"{run.tag}{suffix}.tsm")]
+    check_output_dir(out, [*names, *models], overwrite)
     if not k and base.split.test_fraction <= 0:
         raise ConfigError("The comparison needs held-out test pixels.",
                           "Pass --test-fraction (e.g. 0.2) or --k for k spatial folds.")

@@ -11,7 +11,7 @@ from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.options import TrainOptions
-from terraseg.training.train import run_train
+from terraseg.training.train import model_file_paths, run_train
 
 METRICS = ("accuracy", "f1_weighted", "f1_macro", "mean_iou")
 
@@ -25,7 +25,8 @@ def run_cv(base: TrainOptions, out_dir: str | Path, k: int, reporter: Reporter,
     """
     out = Path(out_dir)
     csv_path, json_path = out / "cv.csv", out / "cv.json"
-    check_output_dir(out, [csv_path.name, json_path.name], overwrite)
+    models = [p.name for fold in range(k) for p in model_file_paths(out / f"fold_{fold}.tsm")]
+    check_output_dir(out, [csv_path.name, json_path.name, *models], overwrite)
     rows: list[dict[str, Any]] = []
     for fold in range(k):
         reporter.log(f"fold {fold + 1}/{k}")

@@ -10,7 +10,7 @@ from terraseg.core.atomic import write_csv_atomic
 from terraseg.core.output_targets import check_output_dir
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.options import TrainOptions
-from terraseg.training.train import run_train
+from terraseg.training.train import model_file_paths, run_train
 
 
 def parse_floats(spec: str) -> list[float]:
@@ -28,11 +28,12 @@ def run_grid(base: TrainOptions, out_dir: str | Path, lrs: list[float],
     """
     out = Path(out_dir)
     csv_path = out / "grid.csv"
-    check_output_dir(out, [csv_path.name], overwrite)
     combos = list(itertools.product(lrs, weight_decays, augments))
+    tags = [f"lr{lr:g}_wd{wd:g}_{aug.replace(',', '+') or 'none'}" for lr, wd, aug in combos]
+    models = [p.name for tag in tags for p in model_file_paths(out / f"model_{tag}.tsm")]
+    check_output_dir(out, [csv_path.name, *models], overwrite)
     rows: list[dict[str, Any]] = []
-    for i, (lr, wd, aug) in enumerate(combos):
-        tag = f"lr{lr:g}_wd{wd:g}_{aug.replace(',', '+') or 'none'}"
+    for i, ((lr, wd, aug), tag) in enumerate(zip(combos, tags, strict=True)):
         reporter.log(f"grid {i + 1}/{len(combos)}: {tag}")
         cfg = base.replace(lr=lr, weight_decay=wd, augment=aug,
                       out=str(out / f"model_{tag}.tsm"), overwrite=True)

@@ -54,6 +54,11 @@ def last_model_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last" + out.suffix)
 
 
+def model_file_paths(out: Path) -> list[Path]:
+    """Every file ``train --out NAME.tsm`` writes or replaces: ``NAME.tsm``, ``NAME.last.tsm``."""
+    return [out, last_model_path(out)]
+
+
 def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and save a model file; returns the result summary (paths, metrics, device).
 
@@ -63,7 +68,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     rep = reporter or ConsoleReporter()
     opts = opts.validate()
     out = Path(opts.out)
-    check_output_targets([out], opts.overwrite, "--out")
+    # every file the run writes or replaces: the best weights and NAME.last.tsm
+    check_output_targets(model_file_paths(out), opts.overwrite, "--out")
     L.seed_everything(opts.split.seed, workers=True, verbose=False)
     init_meta = read_meta(opts.network.init_model) if opts.network.init_model else None
     if init_meta is not None:  # fine-tuning keeps the initial model's architecture
