@@ -6,7 +6,8 @@ All its steps can be driven from code without dialogs (tests, screenshot scripts
 :meth:`TerraSegDock.set_raster_layer`, :meth:`~TerraSegDock.set_preset`,
 :meth:`~TerraSegDock.new_label_layer`, :meth:`~TerraSegDock.start_training`,
 :meth:`~TerraSegDock.cancel_training`, :meth:`~TerraSegDock.predict`,
-:meth:`~TerraSegDock.load_model`, :meth:`~TerraSegDock.export_polygons`,
+:meth:`~TerraSegDock.load_model`, :meth:`~TerraSegDock.evaluate`,
+:meth:`~TerraSegDock.export_polygons`,
 :meth:`~TerraSegDock.export_areas`; set :attr:`~TerraSegDock.auto_answer` to answer
 questions (overwrite, run anyway, save edits) without a message box.
 """
@@ -26,6 +27,7 @@ from . import label_layer, presets
 from .engine import EngineLocation, find_engine
 from .panel_common import TITLE, exec_qt, group_box
 from .panel_data import DataPanelMixin
+from .panel_evaluate import EvaluatePanelMixin
 from .panel_export import ExportPanelMixin
 from .panel_jobs import JobsPanelMixin
 from .panel_labels import LabelsPanelMixin
@@ -42,6 +44,7 @@ class TerraSegDock(
     LabelsPanelMixin,
     TrainPanelMixin,
     PredictPanelMixin,
+    EvaluatePanelMixin,
     ExportPanelMixin,
     JobsPanelMixin,
     QgsDockWidget,
@@ -58,6 +61,9 @@ class TerraSegDock(
         last_train_result: Result of the last finished training (engine payload).
         last_results: Last prediction: ``probability``, ``classes`` (paths), ``folder``,
             ``layers`` (probability and class layers), ``result`` (engine payload).
+        last_evaluation: Last evaluation against a reference layer: ``folder`` (report),
+            ``files``, ``metrics`` (the engine's metrics.json), ``result`` (engine payload),
+            ``model``, ``reference``, ``class_field``, ``class_map``.
         last_exports: Paths and layers of the last exports (``polygons``, ``csv``,
             ``zones_csv``, ``zones``, ``area_rows``, layers).
         epoch_metrics: ``(epoch, values)`` of the current/last training.
@@ -79,6 +85,7 @@ class TerraSegDock(
         self.model_meta: dict[str, Any] | None = None
         self.last_train_result: dict[str, Any] | None = None
         self.last_results: dict[str, Any] | None = None
+        self.last_evaluation: dict[str, Any] | None = None
         self.last_exports: dict[str, Any] = {}
         self.epoch_metrics: list[tuple[int, dict[str, float]]] = []
         self.class_area_m2: dict[str, float] = {}
@@ -121,6 +128,7 @@ class TerraSegDock(
         layout.addWidget(self._build_labels_box())
         layout.addWidget(self._build_train_box())
         layout.addWidget(self._build_predict_box())
+        layout.addWidget(self._build_evaluate_box())
         layout.addWidget(self._build_export_box())
         layout.addWidget(self._build_log_box())
         layout.addStretch(1)
@@ -187,6 +195,7 @@ class TerraSegDock(
         self.predict_button.setEnabled(not busy and has_raster and bool(self.last_model))
         self.vectorise_button.setEnabled(not busy and bool(self.last_results))
         self.areas_button.setEnabled(not busy and bool(self.last_results))
+        self.evaluate_button.setEnabled(not busy and has_raster and bool(self.last_model))
         self.cancel_button.setEnabled(busy)
         self.cancel_train_button.setEnabled(busy and self.job_kind == "train")
         self.draw_button.setEnabled(has_labels)
