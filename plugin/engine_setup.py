@@ -11,6 +11,13 @@ Settings page: the installer never inherits an index from this process's environ
 (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_CONFIG_FILE, TORCH_INDEX_URL) or
 from the old setting ``terraseg/torch_index_url``; those are shown there as ignored
 (:func:`ignored_index_sources`), and :func:`package_index_text` says what is used.
+
+Which Python is which: inside QGIS ``sys.executable`` is often not a Python at all (the
+``qgis`` program that embeds it, or whatever ``python3`` was first on PATH when Python
+guessed, e.g. a pyenv shim script). :func:`running_python` reports the interpreter that
+really runs (its version, and the program of its installation prefix), and
+:func:`describe_python` asks a candidate what it really starts, so the setup log and the
+diagnostics name real interpreters, never a shim.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.PyQt.QtCore import QObject, QProcess, pyqtSignal
@@ -66,25 +74,154 @@ def _embedded_roots() -> list[Path]:
     return sorted(roots)
 
 
-_PYTHON_CHECK = "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))"
+@dataclass(frozen=True)
+class PythonInterpreter:
+    """A Python interpreter as the setup log and the diagnostics name it.
+
+    Attributes:
+        executable: The interpreter's program ("" when none was found).
+        version: Its version, e.g. ``3.11.2``.
+        called_as: What was called or reported instead, when that is not the interpreter
+            itself (a shim script, the QGIS program); "" otherwise.
+        note: Why ``called_as`` is not the interpreter, in words.
+        embedded_in: The program this Python runs inside when that is not a Python (QGIS).
+    """
+
+    executable: str
+    version: str
+    called_as: str = ""
+    note: str = ""
+    embedded_in: str = ""
+
+    def text(self) -> str:
+        """One line, e.g. ``3.11.2 (/usr/bin/python3.11), embedded in /usr/bin/qgis``."""
+        parts = [f"{self.version} ({self.executable or 'interpreter program not found'})"]
+        if self.embedded_in:
+            parts.append(f", embedded in {self.embedded_in}")
+        if self.called_as:
+            parts.append(f"; {self.called_as} {self.note}")
+        return "".join(parts)
 
 
-def _python_ok(exe: str) -> bool:
+def not_a_python(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` is not a Python interpreter's program ("" when it is one).
+
+    A script (``#!`` first, as pyenv's and asdf's shims are) only starts some Python, which
+    one depends on the folder it is started in; a program not named ``python*`` (``qgis``)
+    embeds Python but is none.
+    """
+    file = Path(path)
+    if not str(path) or not file.is_file():
+        return "does not exist"
+    real = file.resolve()
     try:
-        proc = subprocess.run([exe, "-c", _PYTHON_CHECK],
-                              capture_output=True, timeout=20, check=False,
-                              env=process_environment(), creationflags=creation_flags())
+        with real.open("rb") as handle:
+            head = handle.read(2)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if head == b"#!":
+        return "is a script (a shim such as pyenv's), not a Python"
+    if not real.name.lower().startswith("python"):
+        return f"is the program {real.name}, not a Python (Python is embedded in it)"
+    return ""
+
+
+def _fits_this_python(path: Path) -> bool:
+    """Whether a Python program's name and folder fit the running interpreter."""
+    real = path.resolve()
+    version = real.name.lower().removeprefix("python").removesuffix(".exe")
+    running = ".".join(str(v) for v in sys.version_info[:2])
+    if version and not (running + ".").startswith(version + "."):
+        return False  # python3.12 is not the 3.11 running here
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix)}
+    return any(real.is_relative_to(prefix) for prefix in prefixes)
+
+
+def running_python() -> PythonInterpreter:
+    """The interpreter running this process (QGIS's Python when called in QGIS).
+
+    ``sys.executable`` is used when it is a Python of this version and installation;
+    else (a shim, or the QGIS program) the interpreter program of this installation's
+    prefix (``sys._base_executable``, ``<base_prefix>/bin/python3.X``, ...) is named,
+    with what ``sys.executable`` is instead.
+
+    Returns:
+        The interpreter; ``embedded_in`` is the running program (Linux's ``/proc/self/exe``)
+        when that is not a Python.
+    """
+    version = ".".join(str(v) for v in sys.version_info[:3])
+    major, minor = sys.version_info[:2]
+    program = Path("/proc/self/exe")
+    embedded_in = ""
+    if program.exists() and not_a_python(program):
+        embedded_in = str(program.resolve())
+    reported = sys.executable or ""
+    problem = not_a_python(reported) if reported else "is empty"
+    if not problem and not _fits_this_python(Path(reported)):
+        problem = "is another Python installation than the one running"
+    if not problem:
+        return PythonInterpreter(reported, version, embedded_in=embedded_in)
+    names = (f"python{major}.{minor}", f"python{major}", "python", "python.exe")
+    candidates = [getattr(sys, "_base_executable", "")] + [
+        str(Path(prefix) / folder / name) for prefix in (sys.base_prefix, sys.prefix)
+        for folder in ("bin", "") for name in names]
+    for candidate in candidates:
+        if candidate and not not_a_python(candidate) and _fits_this_python(Path(candidate)):
+            return PythonInterpreter(str(Path(candidate).resolve()), version,
+                                     f"sys.executable {reported}", problem, embedded_in)
+    return PythonInterpreter("", version, f"sys.executable {reported}", problem, embedded_in)
+
+
+# Prints the interpreter a program really starts and its version; fails below 3.10 or
+# without venv/ensurepip (what install_engine.sh needs).
+_PYTHON_PROBE = ("import sys, venv, ensurepip; print(sys.executable); "
+                 "print('.'.join(str(v) for v in sys.version_info[:3])); "
+                 "sys.exit(sys.version_info < (3, 10))")
+
+
+def describe_python(exe: str) -> PythonInterpreter | None:
+    """The interpreter that ``exe`` starts, asked by running it.
+
+    Args:
+        exe: A Python, or a shim script that starts one.
+
+    Returns:
+        The interpreter (``called_as`` is ``exe`` when that is a shim or another file than
+        the interpreter), or None when ``exe`` does not run, is older than Python 3.10 or
+        lacks ``venv``/``ensurepip``.
+    """
+    try:
+        proc = subprocess.run([exe, "-c", _PYTHON_PROBE], capture_output=True, text=True,
+                              timeout=20, check=False, env=process_environment(),
+                              creationflags=creation_flags())
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+        return None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or len(lines) < 2:
+        return None
+    real, version = lines[-2].strip(), lines[-1].strip()
+    problem = not_a_python(exe)
+    if problem:
+        return PythonInterpreter(real, version, exe, f"{problem}; it starts this one")
+    return PythonInterpreter(real, version)
 
 
 def find_system_python() -> str:
     """A Python >= 3.10 on PATH that is not QGIS's embedded one, to create the engine with.
 
+    A shim on PATH (pyenv, asdf) is followed to the interpreter it starts now
+    (:func:`describe_python`), so the installer gets a real Python whatever folder it
+    runs in.
+
     Returns:
         Its path, or ``"python3"`` when none qualifies (install_engine.sh then explains).
     """
+    found = find_system_interpreter()
+    return found.executable if found else "python3"
+
+
+def find_system_interpreter() -> PythonInterpreter | None:
+    """:func:`find_system_python` with what was called to find it (None: none qualifies)."""
     embedded = _embedded_roots()
     names = ("python3.13", "python3.12", "python3.11", "python3.10", "python3", "python")
     seen: set[str] = set()
@@ -99,9 +236,11 @@ def find_system_python() -> str:
             seen.add(real)
             if any(Path(real).is_relative_to(root) for root in embedded):
                 continue
-            if _python_ok(exe):
-                return exe
-    return "python3"
+            found = describe_python(exe)
+            if found is not None and not any(
+                    Path(found.executable).resolve().is_relative_to(root) for root in embedded):
+                return found
+    return None
 
 
 def check_index_url(url: str) -> str:
@@ -262,7 +401,8 @@ class EngineSetup(QObject):
         self._buffer, self._tail, self._collected = b"", [], 0
         self._fraction, self._cancelled = 0.0, False
         chosen = os.environ.get("TERRASEG_PYTHON")
-        python = chosen or find_system_python()
+        interpreter = describe_python(chosen) if chosen else find_system_interpreter()
+        python = chosen or (interpreter.executable if interpreter else "python3")
         extra = {"ENGINE_VENV": self.target_dir, "PYTHON": python,
                  "TORCH_VARIANT": "cuda" if cuda else "cpu"}
         if wheels_dir:
@@ -289,6 +429,9 @@ class EngineSetup(QObject):
                       f"({extra['TORCH_VARIANT']} build, Python {python}"
                       + (" from TERRASEG_PYTHON" if chosen else "")
                       + (f", wheels from {extra['WHEELS_DIR']}" if wheels_dir else "") + ")")
+        self.log.emit("Python creating the engine: " + (
+            interpreter.text() if interpreter else
+            f"{python} does not run as Python >= 3.10 with venv and ensurepip"))
         self.log.emit("package index: " + package_index_text(
             cuda, extra.get("WHEELS_DIR"), torch_index, pip_index))
         for source in ignored_index_sources():

@@ -7,7 +7,9 @@ runs in child processes, so the GUI never freezes.
 The page shows what will run and where packages come from: the resolved engine folder and
 ``terraseg`` command, the folders that were skipped and why (no TerraSeg marker file), and
 the package index the installer will use. An index is used only when typed here; one named
-by the environment or an old setting is listed as ignored.
+by the environment or an old setting is listed as ignored. QGIS's Python is named by the
+interpreter that really runs (:func:`~terraseg.plugin.engine_setup.running_python`), not by
+``sys.executable``, which inside QGIS is the ``qgis`` program or a shim script.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 from typing import Any
 
 from qgis.core import Qgis
@@ -58,6 +59,7 @@ from .engine_setup import (
     check_index_url,
     ignored_index_sources,
     package_index_text,
+    running_python,
 )
 from .worker_job import WorkerJob
 
@@ -95,6 +97,12 @@ def resolved_command(engine: EngineLocation) -> str:
     return engine.terraseg if real == engine.terraseg else f"{engine.terraseg} -> {real}"
 
 
+def linked_path(path: str) -> str:
+    """``path``, followed by ``-> real path`` when it is a symbolic link (a venv's python)."""
+    real = os.path.realpath(path) if path else path
+    return path if real == path else f"{path} -> {real}"
+
+
 def skipped_text(skipped: list[EngineCandidate]) -> str:
     """Engine folders not used, one line each: ``origin folder: problem``."""
     return "\n".join(f"{c.origin} {c.folder}: {c.problem}" for c in skipped)
@@ -124,7 +132,7 @@ def diagnostics_text(env: dict[str, Any] | None, engine: EngineLocation | None,
         "TerraSeg diagnostics",
         f"QGIS: {Qgis.QGIS_VERSION}",
         f"OS: {platform.platform()}",
-        f"QGIS Python: {sys.version.split()[0]} ({sys.executable})",
+        f"QGIS Python: {running_python().text()}",
         f"Engine: {os.path.realpath(engine.root) if engine else 'not found'}",
     ]
     if engine:
@@ -139,7 +147,8 @@ def diagnostics_text(env: dict[str, Any] | None, engine: EngineLocation | None,
     lines.append(f"NVIDIA GPU (nvidia-smi): {gpu or 'none found'}")
     if env:
         lines.append(f"Engine TerraSeg: {env.get('terraseg', '?')}")
-        lines.append(f"Engine Python: {env.get('python_version', '?')} ({env.get('python', '')})")
+        lines.append(f"Engine Python: {env.get('python_version', '?')} "
+                     f"({linked_path(str(env.get('python', '')))})")
         packages = env.get("packages") or {}
         lines.append("Engine packages: " + ", ".join(
             f"{k} {v or 'missing'}" for k, v in packages.items()))
@@ -196,16 +205,18 @@ class EngineSettingsWidget(QWidget):
         self.command_label = QLabel("", box)
         self.skipped_label = QLabel("", box)
         self.python_label = QLabel("", box)
+        self.qgis_python_label = QLabel(running_python().text(), box)
         self.version_label = QLabel("", box)
         self.device_label = QLabel("", box)
         for lab in (self.engine_label, self.command_label, self.skipped_label,
-                    self.python_label, self.device_label):
+                    self.python_label, self.qgis_python_label, self.device_label):
             lab.setWordWrap(True)
             lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
         form.addRow(self.tr("Engine folder:"), self.engine_label)
         form.addRow(self.tr("Engine command:"), self.command_label)
         form.addRow(self.tr("Not used:"), self.skipped_label)
         form.addRow(self.tr("Python:"), self.python_label)
+        form.addRow(self.tr("QGIS Python:"), self.qgis_python_label)
         form.addRow(self.tr("TerraSeg engine:"), self.version_label)
         form.addRow(self.tr("Compute device:"), self.device_label)
         inner = QVBoxLayout(box)
@@ -371,7 +382,7 @@ class EngineSettingsWidget(QWidget):
 
     def _env_result(self, env: dict[str, Any]) -> None:
         self.environment = env
-        self.python_label.setText(f"{env.get('python', '')} (Python "
+        self.python_label.setText(f"{linked_path(str(env.get('python', '')))} (Python "
                                   f"{env.get('python_version', '?')})")
         self.version_label.setText(str(env.get("terraseg", "")))
         self.device_label.setText(device_text(env))
