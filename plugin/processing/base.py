@@ -9,7 +9,9 @@ databases, filtered layers, selected features only) are written to a temporary
 GeoPackage by Processing first.
 
 Parameters of training options are built from :mod:`terraseg.protocol.options` by
-:func:`option_parameter`, so their defaults, minimums and help are written once.
+:func:`option_parameter`, so their defaults, minimums and help are written once; 'Train
+model' starts from QGIS's interactive defaults (``protocol.options.INTERACTIVE``), the
+panel's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from ..worker_errors import WorkerError
 from ..worker_run import run_job
 
 MODEL_FILTER = "TerraSeg model (*.tsm)"
+# The default of an option parameter when none is given: the spec's.
+SPEC_DEFAULT: Any = object()
 # Formats the engine reads (fiona/GDAL) without a conversion.
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "gml", "kml", "sqlite"]
 
@@ -71,7 +75,8 @@ def check_suffix(path: str, suffix: str, what: str) -> str:
 
 
 def option_parameter(job_key: str, description: str = "", *, name: str = "",
-                     choices: Sequence[str] = ()) -> QgsProcessingParameterDefinition:
+                     choices: Sequence[str] = (), default: Any = SPEC_DEFAULT,
+                     note: str = "") -> QgsProcessingParameterDefinition:
     """A Processing parameter of a training option, its default and minimum from the spec.
 
     Integer and float options become number parameters (with the spec's minimum), options
@@ -84,6 +89,9 @@ def option_parameter(job_key: str, description: str = "", *, name: str = "",
         description: Label in the dialog (default: the spec's help text).
         name: Parameter name (default: the job key in upper case, ``TILE_SIZE``).
         choices: Values offered for a string option; must include the spec's default.
+        default: Another default than the spec's (QGIS's interactive one); None makes the
+            parameter optional without a default (the algorithm then chooses).
+        note: Appended to the help (where the default comes from).
 
     Returns:
         The parameter definition.
@@ -93,30 +101,32 @@ def option_parameter(job_key: str, description: str = "", *, name: str = "",
         TypeError: The option's type has no Processing parameter here.
     """
     spec = SPEC_BY_JOB_KEY[job_key]
+    value = spec.default if default is SPEC_DEFAULT else default
+    optional = value is None and spec.default is not None
     name = name or job_key.upper()
     label = tr(description or spec.help[:1].upper() + spec.help[1:])
     options = tuple(choices) or spec.choices
     param: QgsProcessingParameterDefinition
     if options:
-        if spec.default not in options:
-            raise ValueError(f"The default of '{job_key}' ({spec.default!r}) is not one of "
+        if value not in options:
+            raise ValueError(f"The default of '{job_key}' ({value!r}) is not one of "
                              f"its choices {options}.")
         param = QgsProcessingParameterEnum(name, label, list(options),
-                                           defaultValue=options.index(spec.default))
+                                           defaultValue=options.index(value))
     elif spec.annotation in (int, float):
         kind = (QgsProcessingParameterNumber.Integer if spec.annotation is int
                 else QgsProcessingParameterNumber.Double)
         limits = {} if spec.minimum is None else {"minValue": spec.minimum}
-        param = QgsProcessingParameterNumber(name, label, kind, spec.default, **limits)
+        param = QgsProcessingParameterNumber(name, label, kind, value, optional=optional,
+                                             **limits)
     elif isinstance(spec.default, str | tuple):
-        default = spec.default
-        if isinstance(default, tuple):
-            default = ",".join(str(v) for v in default)
-        param = QgsProcessingParameterString(name, label, default)
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        param = QgsProcessingParameterString(name, label, value, optional=optional)
     else:
         raise TypeError(f"No Processing parameter for option '{job_key}' "
                         f"({spec.annotation}).")
-    param.setHelp(spec.help)
+    param.setHelp(f"{spec.help} {note}".strip())
     return param
 
 
@@ -251,9 +261,13 @@ class TerraSegAlgorithm(QgsProcessingAlgorithm):
         """The engine value of a parameter made by :func:`option_parameter`.
 
         Returns:
-            An enum's chosen text, a number as int or float, a string (None when empty).
+            An enum's chosen text, a number as int or float, a string (None when empty,
+            and for an optional parameter without a value).
         """
         param = self.parameterDefinition(name)
+        optional = bool(param.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        if optional and parameters.get(name) in (None, ""):
+            return None
         if param.type() == QgsProcessingParameterEnum.typeName():
             return param.options()[self.parameterAsEnum(parameters, name, context)]
         if param.type() == QgsProcessingParameterNumber.typeName():

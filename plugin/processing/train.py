@@ -1,7 +1,11 @@
 """Processing algorithm 'Train model': a model file from a raster and labelled features.
 
 The training options' parameters are built from :mod:`terraseg.protocol.options`
-(:data:`OPTION_PARAMETERS`), so their defaults and minimums are the engine's.
+(:data:`OPTION_PARAMETERS`), so their minimums and help are the engine's. Their defaults are
+QGIS's interactive ones, the panel's (``protocol.options.INTERACTIVE``: 50 epochs, 64 px
+tiles; batch size and samples per epoch by architecture, :data:`BY_ARCHITECTURE`), not the
+command line's (300 epochs, 128 px tiles): the same task gives the same run from the panel
+and from the toolbox.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ...protocol.options import INTERACTIVE_TILE_NETWORK, default, interactive_default
 from .. import jobs, presets
 from .base import (
     MODEL_FILTER,
@@ -45,6 +50,24 @@ OPTION_PARAMETERS: dict[str, str] = {
     "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
     "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator",
 }
+# Options whose default depends on the architecture (empty parameter: chosen at run time).
+BY_ARCHITECTURE = tuple(INTERACTIVE_TILE_NETWORK)
+
+
+def interactive_note(job_key: str) -> str:
+    """Help text saying where a parameter's default comes from."""
+    if job_key in BY_ARCHITECTURE:
+        return (f"Empty: {default(job_key)} for patch CNNs, "
+                f"{interactive_default(job_key, tile_network=True)} for U-Nets (the panel's "
+                "defaults).")
+    return (f"Default {interactive_default(job_key)}, the panel's (the command line's: "
+            f"{default(job_key)}).")
+
+
+def architecture_defaults(model: str) -> dict[str, Any]:
+    """The values of the :data:`BY_ARCHITECTURE` options for ``model`` (the panel's)."""
+    tile = model in presets.TILE_MODELS
+    return {key: interactive_default(key, tile_network=tile) for key in BY_ARCHITECTURE}
 
 
 class TrainModel(TerraSegAlgorithm):
@@ -76,13 +99,15 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "BANDS", self.tr("Bands (e.g. 1,2,3,4 or red=1,green=2; empty: all)"),
             optional=True))
-        self.addParameter(option_parameter("epochs"))
+        self.addParameter(option_parameter("epochs", default=interactive_default("epochs"),
+                                           note=interactive_note("epochs")))
         self.addParameter(option_parameter("patience"))
         self.addParameter(option_parameter("model", "Architecture", name="ARCHITECTURE",
                                            choices=ARCHITECTURES))
         self.addParameter(option_parameter(
             "tile_size", "Tile size for U-Nets (pixels, multiple of "
-                         f"{presets.TILE_STRIDE_PX})"))
+                         f"{presets.TILE_STRIDE_PX})",
+            default=interactive_default("tile_size"), note=interactive_note("tile_size")))
         add_terrain_inputs(self)
         self.addParameter(option_parameter("patch_size", "Patch size (pixels, odd)"))
         self.addParameter(option_parameter("block_size", "Block size (pixels, odd)"))
@@ -90,8 +115,13 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(advanced(option_parameter("planes")))
         self.addParameter(advanced(option_parameter("lr")))
         self.addParameter(advanced(option_parameter("weight_decay")))
-        self.addParameter(advanced(option_parameter("batch_size")))
-        self.addParameter(advanced(option_parameter("samples_per_epoch")))
+        self.addParameter(advanced(option_parameter(
+            "batch_size", "Training batch size (empty: by architecture)", default=None,
+            note=interactive_note("batch_size"))))
+        self.addParameter(advanced(option_parameter(
+            "samples_per_epoch", "Minimum training samples per epoch (empty: by "
+                                 "architecture)", default=None,
+            note=interactive_note("samples_per_epoch"))))
         self.addParameter(advanced(option_parameter("augment", "Augmentation",
                                                     choices=self.AUGMENT)))
         self.addParameter(advanced(option_parameter("seed")))
@@ -142,6 +172,9 @@ class TrainModel(TerraSegAlgorithm):
         extra = self.extra_options(parameters, context)
         options = {key: self.option_value(parameters, name, context)
                    for name, key in OPTION_PARAMETERS.items()}
+        for key, value in architecture_defaults(options["model"]).items():
+            if options[key] is None:
+                options[key] = value
         if options["model"] in presets.PATCH_MODELS:
             del options["tile_size"]  # tile networks only
         named = {
