@@ -38,7 +38,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ...protocol.options import SPEC_BY_JOB_KEY
-from .. import jobs
+from .. import jobs, modelinfo
 from ..engine import find_engine
 from ..worker_errors import WorkerError
 from ..worker_run import run_job
@@ -72,6 +72,36 @@ def check_suffix(path: str, suffix: str, what: str) -> str:
     if Path(path).suffix.lower() != suffix:
         raise QgsProcessingException(f"{what} must be a {suffix} file, not {path}.")
     return path
+
+
+def model_parameter(name: str = "MODEL", description: str = "Model file (NAME.tsm, the best "
+                                                              "epoch)",
+                    optional: bool = False) -> QgsProcessingParameterFile:
+    """A ``.tsm`` model file parameter whose help explains ``NAME.tsm`` and ``NAME.last.tsm``."""
+    param = QgsProcessingParameterFile(name, tr(description), fileFilter=MODEL_FILTER,
+                                       optional=optional)
+    param.setHelp(modelinfo.MODEL_FILES_HELP)
+    return param
+
+
+def warn_if_checkpoint(path: str | None, feedback: QgsProcessingFeedback) -> str:
+    """Warn when a model file to predict with is a last-epoch checkpoint (``NAME.last.tsm``).
+
+    Returns:
+        The warning (``""`` for a best-epoch model; an unreadable file is left to the
+        engine's message).
+    """
+    if not path:
+        return ""
+    try:
+        meta = modelinfo.read_model_metadata(path)
+    except modelinfo.ModelInfoError:
+        meta = None
+    note = modelinfo.checkpoint_note(path, meta)
+    if note:
+        note = f"{Path(path).name} holds the {note}. Choose that file for the best map."
+        feedback.pushWarning(note)
+    return note
 
 
 def option_parameter(job_key: str, description: str = "", *, name: str = "",
@@ -313,5 +343,4 @@ def add_class_raster_inputs(alg: TerraSegAlgorithm) -> None:
     """CLASSES (classes.tif) and an optional MODEL for class names: Vectorise, Area statistics."""
     alg.addParameter(QgsProcessingParameterRasterLayer(
         "CLASSES", alg.tr("Class raster (classes.tif)")))
-    alg.addParameter(QgsProcessingParameterFile(
-        "MODEL", alg.tr("Model file (class names)"), fileFilter=MODEL_FILTER, optional=True))
+    alg.addParameter(model_parameter("MODEL", "Model file (class names)", optional=True))

@@ -14,14 +14,13 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
 from .. import jobs
-from .base import MODEL_FILTER, TerraSegAlgorithm
+from .base import TerraSegAlgorithm, model_parameter, warn_if_checkpoint
 
 
 class Evaluate(TerraSegAlgorithm):
@@ -33,12 +32,12 @@ class Evaluate(TerraSegAlgorithm):
             "polygons with a class attribute): metrics.json, per_class.csv and "
             "confusion_matrix.csv (and per_category.csv with a category field) in the output "
             "folder. Reference classes are matched to the model's classes by name, after the "
-            "optional class mapping.")
+            "optional class mapping. Evaluate NAME.tsm (the best epoch); NAME.last.tsm is the "
+            "last epoch's checkpoint to resume training from.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         """Parameters."""
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", self.tr("Model file"), fileFilter=MODEL_FILTER))
+        self.addParameter(model_parameter())
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT_RASTER", self.tr("Raster")))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "REFERENCE", self.tr("Reference layer"),
@@ -77,6 +76,7 @@ class Evaluate(TerraSegAlgorithm):
             class_map=self.text(parameters, "CLASS_MAP", context),
             category_field=self.field(parameters, "CATEGORY_FIELD", context),
             bands=self.text(parameters, "BANDS", context), overwrite=True)
+        warn_if_checkpoint(job["args"]["model"], feedback)
         result = self.run_engine(job, feedback)
         files = {Path(f).name: f for f in result.get("files", [])}
         feedback.pushInfo(f"accuracy {result.get('accuracy')}, F1 weighted "

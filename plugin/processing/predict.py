@@ -17,7 +17,6 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -25,7 +24,14 @@ from qgis.core import (
 )
 
 from .. import jobs
-from .base import MODEL_FILTER, TerraSegAlgorithm, add_terrain_inputs, advanced, terrain_options
+from .base import (
+    TerraSegAlgorithm,
+    add_terrain_inputs,
+    advanced,
+    model_parameter,
+    terrain_options,
+    warn_if_checkpoint,
+)
 
 
 class Predict(TerraSegAlgorithm):
@@ -35,14 +41,15 @@ class Predict(TerraSegAlgorithm):
     DISPLAY_NAME = "Predict"
     HELP = ("Applies a TerraSeg model to a raster and writes probability.tif (one band per "
             "class) and classes.tif (class ids with a colour table) into the output folder. "
-            "Optionally only over an extent. Both rasters are added to the project.")
+            "Optionally only over an extent. Both rasters are added to the project. "
+            "Training writes NAME.tsm (the best epoch: predict with it) and may write "
+            "NAME.last.tsm beside it (the last epoch: a checkpoint to resume training).")
 
     DEVICES = ["auto", "cpu", "cuda"]
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         """Parameters."""
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", self.tr("Model file"), fileFilter=MODEL_FILTER))
+        self.addParameter(model_parameter())
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT_RASTER", self.tr("Raster")))
         self.addParameter(QgsProcessingParameterString(
             "BANDS", self.tr("Bands (empty: the model's band indices)"), optional=True))
@@ -119,6 +126,7 @@ class Predict(TerraSegAlgorithm):
             closing=self.parameterAsInt(parameters, "CLOSING", context) or None,
             min_area=self.parameterAsDouble(parameters, "MIN_AREA", context) or None,
             **terrain_options(self, parameters, context))
+        warn_if_checkpoint(job["args"]["model"], feedback)
         result = self.run_engine(job, feedback)
         prob, classes = result["probability"], result["classes"]
         self.load_on_completion(context, prob, "TerraSeg probability", "PROBABILITY")

@@ -36,6 +36,7 @@ from .base import (
     add_terrain_inputs,
     advanced,
     check_suffix,
+    model_parameter,
     option_parameter,
     terrain_options,
 )
@@ -127,8 +128,8 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(advanced(option_parameter("seed")))
         self.addParameter(advanced(option_parameter("accelerator", "Device",
                                                     choices=self.ACCELERATORS)))
-        self.addParameter(advanced(QgsProcessingParameterFile(
-            "INIT_MODEL", self.tr("Fine-tune from model"), fileFilter=MODEL_FILTER,
+        self.addParameter(advanced(model_parameter(
+            "INIT_MODEL", "Fine-tune from model (NAME.last.tsm: resume from the last epoch)",
             optional=True)))
         self.addParameter(advanced(QgsProcessingParameterFile(
             "CACHE_DIR", self.tr("Cache folder (default ~/.cache/terraseg)"),
@@ -192,6 +193,10 @@ class TrainModel(TerraSegAlgorithm):
         named.update(extra)  # the JSON options win
         job = jobs.train_job(**named)
         result = self.run_engine(job, feedback)
+        if result.get("last_model"):
+            feedback.pushInfo(f"{result.get('model', out)}: the best epoch's weights (predict "
+                              f"with it); {result['last_model']}: the last epoch's, a "
+                              "checkpoint to resume training from.")
         metrics = result.get("metrics") or {}
         val = metrics.get("val") or {}
         device = result.get("device") or {}
