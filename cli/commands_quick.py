@@ -1,0 +1,75 @@
+"""Command ``quickmap``: a first map in seconds from a random forest of single pixels.
+
+The labels are read and split exactly as ``train`` reads and splits them (the same label
+loader, the same spatial split by polygon and seed), so the accuracy it reports is on
+held-out validation polygons. The forest itself is core/forest.py. No model file is
+written (model files are never pickles): ``train`` makes the model for a better map.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from terraseg.cli.options import parse_window
+from terraseg.cli.registry import Command, register
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.options import DEFAULTS
+
+
+def _quickmap_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--raster", required=True)
+    p.add_argument("--labels", required=True, help="vector labels or a label raster")
+    p.add_argument("--out-dir", required=True,
+                   help="folder for probability.tif and classes.tif")
+    p.add_argument("--class-field", help="class attribute of vector labels")
+    p.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
+    p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
+    p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
+    area = p.add_mutually_exclusive_group()
+    area.add_argument("--window", type=parse_window, help="col,row,width,height in pixels")
+    area.add_argument("--extent-layer", help="map this vector layer's extent")
+    p.add_argument("--trees", type=int, default=50, help="trees of the forest")
+    p.add_argument("--max-samples", type=int, default=30_000,
+                   help="most training pixels fitted (stratified by class); validation "
+                        "pixels are capped the same")
+    split = DEFAULTS.split
+    p.add_argument("--split", choices=["polygons", "blocks"], default=split.split,
+                   help="split unit, as for train")
+    p.add_argument("--val-fraction", type=float, default=split.val_fraction,
+                   help="share of polygons held out for validation, as for train")
+    p.add_argument("--seed", type=int, default=split.seed,
+                   help="seed of the split (as train's), the pixel sample and the forest")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    from terraseg.core.classes import ClassMapping
+    from terraseg.core.features import FeatureSpec
+    from terraseg.core.forest import READ_BLOCK_PX, ForestSettings, quick_map
+    from terraseg.core.labels import load_labels
+    from terraseg.core.model_input import assemble_source
+    from terraseg.training.sampling import SplitConfig, build_index
+
+    settings = ForestSettings(trees=a.trees, max_samples=a.max_samples, seed=a.seed)
+    split_cfg = SplitConfig(a.split, a.val_fraction, 0.0, DEFAULTS.split.split_block_px,
+                            a.seed)
+    reporter.progress(0.0, "prepare", "reading raster and labels")
+    features = FeatureSpec.parse(a.features) if a.features else None
+    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True)
+    labels = load_labels(a.labels, source.grid, class_field=a.class_field,
+                         class_map=ClassMapping.parse(a.class_map))
+    index = build_index(labels, split_cfg, READ_BLOCK_PX)
+    return quick_map(source, labels, index.split_map, a.out_dir, reporter, settings,
+                     window=a.window, extent_layer=a.extent_layer, overwrite=a.overwrite)
+
+
+def _print_quickmap(result: dict[str, Any]) -> str:
+    val = result.get("validation")
+    text = (f"validation accuracy {val['accuracy']:.4f} (n={val['n_samples']})" if val
+            else "no validation polygons")
+    return f"{text} -> {result['probability']}, {result['classes']} (no model file)"
+
+
+register(Command("quickmap", "a first map in seconds: random forest of pixels (no model "
+                             "file)", _quickmap_args, _run_quickmap, printer=_print_quickmap))
