@@ -18,14 +18,14 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from qgis.core import QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
-from . import label_layer, presets
+from . import label_layer, presets, project_state
 from .engine import EngineLocation, find_engine
-from .panel_common import TITLE, exec_qt, group_box
+from .panel_common import TITLE, exec_qt, group_box, name_widgets
 from .panel_data import DataPanelMixin
 from .panel_evaluate import EvaluatePanelMixin
 from .panel_export import ExportPanelMixin
@@ -68,6 +68,8 @@ class TerraSegDock(
             ``zones_csv``, ``zones``, ``area_rows``, layers).
         epoch_metrics: ``(epoch, values)`` of the current/last training.
         class_area_m2: Labelled area per class as shown in the panel.
+        label_stats: Label polygons per class inside and outside the raster's extent
+            (:class:`~.label_layer.ClassLabelStats`), as shown in the area table.
         last_error: ``(type, message, hint)`` of the last failed job, else None.
         last_jobs: The job dict sent last, per kind (``train``, ``predict``, ...).
         device: Device description of the last training/prediction.
@@ -89,6 +91,7 @@ class TerraSegDock(
         self.last_exports: dict[str, Any] = {}
         self.epoch_metrics: list[tuple[int, dict[str, float]]] = []
         self.class_area_m2: dict[str, float] = {}
+        self.label_stats: dict[str, label_layer.ClassLabelStats] = {}
         self.last_error: tuple[str, str, str] | None = None
         self.last_jobs: dict[str, dict[str, Any]] = {}
         self.device: str = ""
@@ -106,6 +109,7 @@ class TerraSegDock(
         self._area_timer.setInterval(0)
         self._area_timer.timeout.connect(self.refresh_areas)
         self._build_ui()
+        name_widgets(self)  # object names = attribute names (tests find controls by them)
         # connected once every widget exists (the combos signal while they are set up)
         self.raster_combo.layerChanged.connect(self._on_raster_changed)
         self.label_combo.layerChanged.connect(self._on_label_combo_changed)
@@ -114,6 +118,12 @@ class TerraSegDock(
         self._on_raster_changed(self.raster_combo.currentLayer())
         self._on_label_combo_changed(self.label_combo.currentLayer())
         self._update_buttons()
+        project = QgsProject.instance()
+        project.writeProject.connect(self._on_write_project)
+        project.readProject.connect(self._on_read_project)
+        project.cleared.connect(self._on_project_cleared)
+        if project_state.read_state(project) is not None:  # opened with a saved project
+            self.restore_from_project(project)
 
     # ------------------------------------------------------------------------------------
     # UI construction
@@ -135,6 +145,9 @@ class TerraSegDock(
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
+        # wide enough for every section, so nothing scrolls sideways
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + 2 * scroll.frameWidth()
+                               + scroll.verticalScrollBar().sizeHint().width())
 
         outer = QWidget()
         outer_layout = QVBoxLayout(outer)
@@ -184,6 +197,40 @@ class TerraSegDock(
         self.refresh_engine_status()
 
     # ------------------------------------------------------------------------------------
+    # The panel's state in the project
+    # ------------------------------------------------------------------------------------
+    def save_to_project(self, project: QgsProject | None = None) -> None:
+        """Store the panel's state in ``project`` (saved with it; :mod:`.project_state`)."""
+        project = project or QgsProject.instance()
+        project_state.write_state(project, project_state.panel_state(self))
+
+    def restore_from_project(self, project: QgsProject | None = None) -> list[str]:
+        """Restore the state stored in ``project``; returns the problems shown (missing files)."""
+        project = project or QgsProject.instance()
+        state = project_state.read_state(project)
+        if state is None:
+            return []
+        problems = project_state.apply_state(self, state, project)
+        if problems:
+            self._show_error(TITLE, " ".join(problems), level=Qgis.MessageLevel.Warning)
+        else:
+            self._set_status(f"Restored the panel from {project.baseName() or 'the project'}.")
+        return problems
+
+    def _on_write_project(self, *_doc: Any) -> None:
+        self.save_to_project()
+
+    def _on_read_project(self, *_doc: Any) -> None:
+        self.restore_from_project()
+
+    def _on_project_cleared(self) -> None:
+        # the result layers went with the project
+        self.last_results = None
+        self.last_evaluation = None
+        self.show_evaluation(None)
+        self._update_buttons()
+
+    # ------------------------------------------------------------------------------------
     # Helpers
     # ------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
@@ -201,10 +248,19 @@ class TerraSegDock(
         self.draw_button.setEnabled(has_labels)
         self.save_labels_button.setEnabled(self._label_layer is not None)
         self.scratch_check.setEnabled(bool(self.last_model))
+        self._explain_buttons()  # tooltips say why a button is disabled
 
     def shutdown(self) -> None:
         """Stop a running job and release layers and temporary files (plugin unload)."""
         self._next_step = None
+        project = QgsProject.instance()
+        for signal, slot in ((project.writeProject, self._on_write_project),
+                             (project.readProject, self._on_read_project),
+                             (project.cleared, self._on_project_cleared)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
         if self.job is not None and self.job.is_running():
             self.job.cancel()
             self.job.wait(15000)

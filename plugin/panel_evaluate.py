@@ -115,7 +115,9 @@ class EvaluatePanelMixin:
         self.confusion_table = _table(0)
         self.confusion_table.setToolTip("Confusion matrix: rows = reference class, "
                                         "columns = predicted class (reference pixels).")
-        form.addRow(QLabel("Confusion matrix (rows: reference, columns: predicted)"))
+        matrix_title = QLabel("Confusion matrix (rows: reference, columns: predicted)")
+        matrix_title.setWordWrap(True)
+        form.addRow(matrix_title)
         form.addRow(self.confusion_table)
         self.evaluation_files = QLabel()
         self.evaluation_files.setWordWrap(True)
