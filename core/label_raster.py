@@ -4,7 +4,11 @@ A label raster may be on any grid and in any CRS; it is resampled to the target 
 nearest neighbour. 0 and the raster's nodata (or masked pixels) are unlabelled; other values
 must be integers and are resolved to model classes by
 :mod:`terraseg.core.class_resolution`. Regions (for spatial splits) are the connected
-components of each class, with 8-connectivity.
+components of each class, with 8-connectivity; a region's stable key
+(``LabelSet.region_keys``) is ``r:CLASS:row0,col0,row1,col1``, its model class and its pixel
+bounding box on the grid (end exclusive), so a region keeps its key across runs on the same
+grid as long as its extent does not change (one that grows, or merges with new labels, is
+a new region).
 """
 
 from __future__ import annotations
@@ -125,12 +129,15 @@ def load_raster_labels(
     labels = lut[inverse.reshape(warped.shape)]
 
     regions = np.zeros(labels.shape, dtype=np.int32)
+    keys: list[str] = []
     offset = 0
     for info in model_classes:
         comp, n = ndimage.label(labels == info.id, structure=EIGHT_CONNECTED)
         if n:
             regions = np.where(comp > 0, comp.astype(np.int32) + offset, regions)
             offset += n
+            keys.extend(raster_region_key(info.name, box)
+                        for box in ndimage.find_objects(comp))
     return make_label_set(
         labels,
         regions,
@@ -143,4 +150,11 @@ def load_raster_labels(
         notes=(),
         check_two=classes is None and require_two_classes,
         name=name,
+        region_keys=tuple(keys),
     )
+
+
+def raster_region_key(class_name: str, box: tuple[slice, slice]) -> str:
+    """The stable key of a label-raster region: ``r:CLASS:row0,col0,row1,col1``."""
+    rows, cols = box
+    return f"r:{class_name}:{rows.start},{cols.start},{rows.stop},{cols.stop}"

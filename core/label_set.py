@@ -8,8 +8,8 @@ and fingerprints the result so caches can tell identical labels apart from chang
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,16 @@ class LabelSet:
         feature_ids: Source feature id per vector region (index ``region - 1``); empty for
             label rasters.
         notes: Human-readable remarks (skipped and repaired features) for logs and reports.
+        region_keys: A stable key per region (index ``region - 1``) that names the same
+            polygon across runs whatever its feature id or position, so a retrained model can
+            keep the split of its predecessor (training/sampling.py). Vector labels:
+            ``v:`` + a hash of the class value and the geometry in the layer's own CRS
+            (coordinates rounded to 1e-6 of the CRS unit, normalised; a repeated identical
+            polygon gets ``#2``, ``#3``, ... in layer order). Label rasters: ``r:`` + the
+            model class and the region's pixel bounding box on the grid
+            (``r:CLASS:row0,col0,row1,col1``, end exclusive). Empty when unknown.
+        outside_features: Model class name -> ids of that class's features that lie entirely
+            outside the raster's extent (so they label nothing); vector labels only.
     """
 
     labels: np.ndarray
@@ -56,6 +66,8 @@ class LabelSet:
     skipped_features: tuple[str, ...] = ()
     feature_ids: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    region_keys: tuple[str, ...] = ()
+    outside_features: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def labelled_px(self) -> int:
@@ -76,6 +88,8 @@ def make_label_set(
     notes: tuple[str, ...],
     check_two: bool,
     name: str,
+    region_keys: tuple[str, ...] = (),
+    outside: Mapping[str, tuple[str, ...]] | None = None,
 ) -> LabelSet:
     """Count pixels per class, check them, fingerprint, and bundle a :class:`LabelSet`.
 
@@ -91,21 +105,32 @@ def make_label_set(
         notes: Remarks for logs and reports.
         check_two: Fail unless at least two classes have labelled pixels (training).
         name: Name of the label source, for messages.
+        region_keys: Stable key per region (see :class:`LabelSet`).
+        outside: Model class name -> ids of its features entirely outside the raster.
 
     Returns:
         The label set.
 
     Raises:
-        LabelError: ``check_two`` and fewer than two classes have pixels.
+        LabelError: ``check_two`` and fewer than two classes have pixels; the message names
+            the features that lie outside the raster when there are any.
     """
     counts = np.bincount(labels.ravel(), minlength=max(c.id for c in classes) + 1)
     pixel_counts = {c.name: int(counts[c.id]) for c in classes}
+    outside = {k: tuple(v) for k, v in (outside or {}).items() if v}
     if check_two:
         with_px = [n for n, c in pixel_counts.items() if c > 0]
         if len(with_px) < 2:
+            single = (f"Only one class ({', '.join(with_px) or 'none'}) has labelled pixels "
+                      f"in {name}; training needs at least two.")
+            if outside:
+                raise LabelError(
+                    f"{single} {describe_outside(outside)}",
+                    "Move or redraw those features inside the raster's extent, or choose the "
+                    "raster they were drawn on.",
+                )
             raise LabelError(
-                f"Only one class ({', '.join(with_px) or 'none'}) has labelled pixels in "
-                f"{name}; training needs at least two.",
+                single,
                 "Add labels of at least one other class (e.g. 'unsealed' next to 'sealed') or "
                 "check the class mapping.",
             )
@@ -121,7 +146,25 @@ def make_label_set(
         skipped_features=skipped,
         feature_ids=feature_ids,
         notes=notes,
+        region_keys=region_keys,
+        outside_features=outside,
     )
+
+
+def describe_outside(outside: Mapping[str, Sequence[str]], limit: int = 10) -> str:
+    """Which features lie entirely outside the raster, by class, with counts and ids.
+
+    E.g. ``3 feature(s) lie entirely outside the raster's extent and label nothing:
+    unsealed 2 (ids 4, 5), sealed 1 (id 9).``
+    """
+    parts = []
+    for cls, ids in outside.items():
+        shown = ", ".join(ids[:limit]) + (f", ... ({len(ids)} in all)" if len(ids) > limit
+                                          else "")
+        parts.append(f"{cls} {len(ids)} (id{'s' if len(ids) > 1 else ''} {shown})")
+    total = sum(len(v) for v in outside.values())
+    return (f"{total} feature(s) lie entirely outside the raster's extent and label nothing: "
+            + ", ".join(parts) + ".")
 
 
 def fingerprint_labels(

@@ -11,23 +11,34 @@ Features with a null/empty geometry or a null class value are skipped and listed
 ``LabelSet.skipped_features``. Invalid geometries are repaired
 (:func:`terraseg.core.geometry_repair.repair_geometry`, keeping only parts of the original
 dimension, e.g. polygons) and listed in ``LabelSet.repaired_features``; a feature that is
-empty after repair is also skipped. Human-readable notes about all of this are in
-``LabelSet.notes``.
+empty after repair is also skipped. Features that lie entirely outside the raster's extent
+label nothing: they are listed by class in ``LabelSet.outside_features`` and noted, and
+when they leave training with a single class the error names them. Human-readable notes
+about all of this are in ``LabelSet.notes``.
+
+Each region (feature) carries a stable key, ``LabelSet.region_keys``: a hash of its class
+value and its geometry in the layer's own CRS, with coordinates rounded to
+:data:`KEY_DECIMALS` decimals of the CRS unit and the geometry normalised (ring start and
+orientation do not matter). The key names the same polygon whatever its feature id or
+position in the layer, so retraining can keep the split of the previous model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import fiona
+import numpy as np
 import shapely
 from fiona.errors import FionaError
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from terraseg.core.burn import LabelFeature, burn_categories, burn_labels
 from terraseg.core.class_resolution import is_missing, resolve_classes, value_key
@@ -35,11 +46,14 @@ from terraseg.core.classes import ClassInfo, ClassMapping
 from terraseg.core.geometry_repair import repair_geometry
 from terraseg.core.grid import Grid
 from terraseg.core.label_extent import check_vector_overlap, crs_name, grid_crs
-from terraseg.core.label_set import LabelSet, make_label_set
+from terraseg.core.label_set import LabelSet, describe_outside, make_label_set
 from terraseg.core.layer_spec import check_exists, resolve_layer, split_layer_spec
 from terraseg.protocol.errors import LabelError
 
 log = logging.getLogger(__name__)
+
+#: Decimals of the layer's CRS unit kept in a region key (1e-6 degree is about 0.1 m).
+KEY_DECIMALS = 6
 
 
 def load_vector_labels(
@@ -126,7 +140,7 @@ def load_vector_labels(
         )
     src_crs = CRS.from_wkt(src_crs_wkt)
 
-    features, skipped, repaired, notes = _prepare_features(raw, src_crs, dst_crs)
+    features, keys, skipped, repaired, notes = _prepare_features(raw, src_crs, dst_crs)
     if not features:
         raise LabelError(
             f"No usable features in {name}: all {len(raw)} feature(s) have an empty geometry "
@@ -138,6 +152,11 @@ def load_vector_labels(
     values = [f.value for f in features]
     model_classes, lookup = resolve_classes(values, class_map, classes, name)
     ids = [lookup[value_key(v)] for v in values]
+    outside = features_outside(features, ids, model_classes, grid)
+    if outside:
+        note = describe_outside(outside)
+        notes.append(note)
+        log.warning("labels: %s", note)
 
     labels, regions, ambiguous = burn_labels(features, ids, grid, len(model_classes), all_touched)
     if not labels.any():
@@ -171,7 +190,47 @@ def load_vector_labels(
         notes=tuple(notes),
         check_two=classes is None and require_two_classes,
         name=name,
+        region_keys=keys,
+        outside=outside,
     )
+
+
+def region_key(value: object, geometry: BaseGeometry) -> str:
+    """The stable key of a labelled polygon: ``v:`` + a hash of its class and geometry.
+
+    Args:
+        value: Source class value (as :func:`~terraseg.core.class_resolution.value_key`).
+        geometry: The (repaired) geometry in the label layer's own CRS.
+    """
+    rounded = shapely.transform(geometry, lambda xy: np.round(xy, KEY_DECIMALS) + 0.0)
+    h = hashlib.sha256(value_key(value).encode("utf-8") + b"\0")
+    h.update(shapely.to_wkb(shapely.normalize(rounded), output_dimension=2, byte_order=1))
+    return "v:" + h.hexdigest()[:32]
+
+
+def unique_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    """Keys made unique in order: a repeated key gets ``#2``, ``#3``, ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+        out.append(k if seen[k] == 1 else f"{k}#{seen[k]}")
+    return tuple(out)
+
+
+def features_outside(features: Sequence[LabelFeature], ids: Sequence[int],
+                     classes: Sequence[ClassInfo], grid: Grid) -> dict[str, tuple[str, ...]]:
+    """Model class name -> ids of its features that lie entirely outside the grid's extent.
+
+    A feature that only touches the extent's edge is outside too (it covers no pixel).
+    """
+    extent = shapely.box(*grid.bounds)
+    out: dict[str, list[str]] = {}
+    for f, cid in zip(features, ids, strict=True):
+        g = shape(f.geometry)
+        if not g.intersects(extent) or g.touches(extent):
+            out.setdefault(classes[cid - 1].name, []).append(f.fid)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _resolve_field(field: str, fields: Sequence[str], name: str, what: str) -> str:
@@ -190,12 +249,13 @@ def _resolve_field(field: str, fields: Sequence[str], name: str, what: str) -> s
 
 def _prepare_features(
     raw: Sequence[tuple[str, object, object, object]], src_crs: CRS, dst_crs: CRS
-) -> tuple[list[LabelFeature], list[str], list[str], list[str]]:
-    """Skip unusable features, repair invalid geometries, reproject the rest."""
+) -> tuple[list[LabelFeature], tuple[str, ...], list[str], list[str], list[str]]:
+    """Skip unusable features, repair invalid geometries, key and reproject the rest."""
     skipped: list[str] = []
     repaired: list[str] = []
     notes: list[str] = []
     kept: list[tuple[str, dict, object, object]] = []
+    keys: list[str] = []
     for fid, geom, value, category in raw:
         if geom is None:
             skipped.append(fid)
@@ -220,10 +280,11 @@ def _prepare_features(
             notes.append(f"feature {fid}: invalid geometry repaired")
             g = fixed
         kept.append((fid, mapping(g), value, category))
+        keys.append(region_key(value, g))
     for note in notes:
         log.warning("labels: %s", note)
     if not kept:
-        return [], skipped, repaired, notes
+        return [], (), skipped, repaired, notes
     geoms = [k[1] for k in kept]
     if src_crs != dst_crs:
         try:
@@ -238,7 +299,7 @@ def _prepare_features(
         LabelFeature(fid, dict(g), value, category)
         for (fid, _, value, category), g in zip(kept, geoms, strict=True)
     ]
-    return features, skipped, repaired, notes
+    return features, unique_keys(keys), skipped, repaired, notes
 
 
 def _fmt_pixel(grid: Grid) -> str:

@@ -448,11 +448,79 @@ class Threshold:
         return {"value": self.value, "f1": self.f1}
 
 
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_MODES = ("polygons", "blocks")
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """The train/validation/test split of the labelled regions, kept when retraining.
+
+    Regions are named by their stable keys (``LabelSet.region_keys``: a hash of a polygon's
+    class and geometry, or a label-raster region's class and pixel box). A run that retrains
+    from this model (``--init-model``, or ``--split-from``) keeps every known region on its
+    side and splits only the new ones among themselves.
+
+    Attributes:
+        mode: ``polygons`` or ``blocks``.
+        seed: Seed of the split.
+        split_block_px: Block size of mode ``blocks``.
+        keys_by_split: ``train``/``val``/``test`` -> keys of the regions on that side.
+        inherited_from: The model file whose split was kept, or None (a fresh split).
+    """
+
+    mode: str
+    seed: int
+    split_block_px: int
+    keys_by_split: Mapping[str, tuple[str, ...]]
+    inherited_from: str | None = None
+
+    def split_of_key(self) -> dict[str, int]:
+        """Region key -> split index (0 train, 1 val, 2 test)."""
+        return {k: SPLIT_NAMES.index(s) for s, keys in self.keys_by_split.items() for k in keys}
+
+    @staticmethod
+    def from_dict(d: Any) -> SplitRecord | None:
+        """Validated: known mode, seed, block size, keys in distinct splits (None: absent)."""
+        if d is None:
+            return None
+        d = _obj(d, "split")
+        mode = _get(d, "mode", "split")
+        if mode not in SPLIT_MODES:
+            raise _fail("split.mode", f"is {mode!r}, not one of {', '.join(SPLIT_MODES)}")
+        seed = _int(_get(d, "seed", "split"), "split.seed", 0)
+        block = _int(d.get("split_block_px", 256), "split.split_block_px", 1)
+        raw = _obj(_get(d, "keys_by_split", "split"), "split.keys_by_split")
+        keys_by_split: dict[str, tuple[str, ...]] = {}
+        seen: set[str] = set()
+        for name, keys in raw.items():
+            if name not in SPLIT_NAMES:
+                raise _fail(f"split.keys_by_split.{name}",
+                            f"is not a split (one of {', '.join(SPLIT_NAMES)})")
+            items = _list(keys, f"split.keys_by_split.{name}")
+            if not all(isinstance(k, str) for k in items):
+                raise _fail(f"split.keys_by_split.{name}", "holds a key that is not text")
+            if seen.intersection(items):
+                raise _fail(f"split.keys_by_split.{name}",
+                            f"repeats region {sorted(seen.intersection(items))[0]!r} of "
+                            "another split")
+            seen.update(items)
+            keys_by_split[name] = tuple(items)
+        return SplitRecord(str(mode), seed, block, keys_by_split,
+                           _opt_str(d.get("inherited_from")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"mode": self.mode, "seed": self.seed, "split_block_px": self.split_block_px,
+                "keys_by_split": {k: list(v) for k, v in self.keys_by_split.items()},
+                "inherited_from": self.inherited_from}
+
+
 #: Top-level keys ModelMeta knows; any other key is kept in ``ModelMeta.other``.
 KNOWN_KEYS = ("format", "format_version", "software", "created", "architecture", "geometry",
               "loss", "bands", "extra_rasters", "features", "normalisation", "classes",
               "class_map", "class_field", "training_raster", "labels", "training", "metrics",
-              "threshold", "checkpoint")
+              "threshold", "checkpoint", "split")
 
 
 @dataclass(frozen=True)
@@ -477,6 +545,7 @@ class ModelMeta:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     threshold: Threshold | None = None
     checkpoint: str | None = None
+    split: SplitRecord | None = None
     format_version: int = FORMAT_VERSION
     other: Mapping[str, Any] = field(default_factory=dict)
 
@@ -534,6 +603,7 @@ class ModelMeta:
             metrics=dict(doc.get("metrics") or {}),
             threshold=Threshold.from_dict(doc.get("threshold")),
             checkpoint=_opt_str(doc.get("checkpoint")),
+            split=SplitRecord.from_dict(doc.get("split")),
             format_version=int(doc.get("format_version", FORMAT_VERSION)),
             other={k: v for k, v in doc.items() if k not in KNOWN_KEYS})
         meta._check_consistency()
@@ -579,6 +649,8 @@ class ModelMeta:
         }
         if self.checkpoint is not None:
             doc["checkpoint"] = self.checkpoint
+        if self.split is not None:
+            doc["split"] = self.split.to_dict()
         doc.update(self.other)
         return doc
 
@@ -593,7 +665,7 @@ def field_table() -> dict[str, list[str]]:
               "bands": Bands, "extra_rasters": ExtraRaster, "features": Features,
               "normalisation": Normalisation, "classes": ModelClass,
               "training_raster": TrainingRaster, "labels": LabelRecord,
-              "training": TrainingRecord, "threshold": Threshold}
+              "training": TrainingRecord, "threshold": Threshold, "split": SplitRecord}
     return {k: [f.name for f in dataclasses.fields(nested[k])] if k in nested else []
             for k in KNOWN_KEYS}
 

@@ -24,6 +24,7 @@ from terraseg.protocol.model_meta import (
     ModelMeta,
     Normalisation,
     Software,
+    SplitRecord,
     Threshold,
     TrainingRaster,
     TrainingRecord,
@@ -46,7 +47,8 @@ def build_model_meta(opts: TrainOptions, source: RasterSource, mapping_indices: 
                      stats: BandStats, labels: LabelSet, arch_params: dict[str, Any],
                      geometry: Geometry, loss: str, evaluation: dict[str, Any],
                      index: SampleIndex, cache: ImageCache, training: dict[str, Any],
-                     threshold: dict[str, float] | None) -> ModelMeta:
+                     threshold: dict[str, float] | None,
+                     split: SplitRecord | None = None) -> ModelMeta:
     """The typed metadata of a trained model.
 
     Args:
@@ -63,6 +65,7 @@ def build_model_meta(opts: TrainOptions, source: RasterSource, mapping_indices: 
         cache: The image cache (raster fingerprint).
         training: ``epochs_run``, ``best_epoch``, ``monitor``, ``best_score``, ``device``.
         threshold: Tuned two-class threshold (``value``, ``f1``) or None.
+        split: The regions of each split by stable key (kept when retraining), or None.
     """
     grid = source.grid
     crs = grid.crs
@@ -93,4 +96,5 @@ def build_model_meta(opts: TrainOptions, source: RasterSource, mapping_indices: 
                                 init_model=opts.network.init_model, **training),
         metrics=evaluation,
         threshold=Threshold(threshold["value"], threshold["f1"]) if threshold else None,
+        split=split,
     )

@@ -13,11 +13,20 @@ sides of a split:
 
 A block that holds labelled pixels of two splits gives one sample per split, each with
 the other split's pixels masked out of the target.
+
+Retraining keeps the previous split (``previous``: region key -> split, from the previous
+model file's ``split`` record, keys from ``LabelSet.region_keys``): every known region
+keeps its side and only new regions are dealt, among themselves, by the rules above
+(``polygons``: per class; ``blocks``: a block that holds a known region keeps its side and
+new regions in it follow, other blocks are dealt among themselves). The permutation of
+blocks alone is not stable: it is drawn over the blocks that hold labels, so a polygon in
+a new block reshuffles every block. Without known regions the split is the fresh one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -76,40 +85,76 @@ class SampleIndex:
         origins: split name -> int64 array (N, 2) of (row, col) of output blocks.
         split_map: int8 (H, W): -1 unlabelled, else index into SPLITS.
         pixel_counts: split name -> class id -> labelled pixels.
+        region_split: region id -> split index (0 train, 1 val, 2 test).
+        kept_regions: How many regions kept the side of a previous split.
     """
 
     origins: dict[str, np.ndarray]
     split_map: np.ndarray
     pixel_counts: dict[str, dict[int, int]]
+    region_split: dict[int, int] = field(default_factory=dict)
+    kept_regions: int = 0
+
+    def keys_by_split(self, labels: LabelSet) -> dict[str, tuple[str, ...]]:
+        """Split name -> stable keys of its regions (empty without region keys)."""
+        out: dict[str, list[str]] = {name: [] for name in SPLITS}
+        if not labels.region_keys:
+            return {name: () for name in SPLITS}
+        for rid, s in sorted(self.region_split.items()):
+            out[SPLITS[s]].append(labels.region_keys[rid - 1])
+        return {name: tuple(v) for name, v in out.items()}
 
 
-def assign_regions(labels: LabelSet, cfg: SplitConfig) -> dict[int, int]:
-    """Map each region id to a split index (0 train, 1 val, 2 test)."""
+def assign_regions(labels: LabelSet, cfg: SplitConfig,
+                   previous: Mapping[str, int] | None = None) -> dict[int, int]:
+    """Map each region id to a split index (0 train, 1 val, 2 test).
+
+    Args:
+        labels: The label set (regions, and ``region_keys`` to match ``previous``).
+        cfg: How to split.
+        previous: Region key -> split index of a previous split: known regions keep it and
+            only the others are dealt (see the module docstring).
+    """
     regions = labels.regions
     mask = regions > 0
     ids, first = np.unique(regions[mask], return_index=True)
     rng = np.random.default_rng(cfg.seed)
-    out: dict[int, int] = {}
+    known = _known_splits(labels, ids.tolist(), previous)
+    out: dict[int, int] = dict(known)
     if cfg.mode == "blocks":
         rows, cols = np.nonzero(mask)
         b = cfg.split_block_px
         nbx = -(-regions.shape[1] // b)
         block_of = (rows[first] // b) * nbx + cols[first] // b
-        blocks = np.unique(block_of)
-        order = rng.permutation(blocks)
-        split_of_block = _deal(len(order), cfg)
-        lut = dict(zip(order.tolist(), split_of_block, strict=True))
+        lut: dict[int, int] = {}
         for rid, blk in zip(ids.tolist(), block_of.tolist(), strict=True):
-            out[rid] = lut[blk]
+            if rid in known:
+                lut.setdefault(blk, known[rid])
+        blocks = np.array(sorted(set(block_of.tolist()) - set(lut)), dtype=np.int64)
+        order = rng.permutation(blocks)
+        lut.update(zip(order.tolist(), _deal(len(order), cfg), strict=True))
+        for rid, blk in zip(ids.tolist(), block_of.tolist(), strict=True):
+            out.setdefault(rid, lut[blk])
         return out
     lab_flat = labels.labels[mask]
     region_class = dict(zip(ids.tolist(), lab_flat[first].tolist(), strict=True))
     for cls in sorted(set(region_class.values())):
-        members = np.array(sorted(r for r, c in region_class.items() if c == cls))
+        members = np.array(sorted(r for r, c in region_class.items()
+                                  if c == cls and r not in known), dtype=np.int64)
         members = rng.permutation(members)
         for rid, split in zip(members.tolist(), _deal(len(members), cfg), strict=True):
             out[rid] = split
     return out
+
+
+def _known_splits(labels: LabelSet, ids: list[int],
+                  previous: Mapping[str, int] | None) -> dict[int, int]:
+    """Region id -> previous split index, for the regions whose key ``previous`` knows."""
+    if not previous or not labels.region_keys:
+        return {}
+    keys = labels.region_keys
+    return {rid: int(previous[keys[rid - 1]]) for rid in ids
+            if rid - 1 < len(keys) and keys[rid - 1] in previous}
 
 
 def _deal(n: int, cfg: SplitConfig) -> list[int]:
@@ -146,8 +191,12 @@ def count_split_units(labels: LabelSet, cfg: SplitConfig) -> int:
     return len(np.unique(labels.regions[mask]))
 
 
-def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int) -> SampleIndex:
+def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int,
+                previous: Mapping[str, int] | None = None) -> SampleIndex:
     """Split labelled pixels by region and list the output blocks of each split.
+
+    ``previous`` (region key -> split index) keeps the split of a previous model for the
+    regions it knows (:func:`assign_regions`).
 
     Raises:
         LabelError: No labelled pixel, or no training pixel after the split.
@@ -155,7 +204,9 @@ def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int) -> SampleInde
     lab = labels.labels
     if not (lab > 0).any():
         raise LabelError("No labelled pixel to train on.", "Draw labels inside the raster.")
-    region_split = assign_regions(labels, cfg)
+    region_split = (assign_regions(labels, cfg, previous) if previous
+                    else assign_regions(labels, cfg))
+    kept = len(_known_splits(labels, sorted(region_split), previous))
     split_map = np.full(lab.shape, -1, dtype=np.int8)
     if region_split:
         max_id = int(labels.regions.max())
@@ -178,4 +229,5 @@ def build_index(labels: LabelSet, cfg: SplitConfig, block_px: int) -> SampleInde
     if len(origins["train"]) == 0:
         raise LabelError("No labelled region is left for training after the split.",
                          "Draw more polygons or lower --val-fraction/--test-fraction.")
-    return SampleIndex(origins=origins, split_map=split_map, pixel_counts=counts)
+    return SampleIndex(origins=origins, split_map=split_map, pixel_counts=counts,
+                       region_split=region_split, kept_regions=kept)

@@ -6,6 +6,11 @@ network of the chosen architecture (its model kind decides the training sample, 
 default loss and whether a threshold is tuned), fit with Lightning, evaluate the held-out
 pixels (training/heldout.py) and write the model file with its metadata
 (training/model_record.py). Options and their defaults: protocol/options.py.
+
+Retraining from a previous model (``--init-model``, or ``--split-from``) keeps that model's
+train/validation/test split for the regions it knows (new regions are split among
+themselves, training/sampling.py) and evaluates the previous model on the same held-out
+pixels, so the result holds both models' metrics side by side (``previous``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from terraseg.core.classes import ClassInfo, ClassMapping, classes_from_dicts
 from terraseg.core.decision import tune_threshold
+from terraseg.core.label_set import describe_outside
 from terraseg.core.labels import load_labels
 from terraseg.core.modelfile import load_model, read_meta, save_model
 from terraseg.core.models.registry import build_model, get_entry
@@ -30,13 +36,20 @@ from terraseg.core.normalise import BandStats, compute_band_stats
 from terraseg.core.output_targets import check_output_targets
 from terraseg.core.reporting import ConsoleReporter, Reporter
 from terraseg.protocol.errors import ConfigError, ModelFileError
-from terraseg.protocol.model_meta import ModelMeta
+from terraseg.protocol.model_meta import ModelMeta, SplitRecord
 from terraseg.protocol.options import TrainOptions
 from terraseg.training.cache import ImageCache
 from terraseg.training.callbacks import BestWeights, ReporterCallback
 from terraseg.training.data import ImageWindowStore, PatchGeometry
 from terraseg.training.device import describe_device
-from terraseg.training.heldout import evaluate_split, split_probabilities
+from terraseg.training.heldout import (
+    better_model,
+    comparison_line,
+    evaluate_previous,
+    evaluate_split,
+    previous_mismatch,
+    split_probabilities,
+)
 from terraseg.training.inputs import (
     build_source,
     class_weights,
@@ -91,6 +104,9 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     if labels.repaired_features:
         rep.log(f"repaired invalid geometries of feature(s) {list(labels.repaired_features)}",
                 "warning")
+    if labels.outside_features:
+        rep.log(describe_outside(labels.outside_features) + " Move or redraw them inside the "
+                "raster, or train on the raster they were drawn on.", "warning")
 
     data = opts.data
     cache = ImageCache(source, data.cache_dir, rep.log)
@@ -109,7 +125,16 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
                 f"k = {sp.k_folds} folds is larger than the number of {what} ({units}).",
                 f"Use --k {units} or fewer, or draw more polygons.")
     sample_px, block_px = kind.sample_px(opts.network)
-    index = build_index(labels, split_cfg, block_px)
+    prev_path = sp.split_from or opts.network.init_model
+    prev_meta = (init_meta if prev_path == opts.network.init_model
+                 else read_meta(prev_path) if prev_path else None)
+    kept_split = previous_split(prev_meta, prev_path, split_cfg, rep)
+    index = build_index(labels, split_cfg, block_px, kept_split)
+    if kept_split is not None:
+        n_regions = len(index.region_split)
+        rep.log(f"kept the split of {Path(str(prev_path)).name} for {index.kept_regions} of "
+                f"{n_regions} labelled region(s); {n_regions - index.kept_regions} new "
+                "region(s) split among themselves")
     for name in SPLITS:
         rep.log(f"{name}: {len(index.origins[name])} blocks, pixels per class "
                 f"{ {labels.classes[k - 1].name: v for k, v in index.pixel_counts[name].items()} }")
@@ -182,13 +207,22 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     for name, m in evaluation.items():
         rep.log(f"{name} (held-out pixels): accuracy {m['accuracy']:.4f}, "
                 f"F1 weighted {m['f1_weighted']:.4f}, n={m['n_samples']}")
+    previous = None
+    if prev_meta is not None and evaluation:
+        previous = compare_previous(str(prev_path), prev_meta, evaluation, datasets,
+                                    labels.classes, opts.network.model, arch_params,
+                                    tuple(source.bands.names), stats, rep)
+    split_record = (SplitRecord(sp.split, sp.seed, sp.split_block_px,
+                                index.keys_by_split(labels),
+                                str(prev_path) if kept_split is not None else None)
+                    if labels.region_keys else None)
     record = {"epochs_run": trainer.current_epoch, "best_epoch": best.best_epoch,
               "monitor": best.monitor,
               "best_score": best.best_score if best.best_epoch > 0 else None,
               "device": device}
     meta = build_model_meta(opts, source, list(mapping.indices), stats, labels, arch_params,
                             kind.geometry(opts.network, network), loss_spec, evaluation,
-                            index, cache, record, threshold)
+                            index, cache, record, threshold, split_record)
     save_model(out, network, meta)
     last_path = last_model_path(out)
     if best.last_state is not None and best.best_state is not best.last_state:
@@ -205,7 +239,59 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
               "threshold": threshold}
     if last_path.exists():
         result["last_model"] = str(last_path)
+    result["split"] = {"kept_regions": index.kept_regions,
+                       "regions": len(index.region_split),
+                       "kept_from": str(prev_path) if kept_split is not None else None}
+    if previous is not None:
+        result["previous"] = previous
     return result
+
+
+def previous_split(meta: ModelMeta | None, path: str | None, cfg: SplitConfig,
+                   rep: Reporter) -> dict[str, int] | None:
+    """Region key -> split index recorded in the previous model, when this run can keep it.
+
+    Not kept (None, said in the log) for k-fold runs, models without a split record, or
+    another split mode or block size.
+    """
+    if meta is None or cfg.k_folds:
+        return None
+    name = Path(str(path)).name
+    rec = meta.split
+    if rec is None:
+        rep.log(f"{name} records no split (written before TerraSeg kept splits): the "
+                "regions are split afresh", "warning")
+        return None
+    if rec.mode != cfg.mode or (cfg.mode == "blocks" and rec.split_block_px != cfg.split_block_px):
+        rep.log(f"{name} was split by {rec.mode} (block {rec.split_block_px} px), this run by "
+                f"{cfg.mode} (block {cfg.split_block_px} px): the regions are split afresh",
+                "warning")
+        return None
+    return rec.split_of_key()
+
+
+def compare_previous(path: str, meta: ModelMeta, evaluation: dict[str, Any],
+                     datasets: dict[str, Any], classes: tuple[ClassInfo, ...], model: str,
+                     arch_params: dict[str, Any], channel_names: tuple[str, ...],
+                     stats: BandStats, rep: Reporter) -> dict[str, Any] | None:
+    """The previous model's metrics on this run's held-out pixels, next to the new ones.
+
+    Returns:
+        ``model``, ``metrics`` (split -> metrics, the shape of the new ones), ``pixels``
+        (split -> pixels evaluated) and ``better`` (split -> ``new``/``previous``/``equal``);
+        None when the previous model cannot run on these samples (logged).
+    """
+    name = Path(path).name
+    why = previous_mismatch(meta, model, arch_params, channel_names, stats, classes)
+    if why is not None:
+        rep.log(f"previous model {name} not compared on the same pixels: {why}", "warning")
+        return None
+    old = evaluate_previous(load_model(path).network, meta, datasets, classes)
+    for split, m in old.items():
+        rep.log(comparison_line(split, evaluation[split], m, name))
+    return {"model": path, "metrics": old,
+            "pixels": {s: m["n_samples"] for s, m in old.items()},
+            "better": {s: better_model(evaluation[s], m) for s, m in old.items()}}
 
 
 def check_init_compatible(meta: ModelMeta, opts: TrainOptions, params: dict[str, Any],
