@@ -1,12 +1,14 @@
 """Label layers: GeoPackage polygon layers with a ``class`` field, styled per class.
 
 The dock draws labels with QGIS's own add-polygon tool; this module prepares the layer for
-it (default class value, no attribute form) and measures the labelled area per class.
+it (default class value, no attribute form) and measures the labelled area per class,
+inside and outside the raster the labels are for (:func:`label_stats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from qgis.core import (
     Qgis,
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
     QgsDefaultValue,
     QgsDistanceArea,
     QgsEditFormConfig,
@@ -21,6 +25,8 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsFillSymbol,
+    QgsGeometry,
+    QgsMapLayer,
     QgsProject,
     QgsRendererCategory,
     QgsUnitTypes,
@@ -34,6 +40,7 @@ from .presets import ClassDef
 CLASS_FIELD = "class"
 LAYER_NAME = "labels"
 STYLE_NAME = "TerraSeg classes"
+CURRENT_PROPERTY = "terraseg/current_label_layer"  # layer custom property: the panel's layer
 
 
 def _string_type() -> Any:
@@ -110,6 +117,29 @@ def is_label_layer(layer: object) -> bool:
             and layer.fields().indexOf(CLASS_FIELD) >= 0)
 
 
+def mark_current(layer: QgsVectorLayer | None, project: QgsProject | None = None) -> None:
+    """Mark ``layer`` as the panel's label layer (the mark is cleared on every other layer).
+
+    The mark is a layer custom property, saved with the project; :mod:`.results` puts the
+    result layers below the marked layer. None clears every mark.
+    """
+    project = project or QgsProject.instance()
+    for other in project.mapLayers().values():
+        if other is not layer and other.customProperty(CURRENT_PROPERTY):
+            other.removeCustomProperty(CURRENT_PROPERTY)
+    if layer is not None:
+        layer.setCustomProperty(CURRENT_PROPERTY, True)
+
+
+def current_label_layer(project: QgsProject | None = None) -> QgsMapLayer | None:
+    """The layer marked by :func:`mark_current` in ``project``, if any."""
+    project = project or QgsProject.instance()
+    for layer in project.mapLayers().values():
+        if layer.customProperty(CURRENT_PROPERTY):
+            return layer
+    return None
+
+
 def apply_class_style(layer: QgsVectorLayer, classes: Sequence[ClassDef],
                       save_default: bool = False) -> None:
     """Categorised renderer on ``class`` in the class colours (semi-transparent fills).
@@ -166,9 +196,8 @@ def default_class(layer: QgsVectorLayer) -> str | None:
     return None
 
 
-def _area_calculator(layer: QgsVectorLayer) -> QgsDistanceArea | None:
-    """Ellipsoidal area for geographic CRSs; None means planar area in the layer CRS."""
-    crs = layer.crs()
+def _area_calculator(crs: QgsCoordinateReferenceSystem) -> QgsDistanceArea | None:
+    """Ellipsoidal area for geographic (or unknown) CRSs; None means planar area in ``crs``."""
     if crs.isValid() and not crs.isGeographic():
         return None
     da = QgsDistanceArea()
@@ -178,18 +207,113 @@ def _area_calculator(layer: QgsVectorLayer) -> QgsDistanceArea | None:
     return da
 
 
-def class_stats(layer: QgsVectorLayer,
-                classes: Sequence[ClassDef]) -> dict[str, tuple[float, int]]:
-    """(area m2, polygon count) per class, including unsaved edits.
+def _area_m2(geom: QgsGeometry, crs: QgsCoordinateReferenceSystem,
+             da: QgsDistanceArea | None) -> float:
+    """Area of ``geom`` in m2: planar in a projected ``crs`` (its map units), else ellipsoidal."""
+    if da is None:
+        factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(),
+                                                   QgsUnitTypes.DistanceMeters)
+        return geom.area() * factor * factor
+    return da.convertAreaMeasurement(da.measureArea(geom), QgsUnitTypes.AreaSquareMeters)
 
-    Classes without polygons are 0; ``class`` values outside ``classes`` appear under
-    their own value (empty values under ``""``).
+
+@dataclass(frozen=True)
+class ClassLabelStats:
+    """The labelled polygons of one class, split by the extent of the raster they label.
+
+    Without a raster every polygon counts as inside.
+
+    Attributes:
+        count: Polygons with some area inside the raster (partly outside ones included).
+        area_m2: Labelled area inside the raster (only the inside part of partly outside
+            polygons): what training can use.
+        outside_count: Polygons wholly outside the raster.
+        partly_outside_count: Polygons partly inside, partly outside the raster.
+        outside_area_m2: Area outside the raster (wholly and partly outside polygons).
     """
-    stats: dict[str, list[float]] = {c.name: [0.0, 0] for c in classes}
+
+    count: int = 0
+    area_m2: float = 0.0
+    outside_count: int = 0
+    partly_outside_count: int = 0
+    outside_area_m2: float = 0.0
+
+    @property
+    def total_count(self) -> int:
+        """All polygons of the class, inside or outside the raster."""
+        return self.count + self.outside_count
+
+    @property
+    def has_outside(self) -> bool:
+        """Whether any polygon of the class lies wholly or partly outside the raster."""
+        return self.outside_count > 0 or self.partly_outside_count > 0
+
+
+# A polygon is partly outside only when more than this share of its area is: reprojecting
+# a polygon drawn on the raster's edge moves its border by far less.
+OUTSIDE_TOLERANCE = 1e-6
+
+
+class _RasterFrame:
+    """A raster's extent in its CRS and the transform of label geometries into it."""
+
+    def __init__(self, layer: QgsVectorLayer, raster: QgsMapLayer) -> None:
+        self.crs = raster.crs()
+        self.extent = QgsGeometry.fromRect(raster.extent())
+        self.extent_box = raster.extent()
+        source = layer.crs()
+        self.transform: QgsCoordinateTransform | None = None
+        if source.isValid() and self.crs.isValid() and source != self.crs:
+            self.transform = QgsCoordinateTransform(
+                source, self.crs, QgsProject.instance().transformContext())
+        self.calculator = _area_calculator(self.crs)
+
+    def split(self, geom: QgsGeometry) -> tuple[float, float] | None:
+        """(area inside, area outside) in m2; None when ``geom`` cannot be transformed."""
+        g = QgsGeometry(geom)
+        if self.transform is not None:
+            try:
+                if g.transform(self.transform) != Qgis.GeometryOperationResult.Success:
+                    return None
+            except QgsCsException:
+                return None
+        total = _area_m2(g, self.crs, self.calculator)
+        if self.extent_box.contains(g.boundingBox()):
+            return total, 0.0
+        if not self.extent_box.intersects(g.boundingBox()):
+            return 0.0, total
+        inside = _area_m2(g.intersection(self.extent), self.crs, self.calculator)
+        outside = max(total - inside, 0.0)
+        if outside <= OUTSIDE_TOLERANCE * total:
+            return total, 0.0
+        return inside, outside
+
+
+def label_stats(layer: QgsVectorLayer, classes: Sequence[ClassDef],
+                raster: QgsMapLayer | None = None) -> dict[str, ClassLabelStats]:
+    """Polygons and labelled area per class, inside and outside ``raster``'s extent.
+
+    Unsaved edits are included. Geometries are transformed from the label layer's CRS into
+    the raster's (QgsCoordinateTransform with the project's transform context) and clipped
+    to the raster's extent there; areas are planar in a projected raster CRS (the CRS the
+    pixels are counted in), ellipsoidal in a geographic one. Without a raster, areas are
+    measured in the label layer's CRS and everything is inside.
+
+    Args:
+        layer: Label layer (polygons with a ``class`` field).
+        classes: The task's classes: each has an entry, 0 when it has no polygons.
+        raster: The raster the labels are for (its extent and CRS), or None.
+
+    Returns:
+        Per class name, in the order of ``classes``; ``class`` values outside ``classes``
+        follow under their own value (empty values under ``""``).
+    """
+    stats: dict[str, list[float]] = {c.name: [0, 0.0, 0, 0, 0.0] for c in classes}
     idx = layer.fields().indexOf(CLASS_FIELD)
     if idx < 0:
-        return {k: (v[0], int(v[1])) for k, v in stats.items()}
-    da = _area_calculator(layer)
+        return {k: ClassLabelStats() for k in stats}
+    frame = _RasterFrame(layer, raster) if raster is not None else None
+    own = _area_calculator(layer.crs())
     request = QgsFeatureRequest().setSubsetOfAttributes([idx])
     for feature in layer.getFeatures(request):
         geom = feature.geometry()
@@ -197,13 +321,32 @@ def class_stats(layer: QgsVectorLayer,
             continue
         value = feature.attribute(idx)
         key = "" if value is None or (hasattr(value, "isNull") and value.isNull()) else str(value)
-        area = geom.area() if da is None else da.measureArea(geom)
-        if da is not None:
-            area = da.convertAreaMeasurement(area, QgsUnitTypes.AreaSquareMeters)
-        entry = stats.setdefault(key, [0.0, 0])
-        entry[0] += area
-        entry[1] += 1
-    return {k: (v[0], int(v[1])) for k, v in stats.items()}
+        entry = stats.setdefault(key, [0, 0.0, 0, 0, 0.0])
+        split = frame.split(geom) if frame is not None else None
+        if split is None:
+            area = _area_m2(geom, layer.crs(), own)
+            split = (area, 0.0) if frame is None else (0.0, area)
+        inside, outside = split
+        if inside > 0.0:
+            entry[0] += 1
+            entry[1] += inside
+            if outside > 0.0:
+                entry[3] += 1
+        else:
+            entry[2] += 1
+        entry[4] += outside
+    return {k: ClassLabelStats(int(v[0]), float(v[1]), int(v[2]), int(v[3]), float(v[4]))
+            for k, v in stats.items()}
+
+
+def class_stats(layer: QgsVectorLayer,
+                classes: Sequence[ClassDef]) -> dict[str, tuple[float, int]]:
+    """(area m2, polygon count) per class, all polygons, including unsaved edits.
+
+    Classes without polygons are 0; ``class`` values outside ``classes`` appear under
+    their own value (empty values under ``""``).
+    """
+    return {k: (v.area_m2, v.count) for k, v in label_stats(layer, classes).items()}
 
 
 def class_areas(layer: QgsVectorLayer, classes: Sequence[ClassDef]) -> dict[str, float]:

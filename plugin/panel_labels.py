@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayer, QgsProject, QgsVectorLayer
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
@@ -15,6 +15,7 @@ from qgis.PyQt.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -71,14 +72,22 @@ class LabelsPanelMixin:
         draw_row.addStretch(1)
         layout.addLayout(draw_row)
 
-        self.area_table = QTableWidget(0, 3)
-        self.area_table.setHorizontalHeaderLabels(["Class", "Polygons", "Area (m²)"])
+        self.area_table = QTableWidget(0, len(AREA_COLUMNS))
+        self.area_table.setHorizontalHeaderLabels([title for title, _ in AREA_COLUMNS])
+        for col, (_, tip) in enumerate(AREA_COLUMNS):
+            self.area_table.horizontalHeaderItem(col).setToolTip(tip)
         self.area_table.verticalHeader().setVisible(False)
         self.area_table.horizontalHeader().setSectionResizeMode(
             0, QHeaderView.ResizeMode.Stretch)
         self.area_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.area_table.setMaximumHeight(130)
         layout.addWidget(self.area_table)
+        self.area_note = QLabel()
+        self.area_note.setWordWrap(True)
+        self.area_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.area_note)
+        # the areas inside the raster change with the raster (built before this box)
+        self.raster_combo.layerChanged.connect(self._schedule_area_refresh)
         return box
 
     # ------------------------------------------------------------------------------------
@@ -99,6 +108,8 @@ class LabelsPanelMixin:
             self.draw_button.setChecked(False)
         self._disconnect_label_layer()
         self._label_layer = layer if isinstance(layer, QgsVectorLayer) else None
+        label_layer.mark_current(self._label_layer if label_layer.is_label_layer(
+            self._label_layer) else None)
         if self._label_layer is not None:
             lyr = self._label_layer
             for sig in (lyr.featureAdded, lyr.featureDeleted, lyr.geometryChanged,
@@ -137,6 +148,7 @@ class LabelsPanelMixin:
     def _on_label_layer_deleted(self) -> None:
         self._disconnect_label_layer()
         self._label_layer = None
+        label_layer.mark_current(None)
         self.draw_button.blockSignals(True)
         self.draw_button.setChecked(False)
         self.draw_button.blockSignals(False)
@@ -246,8 +258,19 @@ class LabelsPanelMixin:
         self.palette_buttons[name].setChecked(True)
 
     def _on_palette_toggled(self, _button: Any, checked: bool) -> None:
-        if checked and self.draw_button.isChecked() and self._label_layer is not None:
-            label_layer.set_default_class(self._label_layer, self.selected_class())
+        layer = self._label_layer
+        if not checked or layer is None or not label_layer.is_label_layer(layer):
+            return
+        drawing = self.draw_button.isChecked()
+        name = self.selected_class()
+        if drawing or layer.isEditable():  # QGIS's own add-polygon tool may be in use
+            label_layer.set_default_class(layer, name)
+        if drawing:
+            self._set_status(self._drawing_status(name, layer), "info")
+
+    @staticmethod
+    def _drawing_status(name: str | None, layer: QgsVectorLayer) -> str:
+        return f"Drawing '{name}' polygons on {layer.name()}"
 
     def start_drawing(self, class_name: str | None = None) -> bool:
         """Start QGIS's add-polygon tool on the label layer for a class.
@@ -281,7 +304,7 @@ class LabelsPanelMixin:
         if action is not None:
             action.trigger()
         self._set_draw_checked(True)
-        self._set_status(f"Drawing '{name}' polygons on {layer.name()}", "info")
+        self._set_status(self._drawing_status(name, layer), "info")
         return True
 
     def stop_drawing(self, ask: bool = True) -> None:
@@ -335,25 +358,121 @@ class LabelsPanelMixin:
         self._area_timer.start()
 
     def refresh_areas(self) -> dict[str, float]:
-        """Recompute and show the labelled area per class; returns {class: m2}."""
+        """Recompute and show the labelled area per class; returns {class: m2}.
+
+        With a raster chosen, the areas are those inside the raster's extent (the label
+        layer's geometries transformed into the raster's CRS); polygons wholly or partly
+        outside it are counted apart (column 'Outside raster' and the note below the table).
+        :attr:`label_stats` keeps the numbers per class (:class:`.label_layer.ClassLabelStats`).
+        """
         layer = self._label_layer
         classes = self.classes()
+        raster = self.raster_layer()
         if layer is None or not label_layer.is_label_layer(layer):
-            stats = {c.name: (0.0, 0) for c in classes}
+            stats = {c.name: label_layer.ClassLabelStats() for c in classes}
         else:
-            stats = label_layer.class_stats(layer, classes)
-        self.class_area_m2 = {k: v[0] for k, v in stats.items()}
+            stats = label_layer.label_stats(layer, classes, raster)
+        self.label_stats = stats
+        self.class_area_m2 = {k: v.area_m2 for k, v in stats.items()}
+        names = {c.name for c in classes}
+        task_area = sum(v.area_m2 for k, v in stats.items() if k in names)
         self.area_table.setRowCount(len(stats))
         colours = {c.name: c.colour for c in classes}
-        for r, (name, (area, count)) in enumerate(stats.items()):
+        for r, (name, st) in enumerate(stats.items()):
             item = QTableWidgetItem(name or "(no class)")
             if name in colours:
                 item.setIcon(colour_icon(colours[name]))
             self.area_table.setItem(r, 0, item)
-            n = QTableWidgetItem(str(count))
-            n.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            self.area_table.setItem(r, 1, n)
-            a = QTableWidgetItem(f"{area:,.0f}")
-            a.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            self.area_table.setItem(r, 2, a)
+            share = (f"{100 * st.area_m2 / task_area:.1f}" if name in names and task_area > 0
+                     else "–")
+            outside = _outside_text(st)
+            for col, text in ((1, str(st.count)), (2, f"{st.area_m2:,.0f}"), (3, share),
+                              (4, outside)):
+                cell = QTableWidgetItem(text)
+                cell.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                      | Qt.AlignmentFlag.AlignVCenter)
+                self.area_table.setItem(r, col, cell)
+        self._show_area_note(stats, names, raster)
         return dict(self.class_area_m2)
+
+    def _show_area_note(self, stats: dict[str, label_layer.ClassLabelStats], names: set[str],
+                        raster: QgsMapLayer | None) -> None:
+        """Say what the percentages leave out and what lies outside the raster."""
+        left_out = ["the area outside the raster"] if raster is not None else []
+        if any(k not in names and v.total_count for k, v in stats.items()):
+            left_out.append("features of other or no class")
+        where = f" inside raster '{raster.name()}'" if raster is not None else ""
+        share = f"% = share of the labelled area{where} among the task's classes"
+        parts = [share + (f" ({' and '.join(left_out)} left out)" if left_out else "")]
+        warn = False
+        outside = [v for v in stats.values() if v.has_outside]
+        if raster is not None and outside:
+            wholly = sum(v.outside_count for v in outside)
+            partly = sum(v.partly_outside_count for v in outside)
+            area = sum(v.outside_area_m2 for v in outside)
+            parts.append(f"{wholly} polygon(s) wholly and {partly} partly outside the raster "
+                         f"({area:,.0f} m² outside): training uses only the labels inside it")
+            warn = True
+        self.area_note.setText(". ".join(parts) + ".")
+        self.area_note.setStyleSheet("color: #a60" if warn else "")
+
+    def confirm_labels_inside(self) -> bool:
+        """Before training: refuse or ask when a class has no labelled area inside the raster.
+
+        A class whose polygons all lie outside the chosen raster's extent cannot be learnt.
+        With fewer than two classes labelled inside the raster training would fail, so it
+        is refused; otherwise the analyst is asked (``auto_answer`` answers in tests).
+
+        Returns:
+            True when training may go on (also without a raster or label layer: other
+            checks refuse those).
+        """
+        layer = self._label_layer
+        raster = self.raster_layer()
+        if raster is None or layer is None or not label_layer.is_label_layer(layer):
+            return True
+        classes = self.classes()
+        self.refresh_areas()
+        stats = self.label_stats
+        only_outside = [c.name for c in classes
+                        if stats[c.name].area_m2 <= 0.0 and stats[c.name].outside_count > 0]
+        if not only_outside:
+            return True
+        described = "; ".join(
+            f"'{name}': {stats[name].outside_count} polygon(s), "
+            f"{stats[name].outside_area_m2:,.0f} m²" for name in only_outside)
+        text = (f"No labelled area inside raster '{raster.name()}' for "
+                f"{', '.join(repr(n) for n in only_outside)}: the polygons lie outside the "
+                f"raster ({described}).")
+        inside = [c.name for c in classes if stats[c.name].area_m2 > 0.0]
+        if len(inside) < 2:
+            return self._refuse(
+                "Train", f"{text} Training needs labelled areas of at least two classes "
+                f"inside the raster (inside: {', '.join(inside) or 'none'}).",
+                "Draw polygons of these classes over the raster, or choose the raster the "
+                "labels were drawn on in 'Data & task'.")
+        return self._confirm("Labels outside the raster",
+                             f"{text}\n\nThe model will not learn "
+                             f"{'this class' if len(only_outside) == 1 else 'these classes'}."
+                             " Train anyway?")
+
+
+def _outside_text(st: label_layer.ClassLabelStats) -> str:
+    """'Outside raster' cell: polygons wholly (and partly) outside and the area outside."""
+    if not st.has_outside:
+        return ""
+    partly = f" (+{st.partly_outside_count} partly)" if st.partly_outside_count else ""
+    return f"{st.outside_count}{partly}, {st.outside_area_m2:,.0f} m²"
+
+
+AREA_COLUMNS = (
+    ("Class", "Class value of the label polygons."),
+    ("Polygons", "Polygons with some area inside the chosen raster (all of them when no "
+                 "raster is chosen)."),
+    ("Area (m²)", "Labelled area inside the chosen raster's extent (the inside part of "
+                  "polygons partly outside)."),
+    ("%", "Share of the labelled area inside the raster among the task's classes; the area "
+          "outside the raster and features of other classes are left out."),
+    ("Outside raster", "Polygons wholly outside the raster (+ partly outside) and their area "
+                       "outside it: not used for training."),
+)

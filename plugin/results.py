@@ -1,6 +1,8 @@
 """Result layers: probability and class GeoTIFFs (and exported vectors) in the project.
 
-Everything goes into the layer-tree group 'TerraSeg results' at the top of the layer tree.
+Everything goes into the layer-tree group 'TerraSeg results', placed below the panel's label
+layer (so correction polygons are drawn on top of the results; at the top of the layer tree
+when there is no label layer).
 The layers read files written by the engine (never temporary layers), so a saved project
 opens them again.
 """
@@ -15,7 +17,10 @@ from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
     QgsFillSymbol,
+    QgsLayerTree,
     QgsLayerTreeGroup,
+    QgsLayerTreeLayer,
+    QgsLayerTreeNode,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProject,
@@ -27,6 +32,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
+
+from . import label_layer
 
 GROUP_NAME = "TerraSeg results"
 PROBABILITY_RAMP = "Magma"
@@ -47,13 +54,70 @@ def _class_items(classes: Sequence[Any]) -> list[tuple[int, str, str]]:
     return items
 
 
-def results_group(project: QgsProject | None = None) -> QgsLayerTreeGroup:
-    """The 'TerraSeg results' group (created at the top of the layer tree when missing)."""
-    root = (project or QgsProject.instance()).layerTreeRoot()
+def results_group(project: QgsProject | None = None,
+                  below: QgsMapLayer | None = None) -> QgsLayerTreeGroup:
+    """The 'TerraSeg results' group, placed below the label layer.
+
+    The group is created when missing; when it lies above the label layer in the layer tree
+    (drawn over it) it is moved to just below it, so correction polygons stay visible on top
+    of the results. A group already below the label layer stays where the analyst put it.
+
+    Args:
+        project: Target project (default: the current one).
+        below: The layer the results go under (default: the panel's label layer, see
+            :func:`.label_layer.current_label_layer`); without one a new group goes to the
+            top of the layer tree.
+    """
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    anchor = below if below is not None else label_layer.current_label_layer(project)
+    anchor_node = root.findLayer(anchor.id()) if anchor is not None else None
     group = root.findGroup(GROUP_NAME)
+    if anchor_node is None or _inside_results(anchor_node):
+        return group if group is not None else root.insertGroup(0, GROUP_NAME)
+    parent = anchor_node.parent()
+    index = _child_index(parent, anchor_node) + 1
     if group is None:
-        group = root.insertGroup(0, GROUP_NAME)
-    return group
+        return parent.insertGroup(index, GROUP_NAME)
+    if _drawn_below(root, group, anchor.id()):
+        return group
+    moved = group.clone()
+    parent.insertChildNode(index, moved)  # first: layers that leave the tree leave the project
+    group.parent().removeChildNode(group)
+    return moved
+
+
+def _inside_results(node: QgsLayerTreeNode) -> bool:
+    """Whether ``node`` lies in a 'TerraSeg results' group."""
+    parent = node.parent()
+    while parent is not None:
+        if QgsLayerTree.isGroup(parent) and parent.name() == GROUP_NAME:
+            return True
+        parent = parent.parent()
+    return False
+
+
+def _child_index(parent: QgsLayerTreeNode, node: QgsLayerTreeLayer) -> int:
+    """Position of the layer node ``node`` among ``parent``'s children."""
+    for i, child in enumerate(parent.children()):
+        if QgsLayerTree.isLayer(child) and child.layerId() == node.layerId():
+            return i
+    raise ValueError(f"{node.layerId()} is not a child of {parent.name()}")
+
+
+def _drawn_below(root: QgsLayerTreeGroup, group: QgsLayerTreeGroup, layer_id: str) -> bool:
+    """Whether ``group`` comes after the layer ``layer_id`` in the tree (drawn under it)."""
+    seen_layer = False
+    stack = list(reversed(root.children()))
+    while stack:
+        node = stack.pop()
+        if QgsLayerTree.isLayer(node):
+            seen_layer = seen_layer or node.layerId() == layer_id
+        elif node.name() == group.name():  # the first such group, as findGroup finds it
+            return seen_layer
+        else:
+            stack.extend(reversed(node.children()))
+    return False
 
 
 def remove_layers_with_source(path: str | Path, project: QgsProject | None = None) -> int:
