@@ -9,7 +9,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QSpinBox
+from qgis.PyQt.QtWidgets import QSpinBox, QWidget
 
 TITLE = "TerraSeg"
 METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -80,3 +80,20 @@ def odd_spin(minimum: int, maximum: int, value: int) -> QSpinBox:
     spin.setSingleStep(2)
     spin.setValue(value)
     return spin
+
+
+def name_widgets(panel: Any) -> list[str]:
+    """Give each widget attribute of ``panel`` its attribute name as Qt object name.
+
+    Widgets that already have an object name keep it. Tests and screenshot scripts find
+    controls by these names (``panel.findChild(QSpinBox, "min_region_spin")``).
+
+    Returns:
+        The attribute names that were given.
+    """
+    named = []
+    for attr, value in vars(panel).items():
+        if isinstance(value, QWidget) and not value.objectName():
+            value.setObjectName(attr)
+            named.append(attr)
+    return named

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsVectorLayer
+from qgis.core import QgsRasterLayer, QgsUnitTypes, QgsVectorLayer
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -23,6 +24,12 @@ from qgis.PyQt.QtWidgets import (
 
 from . import jobs, results
 from .panel_common import group_box, layer_filter
+
+#: The area table's percentage column: a share of the classified pixels only.
+AREA_PERCENT_HEADER = "% of classified"
+AREA_PERCENT_NOTE = ("Percentages are shares of the classified area: nodata pixels (no "
+                     "class) are left out and shown apart in the last row.")
+NODATA_ROW = "nodata (not classified)"
 
 
 class ExportPanelMixin:
@@ -40,7 +47,11 @@ class ExportPanelMixin:
         """
         if path is None:
             default = Path(self.last_results["folder"]) / default_name
-            chosen, _ = QFileDialog.getSaveFileName(self, title, str(default), file_filter)
+            # the panel asks about existing files once (_check_targets), for every file
+            # the export writes; the file dialog must not ask as well
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, title, str(default), file_filter,
+                options=QFileDialog.Option.DontConfirmOverwrite)
             if not chosen:
                 return None
             path = chosen
@@ -51,12 +62,14 @@ class ExportPanelMixin:
     def _build_export_box(self) -> QWidget:
         box = group_box("Export", "TerraSegExportBox")
         form = QFormLayout(box)
-        self.min_area_spin = QDoubleSpinBox()
-        self.min_area_spin.setRange(0.0, 1e9)
-        self.min_area_spin.setDecimals(1)
-        self.min_area_spin.setSuffix(" m²")
-        self.min_area_spin.setToolTip("Regions smaller than this merge into their neighbours.")
-        form.addRow("Minimum area", self.min_area_spin)
+        self.export_min_area_spin = QDoubleSpinBox()
+        self.export_min_area_spin.setRange(0.0, 1e9)
+        self.export_min_area_spin.setDecimals(1)
+        self.export_min_area_spin.setSuffix(" m²")
+        self.export_min_area_spin.setToolTip(
+            "Export polygons: regions smaller than this merge into their neighbours (the "
+            "class map itself is cleaned up by Predict's 'Minimum region').")
+        form.addRow("Minimum area", self.export_min_area_spin)
         self.vectorise_button = QPushButton("Export polygons…")
         self.vectorise_button.clicked.connect(lambda: self.export_polygons())
         form.addRow("", self.vectorise_button)
@@ -73,13 +86,17 @@ class ExportPanelMixin:
         self.areas_button.clicked.connect(lambda: self.export_areas())
         form.addRow("", self.areas_button)
         self.areas_table = QTableWidget(0, 3)
-        self.areas_table.setHorizontalHeaderLabels(["Class", "Area (m²)", "%"])
+        self.areas_table.setHorizontalHeaderLabels(["Class", "Area (m²)", AREA_PERCENT_HEADER])
+        self.areas_table.setToolTip(AREA_PERCENT_NOTE)
         self.areas_table.verticalHeader().setVisible(False)
         self.areas_table.horizontalHeader().setSectionResizeMode(
             0, QHeaderView.ResizeMode.Stretch)
         self.areas_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.areas_table.setMaximumHeight(130)
         form.addRow(self.areas_table)
+        self.areas_note = QLabel()
+        self.areas_note.setWordWrap(True)
+        form.addRow(self.areas_note)
         self.export_summary = QLabel()
         self.export_summary.setWordWrap(True)
         form.addRow(self.export_summary)
@@ -116,7 +133,7 @@ class ExportPanelMixin:
         if not self.last_results:
             return self._refuse("Export", "Predict first: polygons come from the class raster.")
         if min_area is not None:
-            self.min_area_spin.setValue(float(min_area))
+            self.export_min_area_spin.setValue(float(min_area))
         target = self._export_target(path, "classes.gpkg", "Export polygons",
                                      "GeoPackage (*.gpkg)")
         if target is None:
@@ -125,7 +142,7 @@ class ExportPanelMixin:
         if overwrite is None:
             return False
         job = jobs.vectorise_job(classes=self.last_results["classes"], out=str(target),
-                                 min_area=self.min_area_spin.value(),
+                                 min_area=self.export_min_area_spin.value(),
                                  model=self.last_results.get("model"), overwrite=overwrite)
         return self._start_job("vectorise", job, self._on_vectorise_result, wait, timeout_s)
 
@@ -183,9 +200,11 @@ class ExportPanelMixin:
                              overwrite=overwrite)
 
         def after_overall(result: dict[str, Any]) -> None:
-            self._show_area_rows(result.get("rows") or [])
-            self.last_exports.update(csv=str(result.get("csv", target)),
-                                     area_rows=result.get("rows") or [])
+            rows = result.get("rows") or []
+            nodata_m2 = self._nodata_area_m2(result, classes_tif)
+            self._show_area_rows(rows, nodata_m2)
+            self.last_exports.update(csv=str(result.get("csv", target)), area_rows=rows,
+                                     nodata_m2=nodata_m2)
             self.export_summary.setText(f"Areas: {target}")
             if zones_path is None:
                 return
@@ -204,13 +223,60 @@ class ExportPanelMixin:
 
         return self._start_job("areas", job, after_overall, wait, timeout_s)
 
-    def _show_area_rows(self, rows: list[dict[str, Any]]) -> None:
-        self.areas_table.setRowCount(len(rows))
+    @staticmethod
+    def _nodata_area_m2(result: dict[str, Any], classes_tif: str) -> float | None:
+        """Area (m²) of the class raster's nodata pixels, which the percentages leave out.
+
+        The engine's ``nodata_m2`` when it reports it, else the raster's area less the
+        classified area of its rows (None when the raster cannot be measured in metres).
+        """
+        if isinstance(result.get("nodata_m2"), int | float):
+            return float(result["nodata_m2"])
+        layer = QgsRasterLayer(str(classes_tif), "classes", "gdal")
+        crs = layer.crs()
+        if not layer.isValid() or not crs.isValid() or crs.isGeographic():
+            return None
+        metres = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(),
+                                                   QgsUnitTypes.DistanceMeters)
+        pixel_m2 = layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY() * metres ** 2
+        if pixel_m2 <= 0:
+            return None
+        classified_m2 = sum(float(r.get("area_m2") or 0.0) for r in result.get("rows") or [])
+        nodata_px = layer.width() * layer.height() - round(classified_m2 / pixel_m2)
+        return max(0, nodata_px) * pixel_m2
+
+    def _show_area_rows(self, rows: list[dict[str, Any]],
+                        nodata_m2: float | None = None) -> None:
+        """Classes with area and % of the classified area; nodata apart, without a %."""
+        extra = 1 if nodata_m2 is not None else 0
+        self.areas_table.setRowCount(len(rows) + extra)
         for r, row in enumerate(rows):
             self.areas_table.setItem(r, 0, QTableWidgetItem(str(row.get("class_name", ""))))
             for c, key, fmt in ((1, "area_m2", "{:,.0f}"), (2, "percent", "{:.2f}")):
                 value = row.get(key)
-                item = QTableWidgetItem(fmt.format(value) if isinstance(value, int | float)
-                                        else "")
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.areas_table.setItem(r, c, _number_item(
+                    fmt.format(value) if isinstance(value, int | float) else ""))
+        classified = sum(float(r.get("area_m2") or 0.0) for r in rows)
+        note = f"% = share of the classified area ({classified:,.0f} m²)"
+        if nodata_m2 is not None:
+            r = len(rows)
+            items = (QTableWidgetItem(NODATA_ROW), _number_item(f"{nodata_m2:,.0f}"),
+                     _number_item("excluded"))
+            for c, item in enumerate(items):
+                font = item.font()
+                font.setItalic(True)
+                item.setFont(font)
+                item.setForeground(QBrush(QColor("#666")))
+                item.setToolTip("Pixels without a class (nodata): not part of the % column.")
                 self.areas_table.setItem(r, c, item)
+            whole = classified + nodata_m2
+            share = f", {100 * nodata_m2 / whole:.1f} % of the raster" if whole > 0 else ""
+            note += f"; nodata ({nodata_m2:,.0f} m²{share}) is excluded"
+        self.areas_note.setText(note + ". The CSV's 'percent' column means the same.")
+
+
+def _number_item(text: str) -> QTableWidgetItem:
+    """A right-aligned table cell."""
+    item = QTableWidgetItem(text)
+    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item

@@ -21,8 +21,19 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from . import label_layer
 from .panel_common import LOG_LIMIT, TITLE, exec_qt, fmt_seconds, group_box
+from .worker_errors import panel_wording
 from .worker_job import WorkerJob
+
+#: What each action button does (its tooltip while it is enabled).
+BUTTON_HELP = {
+    "train_button": "Train a model on the raster and the label layer's polygons.",
+    "predict_button": "Classify the raster with the last model (area chosen above).",
+    "vectorise_button": "Write the last prediction's class map as polygons (GeoPackage).",
+    "areas_button": "Area per class of the last prediction (CSV), per zone when a zone "
+                    "layer is chosen.",
+}
 
 
 class JobsPanelMixin:
@@ -168,6 +179,10 @@ class JobsPanelMixin:
             self.iface.messageBar().pushMessage(TITLE, f"{self.job_kind} cancelled",
                                                 Qgis.MessageLevel.Info, 5)
             return
+        # the engine speaks of command-line flags; the panel of its own controls
+        command = (self.last_jobs.get(self.job_kind or "") or {}).get("command")
+        message, hint = panel_wording(message, command), panel_wording(hint, command)
+        self.last_error = (kind, message, hint)
         self._show_error(f"{TITLE} {self.job_kind} failed", f"{kind}: {message}", hint)
 
     def _on_finished(self, exit_code: int) -> None:
@@ -189,6 +204,38 @@ class JobsPanelMixin:
         self.job_kind = None
         self._update_buttons()
         self.jobFinished.emit(kind, ok)
+
+    def button_blockers(self) -> dict[str, list[str]]:
+        """Why each action button cannot run now, by attribute name (empty: it can)."""
+        busy = ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "
+                 "cancel it."] if self.is_busy() else [])
+        raster = [] if self.raster_layer() is not None else [
+            "Choose a raster layer under Data & task."]
+        layer = self._label_layer
+        if layer is None:
+            labels = ["Choose or create a label layer under Labels."]
+        elif not label_layer.is_label_layer(layer):
+            labels = [f"The layer '{layer.name()}' has no '{label_layer.CLASS_FIELD}' field: "
+                      "create a new label layer under Labels."]
+        else:
+            labels = []
+        model = [] if self.last_model else [
+            "No model yet: train one, or load one (Load model… in Data & task)."]
+        results = [] if self.last_results else [
+            "No prediction yet: Predict first; exports come from its class map."]
+        return {"train_button": busy + raster + labels,
+                "predict_button": busy + raster + model,
+                "vectorise_button": busy + results,
+                "areas_button": busy + results}
+
+    def _explain_buttons(self) -> None:
+        """Tooltips of the action buttons: what they do, or why they are disabled."""
+        for name, reasons in self.button_blockers().items():
+            button = getattr(self, name)
+            if button.isEnabled():
+                button.setToolTip(BUTTON_HELP[name])
+            else:
+                button.setToolTip("Disabled: " + (" ".join(reasons) or "not available now."))
 
     def _confirm(self, title: str, text: str) -> bool:
         if self.auto_answer is not None:

@@ -95,14 +95,15 @@ class PredictPanelMixin:
         self.closing_spin = _radius_spin("Closing of the first class: fills gaps narrower "
                                          "than the disk.")
         clean_form.addRow("Closing radius", self.closing_spin)
-        self.min_area_spin = QDoubleSpinBox()
-        self.min_area_spin.setRange(0.0, 1e9)
-        self.min_area_spin.setDecimals(0)
-        self.min_area_spin.setSingleStep(100.0)
-        self.min_area_spin.setSuffix(" m²")
-        self.min_area_spin.setToolTip("Regions smaller than this take their next most "
-                                      "probable class (0 = keep all).")
-        clean_form.addRow("Minimum region", self.min_area_spin)
+        # its own name: Export's "Minimum area" (vectorise) is a different option
+        self.min_region_spin = QDoubleSpinBox()
+        self.min_region_spin.setRange(0.0, 1e9)
+        self.min_region_spin.setDecimals(0)
+        self.min_region_spin.setSingleStep(100.0)
+        self.min_region_spin.setSuffix(" m²")
+        self.min_region_spin.setToolTip("Regions smaller than this take their next most "
+                                        "probable class (0 = keep all).")
+        clean_form.addRow("Minimum region", self.min_region_spin)
         layout.addLayout(form)
         layout.addWidget(clean)
         buttons = QHBoxLayout()
@@ -157,7 +158,7 @@ class PredictPanelMixin:
             self.threshold_spin.setValue(threshold)
         self.opening_spin.setValue(opening)
         self.closing_spin.setValue(closing)
-        self.min_area_spin.setValue(min_area)
+        self.min_region_spin.setValue(min_area)
 
     def prediction_options(self) -> dict[str, Any]:
         """The engine ``predict`` options set in the panel (threshold, clean-up)."""
@@ -168,8 +169,8 @@ class PredictPanelMixin:
             opts["opening"] = self.opening_spin.value()
         if self.closing_spin.value():
             opts["closing"] = self.closing_spin.value()
-        if self.min_area_spin.value() > 0:
-            opts["min_area"] = self.min_area_spin.value()
+        if self.min_region_spin.value() > 0:
+            opts["min_area"] = self.min_region_spin.value()
         return opts
 
     def load_model(self, path: str | Path | None = None) -> dict[str, Any] | None:

@@ -7,12 +7,18 @@ plugin's side: no engine (``EngineMissing``), an engine that cannot start
 (``WorkerCrashed``, with its exit status and the last lines of its stderr).
 :class:`WorkerError` carries any of these; Processing algorithms raise it, the panel shows
 its fields through :class:`~terraseg.plugin.worker_job.WorkerJob`'s ``error`` signal.
+
+The engine's messages name command-line flags (``--bands``); the panel has no flags, so
+:func:`panel_wording` rewrites them as the panel's own controls (:data:`PANEL_CONTROLS`:
+"the Bands table in Data & task").
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
+from collections.abc import Callable
 
 from ..protocol.errors import ProtocolVersionError
 
@@ -21,6 +27,127 @@ CRASH_HINT = ("The engine process ended without a result. If it was killed, the 
               "the log (TerraSeg settings > Copy diagnostics) into a bug report.")
 ENGINE_MISSING_HINT = "Open TerraSeg settings and click 'Set up engine'."
 START_HINT = "Set up the engine again (TerraSeg settings)."
+
+#: Any command (the default wording of a flag in :data:`PANEL_CONTROLS`).
+ANY = "*"
+
+#: The panel control behind each engine flag (without dashes), per worker command where
+#: the same flag means different things (``--model``: the architecture for ``train``, the
+#: model file elsewhere); :data:`ANY` for every other command.
+PANEL_CONTROLS: dict[str, dict[str, str]] = {
+    # Data & task, Labels, Terrain inputs
+    "raster": {ANY: "the Raster in Data & task"},
+    "bands": {ANY: "the Bands table in Data & task"},
+    "class-map": {ANY: "the Classes table in Data & task"},
+    "labels": {ANY: "the label layer in Labels"},
+    "class-field": {ANY: "the label layer's 'class' field (Labels)"},
+    "dem": {ANY: "the DEM in Terrain inputs"},
+    "slope-from-dem": {ANY: "'Add slope derived from the DEM' in Terrain inputs"},
+    "extra-raster": {ANY: "the Slope raster in Terrain inputs"},
+    # Train
+    "model": {"train": "the Architecture in Train",
+              ANY: "the model file chosen with Load model… in Data & task"},
+    "init-model": {ANY: "the last model, which Train starts from unless 'From scratch' "
+                        "is ticked"},
+    "out": {"train": "the new model file (saved in 'models' next to the project)",
+            ANY: "the file chosen for the export"},
+    "epochs": {ANY: "Epochs (max) in Train"},
+    "tile-size": {"train": "the Tile size in Train",
+                  ANY: "the processing tile size (the panel uses the model's; Processing's "
+                       "Predict sets it)"},
+    "patch-size": {ANY: "the Patch size in Train"},
+    "block-size": {ANY: "the Block size in Train"},
+    "blocks": {ANY: "Blocks per stage in Train > Advanced"},
+    "planes": {ANY: "Channels per stage in Train > Advanced"},
+    "patience": {ANY: "Early-stopping patience in Train > Advanced"},
+    "lr": {ANY: "the Learning rate in Train > Advanced"},
+    "batch-size": {ANY: "the Batch size in Train > Advanced"},
+    "samples-per-epoch": {ANY: "Samples per epoch in Train > Advanced"},
+    "val-fraction": {ANY: "the Validation fraction in Train > Advanced"},
+    "augment": {ANY: "Augmentation in Train > Advanced"},
+    "accelerator": {ANY: "the Device in Train > Advanced"},
+    "cache-dir": {ANY: "the Cache folder in Train > Advanced"},
+    # Predict
+    "threshold": {ANY: "the Own threshold in Predict"},
+    "opening": {ANY: "the Opening radius in Predict's clean-up"},
+    "closing": {ANY: "the Closing radius in Predict's clean-up"},
+    "min-area": {"vectorise": "the Minimum area in Export",
+                 ANY: "the Minimum region in Predict's clean-up"},
+    "window": {ANY: "Predict's Current map extent"},
+    "extent-layer": {ANY: "Predict's Extent of layer"},
+    "out-dir": {ANY: "the results folder (Predict makes a new one next to the model)"},
+    # Export
+    "classes": {ANY: "the class map of the last prediction"},
+    "out-csv": {ANY: "the CSV chosen for Area statistics"},
+    "out-zones": {ANY: "the zones GeoPackage beside the Area statistics CSV"},
+    "zones": {ANY: "the Zones layer in Export"},
+    "zone-field": {ANY: "the Zone name field in Export"},
+    "overwrite": {ANY: "'Yes' when the panel asks to replace files"},
+    # Evaluate
+    "reference": {ANY: "the reference layer of Evaluate"},
+}
+
+# "--flag" with the value that follows it, when it is one (a number, a quoted text, a
+# list or pair such as red=1,nir=4 or model:loss, a file name, a placeholder like PATH)
+_FLAG = re.compile(
+    r"--(?P<flag>[a-z][a-z0-9-]*)"
+    r"(?:[ =](?P<value>'[^']*'|-?\d[^\s;)]*|[\w.-]+[=,:/][^\s;)']*"
+    r"|[\w-]+\.[a-z]{2,4}\b|[A-Z][A-Z_]+\b|[a-z]+_[a-z_]+\b))?")
+# phrases that only make sense on a command line (the case of the first letter is kept)
+_PHRASES = ((re.compile(r"\b[Pp]ass --overwrite to replace"), "answer 'Yes' to replace"),
+            (re.compile(r"\b(?:[Pp]ass|[Gg]ive) (?=--)"), "set "),
+            (re.compile(r"\b[Ll]eave out (?=--)"), "clear "),
+            (re.compile(r"\banother (?=--)"), ""),
+            (re.compile(r" on the command line\b"), ""))
+
+
+def _same_case(words: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        first = match.group(0)[:1]
+        return words[:1].upper() + words[1:] if first.isupper() else words
+    return replace
+
+
+def control_wording(flag: str, command: str | None = None) -> str:
+    """How the panel names the control behind an engine flag.
+
+    Args:
+        flag: The flag without dashes (``bands``, ``min-area``).
+        command: The worker command whose message it is (``train``, ``predict``, ...).
+
+    Returns:
+        The control's words from :data:`PANEL_CONTROLS`; for a flag the panel does not
+        offer, words that say where it is set instead.
+    """
+    words = PANEL_CONTROLS.get(flag)
+    if words:
+        return words.get(command or ANY) or words.get(ANY) or next(iter(words.values()))
+    return f"the engine's '{flag.replace('-', ' ')}' setting (not in the panel)"
+
+
+def panel_wording(text: str, command: str | None = None) -> str:
+    """An engine message or hint in the panel's words: every ``--flag`` becomes the control.
+
+    ``"Pass --bands with 4 band numbers"`` becomes ``"set the Bands table in Data & task
+    with 4 band numbers"``; a flag's value stays (``the Minimum region in Predict's
+    clean-up = 500``).
+
+    Args:
+        text: The engine's message or hint.
+        command: The worker command it came from (chooses between meanings of a flag).
+    """
+    for pattern, words in _PHRASES:
+        text = pattern.sub(_same_case(words), text)
+
+    def control(match: re.Match[str]) -> str:
+        words = control_wording(match["flag"], command)
+        value = match["value"]
+        if not value:
+            return words
+        stripped = value.rstrip(".,")
+        return f"{words} = {stripped}{value[len(stripped):]}"
+
+    return _FLAG.sub(control, text)
 
 
 class WorkerError(Exception):
