@@ -136,6 +136,14 @@ class EvaluatePanelMixin:
                 self.reference_field_combo.setField(names[guess])
                 return
 
+    def set_reference_layer(self, layer: QgsVectorLayer | None,
+                            class_field: str | None = None) -> None:
+        """Choose the reference layer and its class field (default: a guessed field)."""
+        self.reference_combo.setLayer(layer)
+        self._on_reference_changed(layer)
+        if class_field is not None:
+            self.reference_field_combo.setField(class_field)
+
     # ------------------------------------------------------------------------------------
     # Evaluate
     # ------------------------------------------------------------------------------------
@@ -160,13 +168,12 @@ class EvaluatePanelMixin:
             True when the job started (with ``wait``: when it also succeeded).
         """
         if reference_layer is not None:
-            self.reference_combo.setLayer(reference_layer)
-            self._on_reference_changed(reference_layer)
+            self.set_reference_layer(reference_layer, class_field)
         else:
             current = self.reference_combo.currentLayer()
             reference_layer = current if isinstance(current, QgsVectorLayer) else None
-        if class_field is not None:
-            self.reference_field_combo.setField(class_field)
+            if class_field is not None:
+                self.reference_field_combo.setField(class_field)
         if class_map is not None:
             self.reference_map_edit.setText(class_map)
         raster = self.raster_layer()
@@ -206,7 +213,8 @@ class EvaluatePanelMixin:
                                 out_dir=str(out_dir), class_field=field, class_map=mapping,
                                 bands=bands, threshold=threshold, **terrain)
         request = {"model": self.last_model, "raster": raster_path, "reference": reference,
-                   "reference_layer": reference_layer.name(), "class_field": field,
+                   "reference_layer": reference_layer.name(),
+                   "reference_layer_id": reference_layer.id(), "class_field": field,
                    "class_map": mapping, "folder": str(out_dir)}
         self._log("info", f"Evaluating {Path(self.last_model).name} against "
                           f"'{reference_layer.name()}' ({field}) into {out_dir}")

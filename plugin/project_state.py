@@ -253,6 +253,10 @@ def apply_state(panel: Any, state: PanelState, project: QgsProject) -> list[str]
     if state.evaluation and isinstance(state.evaluation.get("metrics"), dict):
         panel.last_evaluation = state.evaluation
         panel.show_evaluation(state.evaluation)
+        reference = project.mapLayer(str(state.evaluation.get("reference_layer_id", "")))
+        if isinstance(reference, QgsVectorLayer):
+            field = state.evaluation.get("class_field")
+            panel.set_reference_layer(reference, field if isinstance(field, str) else None)
     panel._update_buttons()
     return problems
 

@@ -70,6 +70,7 @@ def saved_project(qgis_iface, engine, scene, tiny_model, tmp_path_factory):
             "layers": [layer.id() for layer in dock.last_results["layers"]],
             "evaluation": dock.last_evaluation["metrics"],
             "confusion": dock.evaluation_table(),
+            "reference": reference.id(),
         }
         assert before["bands"] == [(1, "red", True), (2, "green", True), (3, "b3", False),
                                    (4, "nir", True)]
@@ -97,6 +98,9 @@ def check_restored(dock, before: dict) -> None:
     assert all(layer.isValid() for layer in dock.last_results["layers"])
     assert dock.last_evaluation["metrics"] == before["evaluation"]
     assert dock.evaluation_table() == before["confusion"]
+    assert dock.reference_combo.currentLayer().id() == before["reference"]
+    assert dock.reference_field_combo.currentField() == "klass"
+    assert "Report saved in" in dock.evaluation_files.text()
     assert dock.predict_button.isEnabled() and dock.areas_button.isEnabled()
 
 
