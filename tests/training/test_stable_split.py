@@ -269,3 +269,21 @@ def test_region_keys_do_not_depend_on_ids_order_or_start_vertex(tmp_path: Path) 
     relabel = write_polygons(tmp_path / "relabel.gpkg", [(g, "unsealed", "x"), *feats[1:]])
     c = load_vector_labels(relabel, grid, "klass")
     assert c.region_keys[0] != a.region_keys[0] and c.region_keys[1:] == a.region_keys[1:]
+
+
+def test_label_raster_regions_are_keyed_by_class_and_pixel_box(tmp_path: Path) -> None:
+    from helpers.synthetic import write_raster
+
+    from terraseg.core.label_raster import load_raster_labels
+
+    values = np.zeros((1, 32, 32), np.uint8)
+    values[0, 2:6, 3:9] = 1
+    values[0, 20:30, 10:12] = 1
+    values[0, 10:14, 20:31] = 2
+    path = write_raster(tmp_path / "labels.tif", values)
+    grid = RasterSource(write_raster(tmp_path / "img.tif", np.ones((1, 32, 32), np.uint8))).grid
+    ls = load_raster_labels(path, grid)
+    names = [c.name for c in ls.classes]
+    assert ls.region_keys == (f"r:{names[0]}:2,3,6,9", f"r:{names[0]}:20,10,30,12",
+                              f"r:{names[1]}:10,20,14,31")
+    assert ls.region_keys[int(ls.regions[21, 10]) - 1] == f"r:{names[0]}:20,10,30,12"
