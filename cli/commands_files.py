@@ -82,13 +82,16 @@ def _run_areas(a: argparse.Namespace, _reporter: Reporter) -> dict[str, Any]:
 def _mosaic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", nargs="+", required=True, help="tiles, folders or globs")
     p.add_argument("--out", required=True, help="VRT file to write")
+    p.add_argument("--nodata", type=float,
+                   help="the mosaic's nodata value (default: the tiles' own, which must "
+                        "agree); e.g. 0 for chips filled with 0 that declare none")
     p.add_argument("--overwrite", action="store_true")
 
 
 def _run_mosaic(a: argparse.Namespace, _reporter: Reporter) -> dict[str, Any]:
     from terraseg.core.mosaic import build_mosaic
 
-    return build_mosaic(a.inputs, a.out, a.overwrite)
+    return build_mosaic(a.inputs, a.out, a.overwrite, a.nodata)
 
 
 def _run_env(_a: argparse.Namespace, _reporter: Reporter) -> dict[str, Any]:

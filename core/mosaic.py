@@ -6,11 +6,17 @@ cut from one image hold the same values there. The VRT references the tiles by a
 path and is written atomically. Tiles are opened with :func:`~terraseg.core.raster.open_raster`,
 so a tile that is itself a VRT with missing sources is refused, and so is the mosaic when it
 is used after a tile was moved or deleted (naming the missing tiles).
+
+Nodata: the tiles' nodata value is carried into the VRT, and tiles that declare different
+values (or some none) are refused, since the mosaic would then show one tile's fill as
+data. ``nodata`` sets the VRT's value instead (for tiles that do not declare theirs, such
+as chips filled with 0): each tile's own nodata pixels are left out and become it.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -18,7 +24,7 @@ from xml.sax.saxutils import escape
 from terraseg.core.atomic import atomic_path
 from terraseg.core.output_targets import check_output_targets
 from terraseg.core.raster import open_raster
-from terraseg.protocol.errors import InputError, RasterError
+from terraseg.protocol.errors import ConfigError, InputError, RasterError
 
 _DTYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
            "int32": "Int32", "float32": "Float32", "float64": "Float64"}
@@ -43,13 +49,25 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return sorted(str(Path(f).resolve()) for f in files)
 
 
-def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """Write a VRT that mosaics the tiles; returns its path, size and tile count.
+def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False,
+                 nodata: float | None = None) -> dict[str, Any]:
+    """Write a VRT that mosaics the tiles; returns its path, size, tile count and nodata.
+
+    Args:
+        inputs: Tiles, folders (their *.tif) and glob patterns.
+        out: VRT file to write.
+        overwrite: Replace an existing file.
+        nodata: The VRT's nodata value (default: the tiles' own, which must agree).
 
     Raises:
-        RasterError: Tiles differ in CRS, pixel size, band count or type, or are off-grid.
+        RasterError: Tiles differ in CRS, pixel size, band count or type, or nodata (without
+            ``nodata``), or are off-grid.
+        ConfigError: ``nodata`` is not a finite number.
     """
     out = Path(out)
+    if nodata is not None and not math.isfinite(nodata):
+        raise ConfigError(f"--nodata is {nodata}, not a finite number.",
+                          "Give the tiles' fill value, e.g. --nodata 0.")
     check_output_targets([out], overwrite)
     files = expand_inputs(inputs)
     infos = []
@@ -58,7 +76,7 @@ def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) ->
             infos.append({"path": f, "crs": ds.crs, "transform": ds.transform,
                           "width": ds.width, "height": ds.height, "count": ds.count,
                           "dtype": ds.dtypes[0], "nodata": ds.nodata,
-                          "descriptions": ds.descriptions})
+                          "nodatavals": ds.nodatavals, "descriptions": ds.descriptions})
     ref = infos[0]
     for info in infos[1:]:
         for key in ("crs", "count", "dtype"):
@@ -86,14 +104,43 @@ def build_mosaic(inputs: list[str], out: str | Path, overwrite: bool = False) ->
         offsets.append((round(col), round(row)))
     width = max(c + i["width"] for (c, _), i in zip(offsets, infos, strict=True))
     height = max(r + i["height"] for (_, r), i in zip(offsets, infos, strict=True))
-    xml = _vrt_xml(infos, offsets, width, height, left, top, res_x, res_y)
+    vrt_nodata = nodata if nodata is not None else _common_nodata(infos)
+    xml = _vrt_xml(infos, offsets, width, height, left, top, res_x, res_y, vrt_nodata)
     with atomic_path(out) as tmp:
         tmp.write_text(xml, encoding="utf-8")
-    return {"mosaic": str(out), "tiles": len(infos), "width_px": width, "height_px": height}
+    return {"mosaic": str(out), "tiles": len(infos), "width_px": width, "height_px": height,
+            "nodata": vrt_nodata}
+
+
+def _nodata_key(value: float | None) -> str:
+    """A comparable key of a nodata value (NaN equals NaN)."""
+    return "none" if value is None else ("nan" if math.isnan(value) else repr(float(value)))
+
+
+def _common_nodata(infos: list[dict]) -> float | None:
+    """The nodata value every band of every tile declares (None: none declares one).
+
+    Raises:
+        RasterError: Tiles (or bands) declare different values, or only some declare one.
+    """
+    by_key: dict[str, list[str]] = {}
+    for info in infos:
+        for value in info["nodatavals"]:
+            by_key.setdefault(_nodata_key(value), []).append(Path(info["path"]).name)
+    if len(by_key) > 1:
+        shown = "; ".join(f"{key if key != 'none' else 'no nodata'}: "
+                          f"{', '.join(sorted(set(names))[:3])}"
+                          f"{' ...' if len(set(names)) > 3 else ''}"
+                          for key, names in by_key.items())
+        raise RasterError(f"The tiles declare different nodata values ({shown}).",
+                          "Give the mosaic's nodata value with --nodata (e.g. --nodata 0 for "
+                          "chips filled with 0); each tile's own nodata pixels become it.")
+    return infos[0]["nodatavals"][0]
 
 
 def _vrt_xml(infos: list[dict], offsets: list[tuple[int, int]], width: int, height: int,
-             left: float, top: float, res_x: float, res_y: float) -> str:
+             left: float, top: float, res_x: float, res_y: float,
+             nodata: float | None) -> str:
     ref = infos[0]
     dtype = _DTYPES.get(ref["dtype"])
     if dtype is None:
@@ -104,14 +151,15 @@ def _vrt_xml(infos: list[dict], offsets: list[tuple[int, int]], width: int, heig
              f"  <GeoTransform>{left!r}, {res_x!r}, 0.0, {top!r}, 0.0, {res_y!r}</GeoTransform>"]
     for b in range(1, ref["count"] + 1):
         lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{b}">')
-        if ref["nodata"] is not None:
-            lines.append(f"    <NoDataValue>{ref['nodata']!r}</NoDataValue>")
+        if nodata is not None:
+            lines.append(f"    <NoDataValue>{_vrt_number(nodata)}</NoDataValue>")
         desc = ref["descriptions"][b - 1]
         if desc:
             lines.append(f"    <Description>{escape(desc)}</Description>")
         for info, (col, row) in zip(infos, offsets, strict=True):
             w, h = info["width"], info["height"]
-            nd = (f"<NODATA>{info['nodata']!r}</NODATA>" if info["nodata"] is not None else "")
+            own = info["nodatavals"][b - 1]
+            nd = f"<NODATA>{_vrt_number(own)}</NODATA>" if own is not None else ""
             lines += [
                 "    <ComplexSource>",
                 f'      <SourceFilename relativeToVRT="0">{escape(info["path"])}'
@@ -124,3 +172,8 @@ def _vrt_xml(infos: list[dict], offsets: list[tuple[int, int]], width: int, heig
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
     return "\n".join(lines) + "\n"
+
+
+def _vrt_number(value: float) -> str:
+    """A nodata value as VRT text (``nan`` for NaN)."""
+    return "nan" if math.isnan(value) else repr(float(value))

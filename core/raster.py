@@ -164,10 +164,15 @@ class RasterSource:
     Args:
         path: Raster path (anything GDAL reads).
         bands: Band mapping; all bands when None.
+        nodata: Nodata value that replaces the raster's own masks (for a raster whose
+            nodata is not declared, e.g. a mosaic of chips with zeros outside them); None
+            keeps the raster's own nodata value, alpha or mask band.
     """
 
-    def __init__(self, path: str | Path, bands: BandMapping | None = None) -> None:
+    def __init__(self, path: str | Path, bands: BandMapping | None = None,
+                 nodata: float | None = None) -> None:
         self.path = str(path)
+        self.nodata_override: float | None = None
         self._ds = open_raster(path)
         if bands is None:
             bands = parse_band_mapping(None, path)
@@ -186,6 +191,27 @@ class RasterSource:
             transform=self._ds.transform,
             crs_wkt=crs.to_wkt() if crs else "",
         )
+        self.override_nodata(nodata)
+
+    def override_nodata(self, value: float | None) -> None:
+        """Mask every mapped band by ``value`` instead of the raster's own nodata/masks.
+
+        None goes back to the raster's own. Non-finite pixels stay invalid either way.
+
+        Raises:
+            RasterError: ``value`` is not a finite number.
+        """
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not np.isfinite(value):
+                raise RasterError(f"Nodata value {value} is not a finite number.",
+                                  "Give a number such as --nodata 0, or leave it out to use "
+                                  "the raster's own nodata value.")
+        self.nodata_override = value
+        self._nodata_key = None  # recompute the per-band masks
 
     @property
     def count(self) -> int:
@@ -194,7 +220,9 @@ class RasterSource:
 
     @property
     def nodata(self) -> float | None:
-        """The nodata value of the first mapped band, if any."""
+        """The nodata value of the first mapped band (or the override), if any."""
+        if self.nodata_override is not None:
+            return self.nodata_override
         return self._ds.nodatavals[self.bands.indices[0] - 1]
 
     def close(self) -> None:
@@ -236,10 +264,15 @@ class RasterSource:
         """Per mapped band, the nodata value that masks it (None: unmasked).
 
         None overall when some band has another kind of mask (alpha, mask band), so GDAL's
-        masks must be read. Computed once per band mapping, not on every read.
+        masks must be read. A nodata override (:meth:`override_nodata`) masks every band.
+        Computed once per band mapping, not on every read.
         """
         key = self.bands.indices
         if getattr(self, "_nodata_key", None) != key:
+            if self.nodata_override is not None:
+                self._nodata_cache = [np.float32(self.nodata_override)] * len(key)
+                self._nodata_key = key
+                return self._nodata_cache
             flags = [self._ds.mask_flag_enums[i - 1] for i in key]
             if all(set(f) <= {MaskFlags.nodata, MaskFlags.all_valid} for f in flags):
                 self._nodata_cache: list[np.float32 | None] | None = [
