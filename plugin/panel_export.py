@@ -247,8 +247,12 @@ class ExportPanelMixin:
 
     def _show_area_rows(self, rows: list[dict[str, Any]],
                         nodata_m2: float | None = None) -> None:
-        """Classes with area and % of the classified area; nodata apart, without a %."""
-        extra = 1 if nodata_m2 is not None else 0
+        """Classes with area and % of the classified area; nodata apart, without a %.
+
+        The nodata row is shown when the class map has nodata pixels; the note under the
+        table says what the percentages include either way.
+        """
+        extra = 1 if nodata_m2 else 0
         self.areas_table.setRowCount(len(rows) + extra)
         for r, row in enumerate(rows):
             self.areas_table.setItem(r, 0, QTableWidgetItem(str(row.get("class_name", ""))))
@@ -258,7 +262,9 @@ class ExportPanelMixin:
                     fmt.format(value) if isinstance(value, int | float) else ""))
         classified = sum(float(r.get("area_m2") or 0.0) for r in rows)
         note = f"% = share of the classified area ({classified:,.0f} m²)"
-        if nodata_m2 is not None:
+        if nodata_m2 == 0:
+            note += "; the class map has no nodata pixels"
+        elif nodata_m2 is not None:
             r = len(rows)
             items = (QTableWidgetItem(NODATA_ROW), _number_item(f"{nodata_m2:,.0f}"),
                      _number_item("excluded"))

@@ -257,5 +257,9 @@ def test_area_percentages_are_of_the_classified_area(dock, exporting, tmp_path: 
     assert dock.areas_note.text() == (
         "% = share of the classified area (7,000 m²); nodata (3,000 m², 30.0 % of the "
         "raster) is excluded. The CSV's 'percent' column means the same.")
+    dock._show_area_rows(dock.last_exports["area_rows"], 0.0)  # a map without nodata
+    assert table.rowCount() == 2
+    assert dock.areas_note.text().startswith("% = share of the classified area (7,000 m²); "
+                                             "the class map has no nodata pixels.")
     csv = (tmp_path / "areas.csv").read_text().splitlines()
     assert csv[0].split(",")[-1] == "percent" and csv[1].endswith(",71.4286")
