@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.qgis_support import ORIGIN, PIXEL_M, pixel_box
+from helpers.qgis_support import ORIGIN, PIXEL_M, pixel_box, wait_until
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -137,9 +137,8 @@ def test_areas_count_only_the_labels_inside_the_raster(scene) -> None:
     # moving the raster's extent: another raster, twice as large, holds every polygon
     bigger = write_raster(Path(raster.source()).with_name("big.tif"), size=80)
     QgsProject.instance().addMapLayer(bigger)
-    dock.set_raster_layer(bigger)
-    dock.refresh_areas()
-    assert dock.label_stats["unsealed"].count == 3
+    dock.set_raster_layer(bigger)  # the table follows the raster (through the event loop)
+    assert wait_until(lambda: dock.label_stats["unsealed"].count == 3, 10)
     assert dock.label_stats["unsealed"].outside_count == 0
     assert dock.class_area_m2["unsealed"] == pytest.approx((64 + 64 + 100) * PX_M2, rel=1e-6)
     assert "outside the raster (" not in dock.area_note.text()
@@ -149,7 +148,7 @@ def test_without_a_raster_every_polygon_counts(scene) -> None:
     dock, raster, labels = scene
     dock.set_raster_layer(None)
     assert dock.raster_layer() is None
-    dock.refresh_areas()
+    assert wait_until(lambda: dock.label_stats["unsealed"].count == 3, 10)
     stats = dock.label_stats
     assert stats["unsealed"].count == 3 and stats["unsealed"].outside_count == 0
     # ellipsoidal areas in EPSG:4326: the UTM boxes grow by 1/0.9996^2 near the meridian
