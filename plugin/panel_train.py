@@ -152,6 +152,18 @@ class TrainPanelMixin:
         self.train_summary.setWordWrap(True)
         self.train_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.train_summary)
+        self.compare_label = QLabel()
+        self.compare_label.setWordWrap(True)
+        self.compare_label.setVisible(False)
+        layout.addWidget(self.compare_label)
+        self.compare_table = QTableWidget(0, 2)
+        self.compare_table.setObjectName("TerraSegCompareTable")
+        self.compare_table.setToolTip("The new model and the one it was retrained from, on "
+                                      "the same validation pixels.")
+        self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.compare_table.setMaximumHeight(160)
+        self.compare_table.setVisible(False)
+        layout.addWidget(self.compare_table)
         return box
 
     # ------------------------------------------------------------------------------------
@@ -327,6 +339,10 @@ class TrainPanelMixin:
         if len(labelled) < 2:
             return self._refuse("Train", "Draw polygons of at least two classes first "
                                 f"(labelled so far: {', '.join(labelled) or 'none'}).")
+        if not self.confirm_labels_inside():  # classes labelled only outside the raster
+            return False
+        if not self.confirm_band_coverage():  # chosen bands blank much of the raster
+            return False
         out = self.new_model_path()
         if out is None:
             return self._refuse("Train", "Save the project (or the label layer) first: "
@@ -346,6 +362,7 @@ class TrainPanelMixin:
         self.epoch_metrics = []
         self.metrics_table.setRowCount(0)
         self.train_summary.setText("")
+        self._show_comparison({})
         extras = ", ".join(k for k in ("dem", "slope_from_dem", "extra_raster") if k in terrain)
         self._log("info", f"Training {out.name} ({how}, {options.get('model')}) on "
                           f"{raster.name()} with labels {layer.name()}; bands {bands}"
@@ -377,9 +394,56 @@ class TrainPanelMixin:
         else:
             lines.append("No validation pixels: draw more polygons per class for held-out "
                          "metrics.")
+        kept = result.get("split") or {}
+        if kept.get("kept_from"):
+            n_new = int(kept.get("regions", 0)) - int(kept.get("kept_regions", 0))
+            lines.append(f"Split kept from {Path(str(kept['kept_from'])).name}: "
+                         f"{kept.get('kept_regions')} polygon(s) keep their side, {n_new} new "
+                         "one(s) split among themselves.")
         self.train_summary.setText("\n".join(lines))
+        self._show_comparison(result)
         self.iface.messageBar().pushMessage(TITLE, f"Model trained: {Path(model).name}",
                                             Qgis.MessageLevel.Success, 5)
+
+    def _show_comparison(self, result: dict[str, Any]) -> None:
+        """The new model next to the one it was retrained from, on the same held-out pixels.
+
+        Rows: accuracy, weighted F1 and F1 per class; columns: new, previous. The verdict
+        is the engine's (higher weighted F1, then accuracy). Hidden when there is none.
+        """
+        previous = result.get("previous") or {}
+        old_all = previous.get("metrics") or {}
+        new_all = result.get("metrics") or {}
+        split = next((s for s in ("val", "test") if s in old_all and s in new_all), None)
+        self.compare_table.setVisible(split is not None)
+        self.compare_label.setVisible(split is not None)
+        if split is None:
+            self.compare_table.setRowCount(0)
+            self.compare_label.setText("")
+            return
+        new, old = new_all[split], old_all[split]
+        name = Path(str(previous.get("model", ""))).name
+        rows = [("Accuracy", new.get("accuracy"), old.get("accuracy")),
+                ("F1 (weighted)", new.get("f1_weighted"), old.get("f1_weighted"))]
+        old_f1 = old.get("f1_per_class") or {}
+        rows += [(f"F1 {cls}", value, old_f1.get(cls))
+                 for cls, value in (new.get("f1_per_class") or {}).items()]
+        self.compare_table.setHorizontalHeaderLabels(["New model", f"Previous ({name})"])
+        self.compare_table.setRowCount(len(rows))
+        self.compare_table.setVerticalHeaderLabels([label for label, _, _ in rows])
+        for r, (_, a, b) in enumerate(rows):
+            for c, value in enumerate((a, b)):
+                text = f"{value:.3f}" if isinstance(value, int | float) else "–"
+                self.compare_table.setItem(r, c, QTableWidgetItem(text))
+        what = "validation" if split == "val" else "test"
+        pixels = (previous.get("pixels") or {}).get(split, new.get("n_samples"))
+        verdict = {"new": "the new model is better",
+                   "previous": f"the previous model ({name}) is better",
+                   "equal": "both models score the same"}.get(
+            str((previous.get("better") or {}).get(split)), "")
+        self.compare_label.setText(f"New model vs {name} on the same {pixels} {what} "
+                                   f"pixels: {verdict}.")
+        self._log("info", self.compare_label.text())
 
     @staticmethod
     def _format_eval(m: dict[str, Any]) -> str:
