@@ -46,14 +46,16 @@ def _quickmap_args(p: argparse.ArgumentParser) -> None:
 def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     from terraseg.core.classes import ClassMapping
     from terraseg.core.features import FeatureSpec
-    from terraseg.core.forest import READ_BLOCK_PX, ForestSettings, quick_map
+    from terraseg.core.forest import OUTPUT_NAMES, READ_BLOCK_PX, ForestSettings, quick_map
     from terraseg.core.labels import load_labels
     from terraseg.core.model_input import assemble_source
+    from terraseg.core.output_targets import check_output_dir
     from terraseg.training.sampling import SplitConfig, build_index
 
     settings = ForestSettings(trees=a.trees, max_samples=a.max_samples, seed=a.seed)
     split_cfg = SplitConfig(a.split, a.val_fraction, 0.0, DEFAULTS.split.split_block_px,
                             a.seed)
+    check_output_dir(a.out_dir, OUTPUT_NAMES, a.overwrite)  # before the raster is read
     reporter.progress(0.0, "prepare", "reading raster and labels")
     features = FeatureSpec.parse(a.features) if a.features else None
     _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True)

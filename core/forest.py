@@ -81,6 +81,9 @@ class ForestSettings:
             raise ConfigError(f"--max-samples is {self.max_samples}; at least 100 labelled "
                               "pixels are needed to fit a forest.", "Use e.g. --max-samples "
                               "30000.")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed is {self.seed}; seeds are 0 to 2**32 - 1.",
+                              "Use e.g. --seed 0.")
 
     @property
     def threads(self) -> int:

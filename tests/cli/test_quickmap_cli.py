@@ -83,11 +83,16 @@ def test_quickmap_worker_job_ends_with_predict_shaped_result(scene, tmp_path: Pa
     assert progress and progress[-1].stage == "quickmap" and progress[-1].fraction == 1.0
 
 
-def test_quickmap_bad_option_values_are_input_errors(scene, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag, value, words", [
+    ("--trees", "0", "--trees"), ("--seed", "-1", "--seed"),
+    ("--val-fraction", "1.5", "val_fraction"), ("--max-samples", "5", "--max-samples")])
+def test_quickmap_bad_option_values_are_input_errors(scene, tmp_path: Path, flag: str,
+                                                     value: str, words: str) -> None:
     proc = terraseg("quickmap", "--raster", scene.raster, "--labels", scene.labels,
-                    "--class-field", "klass", "--out-dir", tmp_path / "q", "--trees", "0",
+                    "--class-field", "klass", "--out-dir", tmp_path / "q", flag, value,
                     cwd=tmp_path)
-    assert proc.returncode == 2 and "--trees" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "fix:" in proc.stderr
     assert not (tmp_path / "q" / "classes.tif").exists()
 
 

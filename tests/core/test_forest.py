@@ -169,7 +169,8 @@ def test_one_class_of_training_pixels_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kw, words", [({"trees": 0}, "--trees"),
-                                       ({"max_samples": 10}, "--max-samples")])
+                                       ({"max_samples": 10}, "--max-samples"),
+                                       ({"seed": -1}, "--seed")])
 def test_settings_are_checked(kw: dict, words: str) -> None:
     with pytest.raises(ConfigError) as exc:
         ForestSettings(**kw)
