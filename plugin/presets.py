@@ -19,7 +19,9 @@ LAND_COVER = "Land cover"
 # Characters that would break the engine's "a=b,c=d" class-map syntax.
 FORBIDDEN_NAME_CHARS = ",="
 
-# Default band role names (lower case) recognised in raster band descriptions.
+# Default band role names (lower case) recognised in raster band descriptions. The engine's
+# engineered channels read bands by these roles (ndvi: red, nir; ndmi: nir, swir1; nbr: nir,
+# swir2).
 BAND_ROLES = ("red", "green", "blue", "nir")
 _ROLE_ALIASES = {
     "r": "red", "red": "red", "rot": "red",
@@ -27,7 +29,26 @@ _ROLE_ALIASES = {
     "b": "blue", "blue": "blue", "blau": "blue",
     "nir": "nir", "near infrared": "nir", "near-infrared": "nir", "infrared": "nir",
     "nearinfrared": "nir", "ir": "nir", "nir1": "nir",
+    "swir1": "swir1", "swir 1": "swir1", "swir-1": "swir1", "swir_1": "swir1",
+    "swir16": "swir1", "swir 16": "swir1", "shortwave infrared 1": "swir1",
+    "swir2": "swir2", "swir 2": "swir2", "swir-2": "swir2", "swir_2": "swir2",
+    "swir22": "swir2", "swir 22": "swir2", "shortwave infrared 2": "swir2",
+    "coastal": "coastal", "coastal aerosol": "coastal", "aerosol": "coastal",
+    "red edge 1": "rededge1", "rededge1": "rededge1", "red edge 2": "rededge2",
+    "rededge2": "rededge2", "red edge 3": "rededge3", "rededge3": "rededge3",
+    "nir08": "nir08", "narrow nir": "nir08", "nir narrow": "nir08",
 }  # fmt: skip
+# Band codes of the common sensors ("B11", "B8A", "SR_B6"): Sentinel-2 MSI, Landsat 8/9 OLI,
+# Landsat 4-7 TM/ETM+ (which has no reflective band 6).
+_SENTINEL2 = {
+    "b1": "coastal", "b2": "blue", "b3": "green", "b4": "red", "b5": "rededge1",
+    "b6": "rededge2", "b7": "rededge3", "b8": "nir", "b8a": "nir08", "b9": "water_vapour",
+    "b10": "cirrus", "b11": "swir1", "b12": "swir2",
+}  # fmt: skip
+_LANDSAT_OLI = {"b1": "coastal", "b2": "blue", "b3": "green", "b4": "red", "b5": "nir",
+                "b6": "swir1", "b7": "swir2", "b8": "pan", "b9": "cirrus"}
+_LANDSAT_TM = {"b1": "blue", "b2": "green", "b3": "red", "b4": "nir", "b5": "swir1",
+               "b7": "swir2", "b8": "pan"}
 
 
 @dataclass(frozen=True)
@@ -139,25 +160,69 @@ def slug_for(preset_name: str, classes: Sequence[ClassDef] = ()) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower() or "model"
 
 
-def band_role(description: str, index: int) -> str:
-    """Default role name of a band from its description (``red``, ``nir``, ``band_5``)."""
+def band_role(description: str, index: int, codes: dict[str, str] | None = None) -> str:
+    """Default role name of a band from its description (``red``, ``swir1``, ``band_5``).
+
+    Args:
+        description: The band's description ("SWIR1", "swir 1", "B11", "SR_B6", "Red").
+        index: 1-based band number (the fallback ``band_<index>``).
+        codes: Sensor band codes (``b11`` -> ``swir1``) for descriptions such as "B11";
+            default Sentinel-2's (see :func:`default_band_roles`, which picks the sensor).
+    """
     text = description.strip().lower()
     if text in _ROLE_ALIASES:
         return _ROLE_ALIASES[text]
-    for word in text.replace("_", " ").replace("-", " ").split():
-        if word in ("red", "green", "blue", "nir"):
+    code = _band_code(text)
+    if code is not None:
+        table = codes if codes is not None else _SENTINEL2
+        if code in table:
+            return table[code]
+    words = text.replace("_", " ").replace("-", " ").replace("(", " ").replace(")", " ")
+    words = " ".join(words.split())
+    for alias in sorted(_ROLE_ALIASES, key=len, reverse=True):
+        if len(alias) > 3 and f" {alias} " in f" {words} ":
+            return _ROLE_ALIASES[alias]
+    for word in words.split():
+        if word in ("red", "green", "blue", "nir", "swir1", "swir2"):
             return word
     if "infrared" in text and ("near" in text or "nir" in text):
         return "nir"
     return f"band_{index}"
 
 
+def _band_code(text: str) -> str | None:
+    """``b11`` of "B11", "B011", "SR_B6", "sentinel-2 b8a"; None for other descriptions."""
+    words = text.replace("-", " ").replace(":", " ").split()
+    if not words:
+        return None
+    last = words[-1]
+    for prefix in ("sr_", "toa_", "band_"):
+        if last.startswith(prefix):
+            last = last[len(prefix):]
+    if len(last) >= 2 and last[0] == "b" and last[1:].rstrip("a").isdigit():
+        digits = last[1:].rstrip("a")
+        return "b" + str(int(digits)) + last[1 + len(digits):]
+    return None
+
+
+def _sensor_codes(descriptions: Sequence[str]) -> dict[str, str]:
+    """The band-code table the descriptions suggest: Landsat (``SR_B``) or Sentinel-2."""
+    lowered = [d.strip().lower() for d in descriptions]
+    if any(d.startswith(("sr_b", "toa_b")) or "landsat" in d for d in lowered):
+        codes = {_band_code(d) for d in lowered}
+        return _LANDSAT_OLI if "b6" in codes or any("oli" in d for d in lowered) else _LANDSAT_TM
+    return _SENTINEL2
+
+
 def default_band_roles(descriptions: Sequence[str]) -> list[tuple[str, bool]]:
     """(role, include) per band: named roles from descriptions, unique, all included.
 
-    Without any recognisable description a 3- or 4-band raster is taken as R, G, B(, NIR).
+    Band codes ("B11", "SR_B6") are read as the sensor the descriptions suggest (Landsat
+    collection names ``SR_B*``, else Sentinel-2). Without any recognisable description a
+    3- or 4-band raster is taken as R, G, B(, NIR).
     """
-    roles = [band_role(d, i) for i, d in enumerate(descriptions, start=1)]
+    codes = _sensor_codes(descriptions)
+    roles = [band_role(d, i, codes) for i, d in enumerate(descriptions, start=1)]
     if all(r.startswith("band_") for r in roles) and len(roles) in (3, 4):
         roles = list(BAND_ROLES[: len(roles)])
     seen: set[str] = set()
@@ -168,6 +233,30 @@ def default_band_roles(descriptions: Sequence[str]) -> list[tuple[str, bool]]:
         seen.add(role)
         out.append((role, True))
     return out
+
+
+def model_mapping_fits(model_bands: Sequence[tuple[int, str]],
+                       descriptions: Sequence[str]) -> bool:
+    """Whether a model's band mapping applies to a raster as it is.
+
+    It fits when the raster has every band the model reads and either the raster's band
+    descriptions give those bands the model's roles (or names), or, without descriptions,
+    the raster has exactly as many bands as the model's highest band number. A model
+    trained on one band therefore does not shape the band table of a 6-band raster.
+
+    Args:
+        model_bands: (1-based band number, role) per model band.
+        descriptions: The raster's band descriptions ("" where none).
+    """
+    if not model_bands or max(i for i, _ in model_bands) > len(descriptions):
+        return False
+    codes = _sensor_codes(descriptions)
+    described = [(i, n) for i, n in model_bands if descriptions[i - 1].strip()]
+    if described:
+        return all(n.strip().lower() in (descriptions[i - 1].strip().lower(),
+                                         band_role(descriptions[i - 1], i, codes))
+                   for i, n in described)
+    return len(descriptions) == max(i for i, _ in model_bands)
 
 
 def bands_spec(rows: Iterable[tuple[int, str, bool]]) -> str:
