@@ -166,3 +166,33 @@ def test_evaluate_shows_and_saves_the_confusion_matrix(panel, scene, tiny_model,
         table = list(csv.reader(fh))
     assert [r[0] for r in table[1:]] == list(CLASSES) and table[0][1:] == list(CLASSES)
     assert [[int(v) for v in r[1:]] for r in table[1:]] == expected
+
+
+@pytest.mark.slow  # three evaluations: ~10-25 s on 2 CPU cores
+@needs_engine
+def test_class_mapping_reaches_the_engine(panel, scene, tiny_model, tmp_path: Path) -> None:
+    """Reference classes named otherwise ('cat': roof/meadow) map onto the model's classes."""
+    raster = QgsRasterLayer(str(scene.raster), "scene", "gdal")
+    labels = QgsVectorLayer(f"{scene.labels}|layername=labels", "reference", "ogr")
+    assert raster.isValid() and labels.isValid()
+    QgsProject.instance().addMapLayers([raster, labels])
+    panel.set_raster_layer(raster)
+    model = tmp_path / "tiny.tsm"
+    model.write_bytes(Path(tiny_model.path).read_bytes())
+    assert panel.load_model(model) is not None
+    panel.set_reference_layer(labels)
+    assert panel.reference_field_combo.currentField() == "klass"  # guessed
+    assert panel.evaluate(wait=True, timeout_s=120), panel.log_text()
+    by_name = panel.evaluation_table()
+    assert sum(map(sum, by_name)) == 18 * 64  # 18 boxes of 8 x 8 pixels
+    # unmapped names the model does not know are refused by the engine, shown in the panel
+    assert not panel.evaluate(labels, class_field="cat", class_map="", wait=True,
+                              timeout_s=120)
+    assert panel.last_error is not None and "roof" in panel.last_error[1]
+    assert panel.evaluation_table() == by_name  # the last good evaluation stays shown
+    assert panel.evaluate(labels, class_field="cat", class_map="roof=sealed,meadow=unsealed",
+                          wait=True, timeout_s=120), panel.log_text()
+    args = panel.last_jobs["evaluate"]["args"]
+    assert (args["class_field"], args["class_map"]) == ("cat", "roof=sealed,meadow=unsealed")
+    assert panel.evaluation_table() == by_name
+    assert panel.last_evaluation["class_map"] == "roof=sealed,meadow=unsealed"
