@@ -32,6 +32,7 @@ from .panel_export import ExportPanelMixin
 from .panel_jobs import JobsPanelMixin
 from .panel_labels import LabelsPanelMixin
 from .panel_predict import PredictPanelMixin
+from .panel_quick import QuickMapPanelMixin
 from .panel_terrain import TerrainPanelMixin
 from .panel_train import TrainPanelMixin
 from .presets import ClassDef
@@ -42,6 +43,7 @@ class TerraSegDock(
     DataPanelMixin,
     TerrainPanelMixin,
     LabelsPanelMixin,
+    QuickMapPanelMixin,
     TrainPanelMixin,
     PredictPanelMixin,
     EvaluatePanelMixin,
@@ -136,6 +138,7 @@ class TerraSegDock(
         layout.addWidget(self._build_data_box())
         layout.addWidget(self._build_terrain_box())
         layout.addWidget(self._build_labels_box())
+        layout.addWidget(self._build_quick_box())
         layout.addWidget(self._build_train_box())
         layout.addWidget(self._build_predict_box())
         layout.addWidget(self._build_evaluate_box())
@@ -228,6 +231,7 @@ class TerraSegDock(
         self.last_results = None
         self.last_evaluation = None
         self.show_evaluation(None)
+        self.predict_summary.setText("")
         self._update_buttons()
 
     # ------------------------------------------------------------------------------------
@@ -239,6 +243,7 @@ class TerraSegDock(
         has_labels = self._label_layer is not None and label_layer.is_label_layer(
             self._label_layer)
         self.train_button.setEnabled(not busy and has_raster and has_labels)
+        self.quick_button.setEnabled(not busy and has_raster and has_labels)
         self.predict_button.setEnabled(not busy and has_raster and bool(self.last_model))
         self.vectorise_button.setEnabled(not busy and bool(self.last_results))
         self.areas_button.setEnabled(not busy and bool(self.last_results))
@@ -264,6 +269,7 @@ class TerraSegDock(
         if self.job is not None and self.job.is_running():
             self.job.cancel()
             self.job.wait(15000)
+        self.stop_inspect()
         self._disconnect_label_layer()
         self._label_layer = None
         if self._temp_dir:
