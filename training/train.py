@@ -85,6 +85,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     check_output_targets(model_file_paths(out), opts.overwrite, "--out")
     L.seed_everything(opts.split.seed, workers=True, verbose=False)
     init_meta = read_meta(opts.network.init_model) if opts.network.init_model else None
+    split_meta = read_split_from(opts.split.split_from) if opts.split.split_from else None
     if init_meta is not None:  # fine-tuning keeps the initial model's architecture
         kind = get_entry(init_meta.architecture.name).kind
         opts = dataclasses.replace(opts, network=kind.keep_shape(init_meta, opts.network))
@@ -125,9 +126,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
                 f"k = {sp.k_folds} folds is larger than the number of {what} ({units}).",
                 f"Use --k {units} or fewer, or draw more polygons.")
     sample_px, block_px = kind.sample_px(opts.network)
-    prev_path = sp.split_from or opts.network.init_model
-    prev_meta = (init_meta if prev_path == opts.network.init_model
-                 else read_meta(prev_path) if prev_path else None)
+    prev_path = sp.split_from or opts.network.init_model  # the model retrained from
+    prev_meta = split_meta or init_meta
     kept_split = previous_split(prev_meta, prev_path, split_cfg, rep)
     index = build_index(labels, split_cfg, block_px, kept_split)
     if kept_split is not None:
@@ -245,6 +245,19 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     if previous is not None:
         result["previous"] = previous
     return result
+
+
+def read_split_from(path: str) -> ModelMeta:
+    """The metadata of the ``--split-from`` model.
+
+    Raises:
+        ModelFileError: Not a file, or not a readable model file.
+    """
+    if not Path(path).is_file():
+        raise ModelFileError(f"--split-from {path} is not a file.",
+                             "Give the model file whose split to keep (e.g. the last model "
+                             "of the models folder), or leave out --split-from.")
+    return read_meta(path)
 
 
 def previous_split(meta: ModelMeta | None, path: str | None, cfg: SplitConfig,

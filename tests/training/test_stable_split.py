@@ -287,3 +287,13 @@ def test_label_raster_regions_are_keyed_by_class_and_pixel_box(tmp_path: Path) -
     assert ls.region_keys == (f"r:{names[0]}:2,3,6,9", f"r:{names[0]}:20,10,30,12",
                               f"r:{names[1]}:10,20,14,31")
     assert ls.region_keys[int(ls.regions[21, 10]) - 1] == f"r:{names[0]}:20,10,30,12"
+
+
+def test_split_from_a_missing_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    from terraseg.protocol.errors import ModelFileError
+
+    opts = TrainOptions.build(raster=str(tmp_path / "none.tif"), labels="l.gpkg",
+                              out=str(tmp_path / "m.tsm"), split_from=str(tmp_path / "x.tsm"))
+    with pytest.raises(ModelFileError) as exc:
+        run_train(opts, Recorder())
+    assert exc.value.message == f"--split-from {tmp_path / 'x.tsm'} is not a file."
