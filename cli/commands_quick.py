@@ -40,6 +40,10 @@ def _quickmap_args(p: argparse.ArgumentParser) -> None:
                    help="share of polygons held out for validation, as for train")
     p.add_argument("--seed", type=int, default=split.seed,
                    help="seed of the split (as train's), the pixel sample and the forest")
+    p.add_argument("--split-from", metavar="MODEL",
+                   help="keep the train/validation split recorded in this model file (its "
+                        "validation polygons stay held out; new polygons are split among "
+                        "themselves), as train --split-from")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -61,9 +65,28 @@ def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True)
     labels = load_labels(a.labels, source.grid, class_field=a.class_field,
                          class_map=ClassMapping.parse(a.class_map))
-    index = build_index(labels, split_cfg, READ_BLOCK_PX)
-    return quick_map(source, labels, index.split_map, a.out_dir, reporter, settings,
-                     window=a.window, extent_layer=a.extent_layer, overwrite=a.overwrite)
+    index = build_index(labels, split_cfg, READ_BLOCK_PX, _kept_split(a, split_cfg, reporter))
+    if a.split_from:
+        reporter.log(f"split of {a.split_from} kept for {index.kept_regions} region(s); new "
+                     "regions are split among themselves")
+    result = quick_map(source, labels, index.split_map, a.out_dir, reporter, settings,
+                       window=a.window, extent_layer=a.extent_layer, overwrite=a.overwrite)
+    sides = list(index.region_split.values())
+    result["split"] = {"mode": a.split, "seed": a.seed, "split_from": a.split_from,
+                       "kept_regions": index.kept_regions,
+                       "regions": {"train": sides.count(0), "val": sides.count(1)},
+                       "validation_regions": list(index.keys_by_split(labels)["val"])}
+    return result
+
+
+def _kept_split(a: argparse.Namespace, cfg: Any, reporter: Reporter) -> dict[str, int] | None:
+    """Region key -> side recorded in ``--split-from``'s model (None: a fresh split)."""
+    if not a.split_from:
+        return None
+    from terraseg.core.modelfile import read_meta
+    from terraseg.training.train import previous_split
+
+    return previous_split(read_meta(a.split_from), a.split_from, cfg, reporter)
 
 
 def _print_quickmap(result: dict[str, Any]) -> str:

@@ -87,7 +87,8 @@ class QuickMapPanelMixin:
         """Map the whole raster with a random forest fitted on the label layer's polygons.
 
         Saves pending label edits first; the results go to 'TerraSeg results' as
-        Predict's do.
+        Predict's do. With a model trained or loaded, its split is kept (``split_from``):
+        the quick map is measured on the model's validation polygons.
 
         Args:
             wait: Block (running the Qt event loop) until the job has ended.
@@ -124,10 +125,14 @@ class QuickMapPanelMixin:
             labels_path = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
         except OSError as exc:
             return self._refuse("Quick map", str(exc))
+        # after a training, the model's validation polygons stay held out here too
+        split_from = (self.last_model if self.last_model and Path(self.last_model).is_file()
+                      else None)
         job = jobs.quickmap_job(raster=raster_path, labels=labels_path, out_dir=str(out_dir),
                                 class_field=label_layer.CLASS_FIELD,
                                 class_map=presets.class_map(classes), bands=bands,
-                                val_fraction=round(self.val_spin.value(), 4))
+                                val_fraction=round(self.val_spin.value(), 4),
+                                split_from=split_from)
         self._log("info", f"Quick map of {raster.name()} from {layer.name()} (random forest; "
                           f"bands {bands}) into {out_dir}")
         return self._start_job("quickmap", job, self._on_quickmap_result, wait, timeout_s)

@@ -83,6 +83,38 @@ def test_quickmap_worker_job_ends_with_predict_shaped_result(scene, tmp_path: Pa
     assert progress and progress[-1].stage == "quickmap" and progress[-1].fraction == 1.0
 
 
+def _quickmap_job(scene, out_dir: Path, cwd: Path, **args) -> dict:
+    """The result payload of a quickmap worker job."""
+    job = {"command": "quickmap", "args": {
+        "raster": str(scene.raster), "labels": str(scene.labels), "class_field": "klass",
+        "out_dir": str(out_dir), "trees": 10, **args}}
+    proc = terraseg("worker", cwd=cwd, stdin=json.dumps(job))
+    assert proc.returncode == 0, proc.stderr
+    return parse_line(proc.stdout.strip().splitlines()[-1]).payload
+
+
+@pytest.mark.slow
+def test_quickmap_keeps_the_split_of_a_model(scene, tmp_path: Path) -> None:
+    """--split-from: the model's validation polygons are the quick map's, whatever the seed."""
+    model = tmp_path / "m.tsm"
+    trained = terraseg("train", "--raster", scene.raster, "--labels", scene.labels,
+                       "--class-field", "klass", "--out", model, "--patch-size", "23",
+                       "--blocks", "1,1,1", "--epochs", "1", "--samples-per-epoch", "64",
+                       "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    from terraseg.core.modelfile import read_meta
+
+    held_out = sorted(read_meta(model).split.keys_by_split["val"])
+    assert held_out
+    kept = _quickmap_job(scene, tmp_path / "kept", tmp_path, seed=5, split_from=str(model))
+    assert sorted(kept["split"]["validation_regions"]) == held_out
+    assert kept["split"]["kept_regions"] == 32 and kept["split"]["split_from"] == str(model)
+    fresh = _quickmap_job(scene, tmp_path / "fresh", tmp_path, seed=5)
+    assert sorted(fresh["split"]["validation_regions"]) != held_out
+    assert fresh["split"]["kept_regions"] == 0
+    assert fresh["split"]["regions"] == kept["split"]["regions"] == {"train": 26, "val": 6}
+
+
 @pytest.mark.parametrize("flag, value, words", [
     ("--trees", "0", "--trees"), ("--seed", "-1", "--seed"),
     ("--val-fraction", "1.5", "val_fraction"), ("--max-samples", "5", "--max-samples")])

@@ -61,6 +61,7 @@ def test_quick_map_adds_two_layers_and_shows_held_out_accuracy(panel, tmp_path: 
     assert args["class_field"] == "class" and args["bands"] == "red=1,green=2,blue=3,nir=4"
     assert args["class_map"] == "sealed=sealed,unsealed=unsealed"
     assert args["val_fraction"] == pytest.approx(panel.val_spin.value())
+    assert "split_from" not in args  # no model yet: training's fresh split
     assert not panel.label_layer().isModified()  # the edits were saved first
 
     group = QgsProject.instance().layerTreeRoot().findGroup(results.GROUP_NAME)
@@ -87,6 +88,22 @@ def test_quick_map_adds_two_layers_and_shows_held_out_accuracy(panel, tmp_path: 
     assert "F1 sealed 1.000, unsealed 1.000" in summary
     assert NEXT_STEP in summary and NEXT_STEP in panel.log_text()
     assert panel.vectorise_button.isEnabled()  # the quick map can be exported like a prediction
+
+
+def test_quick_map_keeps_the_split_of_the_last_model(panel, tmp_path: Path,
+                                                    tiny_model) -> None:
+    raster = _raster(tmp_path)
+    panel.set_raster_layer(raster)
+    assert panel.load_model(tiny_model.path) is not None
+    assert panel.new_label_layer(tmp_path / "labels.gpkg") is not None
+    _draw(panel)
+    assert panel.quick_map(wait=True, timeout_s=120), panel.log_text()
+    assert panel.last_jobs["quickmap"]["args"]["split_from"] == str(tiny_model.path)
+    split = panel.last_results["result"]["split"]
+    assert split["split_from"] == str(tiny_model.path)
+    assert split["regions"]["val"] > 0 and split["regions"]["train"] > 0
+    assert panel.last_model == str(tiny_model.path)  # the quick map does not replace it
+    assert f"split of {tiny_model.path} kept" in panel.log_text()
 
 
 def test_quick_map_needs_two_labelled_classes(panel, tmp_path: Path) -> None:
