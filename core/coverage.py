@@ -184,7 +184,7 @@ def inspect_raster(raster: str | Path, band_spec: str | None = None,
     with open_raster(raster) as ds:
         for b in range(1, ds.count + 1):
             values = ds.read(b, out_shape=(h, w), resampling=Resampling.nearest)
-            finite = np.isfinite(values) if values.dtype.kind == "f" else np.ones((h, w), bool)
+            finite = np.isfinite(values)
             if nodata is not None:
                 ok = finite & (values != np.asarray(nodata, dtype=values.dtype))
                 band_nodata: float | None = float(nodata)
