@@ -9,7 +9,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QSpinBox, QWidget
+from qgis.PyQt.QtWidgets import QFileDialog, QSpinBox, QWidget
 
 TITLE = "TerraSeg"
 METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -49,6 +49,18 @@ def unique_path(path: Path) -> Path:
 def exec_qt(obj: Any) -> Any:
     """``exec()`` of a dialog or event loop (``exec_`` on Qt5 bindings)."""
     return obj.exec_() if hasattr(obj, "exec_") else obj.exec()
+
+
+def save_file_name(parent: QWidget, title: str, default: str, file_filter: str) -> str:
+    """A file name to write, from a save dialog that does not ask about replacing it.
+
+    The panel asks once itself, for every file an action writes (an export's CSV and its
+    zone files), and then passes ``overwrite`` to the job; the dialog asking as well made
+    the analyst answer twice. Returns "" when cancelled.
+    """
+    chosen, _ = QFileDialog.getSaveFileName(parent, title, default, file_filter,
+                                            options=QFileDialog.Option.DontConfirmOverwrite)
+    return chosen
 
 
 def layer_id(layer: Any) -> str | None:

@@ -12,7 +12,6 @@ from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHeaderView,
     QLabel,
@@ -23,7 +22,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import jobs, results
-from .panel_common import group_box, layer_filter
+from .panel_common import group_box, layer_filter, save_file_name
 
 #: The area table's percentage column: a share of the classified pixels only.
 AREA_PERCENT_HEADER = "% of classified"
@@ -47,11 +46,8 @@ class ExportPanelMixin:
         """
         if path is None:
             default = Path(self.last_results["folder"]) / default_name
-            # the panel asks about existing files once (_check_targets), for every file
-            # the export writes; the file dialog must not ask as well
-            chosen, _ = QFileDialog.getSaveFileName(
-                self, title, str(default), file_filter,
-                options=QFileDialog.Option.DontConfirmOverwrite)
+            # existing files are asked about once, by _check_targets
+            chosen = save_file_name(self, title, str(default), file_filter)
             if not chosen:
                 return None
             path = chosen

@@ -179,10 +179,11 @@ class JobsPanelMixin:
             self.iface.messageBar().pushMessage(TITLE, f"{self.job_kind} cancelled",
                                                 Qgis.MessageLevel.Info, 5)
             return
-        # the engine speaks of command-line flags; the panel of its own controls
-        command = (self.last_jobs.get(self.job_kind or "") or {}).get("command")
-        message, hint = panel_wording(message, command), panel_wording(hint, command)
-        self.last_error = (kind, message, hint)
+        if kind != "WorkerCrashed":  # (a crash quotes the engine's output as it was)
+            # the engine speaks of command-line flags; the panel of its own controls
+            command = (self.last_jobs.get(self.job_kind or "") or {}).get("command")
+            message, hint = panel_wording(message, command), panel_wording(hint, command)
+            self.last_error = (kind, message, hint)
         self._show_error(f"{TITLE} {self.job_kind} failed", f"{kind}: {message}", hint)
 
     def _on_finished(self, exit_code: int) -> None:

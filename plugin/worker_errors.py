@@ -38,6 +38,7 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     # Data & task, Labels, Terrain inputs
     "raster": {ANY: "the Raster in Data & task"},
     "bands": {ANY: "the Bands table in Data & task"},
+    "nodata": {ANY: "the Nodata value in Data & task"},
     "class-map": {ANY: "the Classes table in Data & task"},
     "labels": {ANY: "the label layer in Labels"},
     "class-field": {ANY: "the label layer's 'class' field (Labels)"},
@@ -64,6 +65,8 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "batch-size": {ANY: "the Batch size in Train > Advanced"},
     "samples-per-epoch": {ANY: "Samples per epoch in Train > Advanced"},
     "val-fraction": {ANY: "the Validation fraction in Train > Advanced"},
+    "split-from": {ANY: "the last model's validation split (kept when retraining and by "
+                        "the Quick map)"},
     "augment": {ANY: "Augmentation in Train > Advanced"},
     "accelerator": {ANY: "the Device in Train > Advanced"},
     "cache-dir": {ANY: "the Cache folder in Train > Advanced"},

@@ -27,11 +27,12 @@ import pytest
 from helpers.paths import ROOT
 from helpers.qgis_support import needs_engine, pixel_box
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer, QgsVectorLayerUtils
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QLineEdit,
     QRadioButton,
     QWidget,
@@ -45,7 +46,7 @@ ABSENT = object()
 # job fields that change on every run (time-stamped names, temporary copies of layers)
 VOLATILE = {"out", "out_dir", "extent_layer", "zones"}
 # the panel's action buttons and the job kind each one starts
-ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate")
+ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap")
 INPUT_TYPES = (QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QLineEdit)
 
 # Input widgets that reach no job, each with the reason.
@@ -131,6 +132,9 @@ class Control:
     why: str = ""
 
 
+NODATA_JOBS = ("train", "predict", "evaluate")
+LANDSLIDE_MAP = "landslide=landslide,no landslide=no landslide"
+
 # Rows run in this order on one panel; a row's baseline is the jobs just before it.
 CONTROLS = (
     # Train (fine-tuning takes the last model's architecture, so 'From scratch' comes first)
@@ -144,7 +148,8 @@ CONTROLS = (
     Control("lr_spin", spin(0.005), {"train": {"lr": 0.005}}),
     Control("batch_spin", spin(8), {"train": {"batch_size": 8}}),
     Control("samples_spin", spin(300), {"train": {"samples_per_epoch": 300}}),
-    Control("val_spin", spin(0.3), {"train": {"val_fraction": 0.3}}),
+    Control("val_spin", spin(0.3), {"train": {"val_fraction": 0.3},
+                                    "quickmap": {"val_fraction": 0.3}}),
     Control("augment_edit", text("flip"), {"train": {"augment": "flip"}}),
     Control("accelerator_combo", text("cpu"), {"train": {"accelerator": "cpu"}}),
     Control("cache_edit", lambda w, ctx: w.setText(str(ctx.tmp / "cache")),
@@ -187,18 +192,22 @@ CONTROLS = (
     Control("reference_map_edit", text("1=sealed,*=unsealed"),
             {"evaluate": {"class_map": "1=sealed,*=unsealed"}}),
     # Data & task, Labels
+    Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS},
+            why="quickmap has no nodata option (engine), so the box does not reach it"),
     Control("band_table", cell(3, 3, "nir_b"),
             {kind: {"bands": "red=1,green=2,blue=3,nir_b=4"}
-             for kind in ("train", "predict", "evaluate")}),
+             for kind in ("train", "predict", "evaluate", "quickmap")}),
     Control("raster_combo", pick_layer("raster2"),
-            {kind: {"raster": path_of("raster2")} for kind in ("train", "predict", "evaluate")}),
-    Control("label_combo", pick_layer("labels2"), {"train": {"labels": path_of("labels2")}}),
+            {kind: {"raster": path_of("raster2")}
+             for kind in ("train", "predict", "evaluate", "quickmap")}),
+    Control("label_combo", pick_layer("labels2"), {kind: {"labels": path_of("labels2")}
+                                                   for kind in ("train", "quickmap")}),
     Control("preset_combo", text("Landslides"),
-            {"train": {"class_map": "landslide=landslide,no landslide=no landslide",
-                       "model": "unet_small", "tile_size": 64}}),
+            {"train": {"class_map": LANDSLIDE_MAP, "model": "unet_small", "tile_size": 64},
+             "quickmap": {"class_map": LANDSLIDE_MAP}}),
     Control("class_table", cell(1, 0, "sealed"),
-            {"train": {"class_map": "water=water,sealed=sealed,agriculture=agriculture,"
-                                    "built-up=built-up"}},
+            {kind: {"class_map": "water=water,sealed=sealed,agriculture=agriculture,"
+                                 "built-up=built-up"} for kind in ("train", "quickmap")},
             prepare=lambda ctx: ctx.dock.preset_combo.setCurrentText("Land cover"),
             why="only Land cover's classes are editable; 'water' and 'sealed' are labelled"),
 )
@@ -207,20 +216,41 @@ CONTROLS = (
 # ----------------------------------------------------------------------------------------
 # the panel and its recorded jobs
 # ----------------------------------------------------------------------------------------
-class JobRecorder:
-    """Stands in for the panel's ``_start_job``: keeps the job dicts, starts no worker."""
+class RecordingWorker(QObject):
+    """Stands in for the panel's WorkerJob: keeps the job dicts, starts no process.
 
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+    Every job ends at once without a result, except the overall area table, which reports
+    an empty one so that the panel starts its zone job as after a real run.
+    """
 
-    def __call__(self, kind: str, job: dict[str, Any],
-                 on_result: Callable[[dict[str, Any]], None], wait: bool = False,
-                 timeout_s: float = 3600.0) -> bool:
-        key = "areas_zones" if kind == "areas" and "zones" in job["args"] else kind
-        assert key not in self.jobs, f"{key} started twice by one click"
-        self.jobs[key] = job
-        self.handlers[key] = on_result
+    progress = pyqtSignal(float, str, object, str)
+    log = pyqtSignal(str, str)
+    metrics = pyqtSignal(int, object)
+    result = pyqtSignal(object)
+    error = pyqtSignal(str, str, str)
+    finished = pyqtSignal(int)
+    jobs: dict[str, dict[str, Any]] = {}
+
+    def __init__(self, engine: Any = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+
+    def start(self, job: dict[str, Any]) -> None:
+        args = job["args"]
+        key = "areas_zones" if job["command"] == "areas" and "zones" in args else (
+            job["command"])
+        assert key not in self.jobs, f"{key} started twice by one round of clicks"
+        RecordingWorker.jobs[key] = job
+        if key == "areas":
+            self.result.emit({"rows": [], "csv": args["out_csv"]})
+        self.finished.emit(0)
+
+    def is_running(self) -> bool:
+        return False
+
+    def cancel(self) -> None:
+        pass
+
+    def wait(self, _ms: int = 0) -> bool:
         return True
 
 
@@ -238,7 +268,7 @@ def add_labels(layer: QgsVectorLayer, classes: list[str]) -> None:
 @pytest.fixture(scope="module")
 def ctx(qgis_iface, scene, tmp_path_factory):
     """A panel with raster, labels of every preset's classes, a model and a prediction."""
-    from terraseg.plugin import panel_export
+    from terraseg.plugin import panel_jobs
     from terraseg.plugin.dock import TerraSegDock
 
     tmp = tmp_path_factory.mktemp("controls")
@@ -276,42 +306,38 @@ def ctx(qgis_iface, scene, tmp_path_factory):
                          "model": str(model), "class_list": dock.result_classes()}
     dock._update_buttons()
 
-    recorder = JobRecorder()
-    dock._start_job = recorder  # the worker is never started
     dialogs: list[tuple[str, Any]] = []
 
     def save_name(_parent, title, _default, _filter, **kwargs):
         dialogs.append((title, kwargs.get("options")))
         return str(tmp / ("classes.gpkg" if "polygon" in title.lower() else "areas.csv")), ""
 
-    original = panel_export.QFileDialog.getSaveFileName
-    panel_export.QFileDialog.getSaveFileName = save_name
+    patch = pytest.MonkeyPatch()
+    patch.setattr(QFileDialog, "getSaveFileName", save_name)
+    patch.setattr(panel_jobs, "WorkerJob", RecordingWorker)  # no engine process is started
     yield SimpleNamespace(
-        dock=dock, recorder=recorder, tmp=tmp, dialogs=dialogs, labels=labels,
+        dock=dock, tmp=tmp, dialogs=dialogs, labels=labels,
         labels_path=tmp / "labels.gpkg", labels2=labels2, labels2_path=tmp / "labels2.gpkg",
         scene_labels=scene_labels, scene_labels_path=scene.labels,
         **layers, **{f"{name}_path": path for name, path in copies.items()})
-    panel_export.QFileDialog.getSaveFileName = original
+    patch.undo()
     dock.shutdown()
     dock.deleteLater()
     project.removeAllMapLayers()
 
 
+ACTION_BUTTONS = ("train_button", "predict_button", "vectorise_button", "areas_button",
+                  "evaluate_button", "quick_button")
+
+
 def run_actions(ctx: Any) -> dict[str, dict[str, Any]]:
-    """Click every action button; the jobs they started, by kind."""
-    dock, recorder = ctx.dock, ctx.recorder
-    recorder.jobs.clear()
-    recorder.handlers.clear()
-    for button in (dock.train_button, dock.predict_button, dock.vectorise_button,
-                   dock.areas_button, dock.evaluate_button):
-        assert button.isEnabled(), f"{button.objectName()}: {button.toolTip()}"
+    """Click every action button; the jobs they sent to the (recording) worker, by kind."""
+    RecordingWorker.jobs = {}
+    for name in ACTION_BUTTONS:
+        button = getattr(ctx.dock, name)
+        assert button.isEnabled(), f"{name}: {button.toolTip()}"
         button.click()
-    if "areas" in recorder.jobs:  # the zone table is a second job after the overall one
-        recorder.handlers["areas"]({"rows": [], "csv": str(ctx.tmp / "areas.csv")})
-        step, dock._next_step = dock._next_step, None
-        if step is not None:
-            step()
-    return {kind: dict(job["args"]) for kind, job in recorder.jobs.items()}
+    return {kind: dict(job["args"]) for kind, job in RecordingWorker.jobs.items()}
 
 
 def stable(args: dict[str, Any]) -> dict[str, Any]:
@@ -400,8 +426,6 @@ def test_predict_and_export_minimum_areas_are_separate_boxes(ctx) -> None:
     assert "min_area" not in jobs["predict"]
     assert jobs["vectorise"]["min_area"] == 40.0
     # export file dialogs never ask about replacing (the panel asks once, for every file)
-    from qgis.PyQt.QtWidgets import QFileDialog
-
     assert ctx.dialogs
     for title, options in ctx.dialogs:
         assert options is not None and options & QFileDialog.Option.DontConfirmOverwrite, title

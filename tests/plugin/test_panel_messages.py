@@ -198,8 +198,6 @@ def test_disabled_buttons_say_why(dock, scene, tmp_path: Path) -> None:
 @pytest.fixture
 def exporting(dock, monkeypatch, tmp_path: Path):
     """The panel after a prediction (a hand-made class map), dialogs and questions counted."""
-    from terraseg.plugin import panel_export
-
     model = tmp_path / "legacy.tsm"
     shutil.copy(LEGACY_MODEL, model)
     classes = class_raster(tmp_path / "classes.tif")
@@ -214,7 +212,7 @@ def exporting(dock, monkeypatch, tmp_path: Path):
         calls["dialogs"].append(kwargs.get("options"))
         return str(Path(default)), ""
 
-    monkeypatch.setattr(panel_export.QFileDialog, "getSaveFileName", save_name)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_name)
     confirm = dock._confirm
 
     def counted(title: str, text: str) -> bool:
