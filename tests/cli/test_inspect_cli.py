@@ -14,7 +14,7 @@ import pytest
 import rasterio
 from helpers.patch_models import PARAMS, metadata, randomise, smooth_random
 from helpers.paths import ROOT, TERRASEG
-from helpers.synthetic import make_scene, write_raster
+from helpers.synthetic import make_scene, pixel_box, write_polygons, write_raster
 
 from terraseg.core.modelfile import read_metadata, save_model
 from terraseg.core.models.registry import build_model
@@ -102,6 +102,23 @@ def test_predict_with_nodata_leaves_the_frame_nodata(tmp_path: Path) -> None:
     assert not plain.mask.any()  # zeros read as data: the frame gets classes
     assert masked.mask[~inside].all() and not masked.mask[inside].any()
     np.testing.assert_array_less(0, masked.data[inside])
+
+
+def test_evaluate_with_nodata_leaves_reference_on_the_frame_out(tmp_path: Path) -> None:
+    raster = _framed(tmp_path)
+    net = randomise(build_model("patch_cnn", PARAMS), seed=0)
+    model = save_model(tmp_path / "m.tsm", net, metadata(net))
+    reference = write_polygons(tmp_path / "ref.gpkg", [
+        (pixel_box(0, 0, 10, 10), "sealed", "x"),       # 100 px on the zero frame
+        (pixel_box(30, 30, 40, 40), "unsealed", "x")])  # 100 px on data
+    counts = {}
+    for name, extra in (("plain", []), ("nodata", ["--nodata", "0"])):
+        ok(terraseg("evaluate", "--model", model, "--raster", raster, "--reference", reference,
+                    "--class-field", "klass", "--out-dir", tmp_path / name, "--device", "cpu",
+                    *extra))
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        counts[name] = (metrics["n_reference_pixels"], metrics["n_outside_valid_data"])
+    assert counts == {"plain": (200, 0), "nodata": (200, 100)}
 
 
 def test_train_with_nodata_drops_labels_on_it_and_records_it(tmp_path: Path) -> None:
