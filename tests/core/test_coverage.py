@@ -135,6 +135,13 @@ def test_source_honours_the_nodata_override(tmp_path: Path) -> None:
         assert int(valid.sum()) == 40 * 55 and src.nodata == 0.0
     with pytest.raises(RasterError, match="not a finite number"):
         RasterSource(raster, nodata=float("nan"))
+    # the training cache keeps another validity mask under another key
+    from terraseg.training.cache import raster_fingerprint
+
+    with RasterSource(raster) as plain, RasterSource(raster, nodata=0) as masked:
+        assert raster_fingerprint(plain) != raster_fingerprint(masked)
+        masked.override_nodata(None)
+        assert raster_fingerprint(plain) == raster_fingerprint(masked)
 
 
 @pytest.mark.skipif(not CHITTAGONG.exists(), reason="Chittagong chips not in ../shared/data")
