@@ -225,16 +225,28 @@ class JobsPanelMixin:
         results = [] if self.last_results else [
             "No prediction yet: Predict first; exports come from its class map."]
         return {"train_button": busy + raster + labels,
+                "quick_button": busy + raster + labels,
                 "predict_button": busy + raster + model,
+                "evaluate_button": busy + raster + model,
                 "vectorise_button": busy + results,
                 "areas_button": busy + results}
 
     def _explain_buttons(self) -> None:
-        """Tooltips of the action buttons: what they do, or why they are disabled."""
+        """Tooltips of the action buttons: what they do, or why they are disabled.
+
+        A button's own tooltip (set where it is built) is kept as what it does unless
+        :data:`BUTTON_HELP` names it.
+        """
         for name, reasons in self.button_blockers().items():
-            button = getattr(self, name)
+            button = getattr(self, name, None)
+            if button is None:
+                continue
+            help_text = BUTTON_HELP.get(name) or button.property("terraseg_help")
+            if help_text is None:
+                help_text = button.toolTip()
+                button.setProperty("terraseg_help", help_text)
             if button.isEnabled():
-                button.setToolTip(BUTTON_HELP[name])
+                button.setToolTip(help_text)
             else:
                 button.setToolTip("Disabled: " + (" ".join(reasons) or "not available now."))
 

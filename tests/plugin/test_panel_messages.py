@@ -165,7 +165,10 @@ def test_disabled_buttons_say_why(dock, scene, tmp_path: Path) -> None:
         button = getattr(dock, name)
         return ("enabled: " if button.isEnabled() else "") + button.toolTip()
 
+    # a button's own tooltip stays what it does (Quick map's is set where it is built)
+    assert dock.quick_button.property("terraseg_help").startswith("Fits a random forest")
     assert tip("predict_button").startswith("Disabled: Choose a raster layer")
+    assert tip("evaluate_button") == tip("predict_button")  # same needs as Predict
     assert "No model yet" in tip("predict_button")
     assert tip("train_button") == ("Disabled: Choose a raster layer under Data & task. "
                                    "Choose or create a label layer under Labels.")
@@ -177,10 +180,12 @@ def test_disabled_buttons_say_why(dock, scene, tmp_path: Path) -> None:
     assert tip("predict_button") == ("Disabled: No model yet: train one, or load one "
                                      "(Load model… in Data & task).")
     assert tip("train_button") == "Disabled: Choose or create a label layer under Labels."
+    assert tip("quick_button") == tip("train_button")  # same needs as Train
     model = tmp_path / "legacy.tsm"
     shutil.copy(LEGACY_MODEL, model)
     dock.load_model(model)
     assert tip("predict_button") == "enabled: " + BUTTON_HELP["predict_button"]
+    assert tip("evaluate_button").startswith("enabled: ")
     dock.job, dock.job_kind = object(), "train"  # a running job, as _start_job sets it
     try:
         dock._update_buttons()
