@@ -96,7 +96,8 @@ class DataPanelMixin:
         form.addRow("Nodata value", self.nodata_edit)
         self.band_coverage: dict[str, Any] | None = None
         self._inspect_worker: WorkerJob | None = None
-        self._inspect_request: tuple[Any, ...] | None = None
+        self._inspect_request: tuple[Any, ...] | None = None  # what band_coverage answers
+        self._inspect_failed: tuple[Any, ...] | None = None  # a request the engine refused
         self._inspect_deferred = False
         self._inspect_generation = 0
         self._coverage_raster_id: str | None = None
@@ -295,13 +296,19 @@ class DataPanelMixin:
                 job = {**job, "args": {**job.get("args", {}), "nodata": nodata}}
         return super()._start_job(kind, job, on_result, wait, timeout_s)  # type: ignore[misc]
 
-    def _has_labels(self) -> bool:
+    def _labels_key(self) -> tuple[str, int] | None:
+        """The label layer's id and feature count when it has polygons, else None."""
         layer = self._label_layer
-        return (layer is not None and label_layer.is_label_layer(layer)
-                and layer.featureCount() > 0)
+        if layer is None or not label_layer.is_label_layer(layer) or not layer.featureCount():
+            return None
+        return layer.id(), int(layer.featureCount())
 
     def _inspect_key(self) -> tuple[Any, ...] | None:
-        """What a coverage measurement depends on now: raster, bands, nodata, labels."""
+        """What a coverage measurement depends on now: raster, bands, nodata, labels.
+
+        Labels count by layer and number of polygons: the coverage of the labelled pixels is
+        measured again before training when polygons were added since.
+        """
         raster = self.raster_layer()
         if raster is None:
             return None
@@ -311,17 +318,17 @@ class DataPanelMixin:
         except ValueError:
             return None
         chosen = tuple(i for i, _role, include in self.band_rows() if include)
-        return raster_path, chosen, nodata, self._has_labels()
+        return raster_path, chosen, nodata, self._labels_key()
 
     def _inspect_request_now(self) -> dict[str, Any] | None:
         """The inspect job for the raster, bands, labels and nodata as chosen now."""
         key = self._inspect_key()
         if key is None:
             return None
-        raster_path, chosen, nodata, has_labels = key
+        raster_path, chosen, nodata, labels_key = key
         labels, class_field = None, None
         layer = self._label_layer
-        if has_labels and layer is not None:
+        if labels_key is not None and layer is not None:
             try:
                 labels = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
                 class_field = label_layer.CLASS_FIELD
@@ -396,6 +403,8 @@ class DataPanelMixin:
         deadline.setSingleShot(True)
         deadline.start(int(timeout_s * 1000))
         while deadline.isActive() and not self._coverage_current():
+            if self._inspect_failed is not None and self._inspect_failed == self._inspect_key():
+                break  # the engine could not measure this choice
             if not self._inspect_timer.isActive() and self._inspect_worker is None:
                 if not self.inspect_raster():
                     break
@@ -420,6 +429,7 @@ class DataPanelMixin:
             args = {k: v for k, v in job["args"].items() if k not in ("labels", "class_field")}
             self._launch_inspect(loc, {**job, "args": args}, request)
             return
+        self._inspect_failed = request
         self.coverage_label.setText(f"Band coverage not measured: {message}")
         self._log("warning", f"Band coverage not measured: {kind}: {message}")
 
@@ -427,7 +437,7 @@ class DataPanelMixin:
                            result: dict[str, Any]) -> None:
         if generation != self._inspect_generation:
             return  # an older request
-        self._inspect_request = request
+        self._inspect_request, self._inspect_failed = request, None
         self.band_coverage = result
         by_band = {int(b["index"]): b for b in result.get("bands", [])}
         self.band_table.blockSignals(True)

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from helpers.paths import ROOT, run_engine_python
 from helpers.qgis_support import needs_engine
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayerUtils,
+)
 
 pytestmark = needs_engine
 
@@ -130,3 +136,35 @@ def test_demo_raster_coverage_best_bands_and_warning(panel) -> None:
     assert "Bands cut coverage" not in panel.log_text()[n_log:]
     assert panel.band_coverage["valid_fraction"] == pytest.approx(0.8467, abs=1e-4)
     assert not panel.best_bands_button.isEnabled()
+
+
+def _demo_box(row: int, col: int) -> QgsGeometry:
+    """10 x 10 pixels of the demo raster (28.5 m pixels, EPSG:32119) from (row, col)."""
+    x0, y0 = 630534.0 + col * 28.5, 228114.0 - row * 28.5
+    return QgsGeometry.fromRect(QgsRectangle(x0, y0 - 285.0, x0 + 285.0, y0))
+
+
+@pytest.mark.skipif(not DEMO.exists(), reason="no demo raster")
+def test_labelled_pixels_coverage(panel, tmp_path: Path) -> None:
+    """Half of the labelled pixels lie where only band 6 is nodata: the table shows it per
+    band, and training asks again once polygons were added."""
+    panel.set_raster_layer(_layer(DEMO, "demo"))
+    assert panel.wait_for_inspect(60)
+    assert panel.band_coverage["labelled_fraction"] is None
+    labels = panel.new_label_layer(tmp_path / "labels.gpkg")
+    labels.startEditing()
+    for geom, name in ((_demo_box(15, 25), "sealed"), (_demo_box(45, 55), "unsealed")):
+        feature = QgsVectorLayerUtils.createFeature(
+            labels, geom, {labels.fields().indexOf("class"): name},
+            labels.createExpressionContext())
+        assert labels.addFeature(feature)
+    assert labels.commitChanges()
+    panel.auto_answer = False
+    assert panel.confirm_band_coverage() is False  # measured again with the labels
+    cover = panel.band_coverage
+    assert cover["labelled_pixels"] == 200
+    assert cover["labelled_fraction"] == 0.5 and cover["suggested_labelled_fraction"] == 1.0
+    assert panel.band_table.item(5, 4).text() == "62.4 % (50.0 % of labels)"
+    assert panel.band_table.item(0, 4).text() == "84.7 % (100.0 % of labels)"
+    assert ("hold data on only 62.4 % of the raster instead of 84.7 % and 50.0 % of the "
+            "labelled pixels instead of 100.0 %" in panel.log_text())
