@@ -168,3 +168,31 @@ def test_labelled_pixels_coverage(panel, tmp_path: Path) -> None:
     assert panel.band_table.item(0, 4).text() == "84.7 % (100.0 % of labels)"
     assert ("hold data on only 62.4 % of the raster instead of 84.7 % and 50.0 % of the "
             "labelled pixels instead of 100.0 %" in panel.log_text())
+
+
+def test_band_roles_from_sensor_band_names() -> None:
+    from terraseg.plugin import presets
+
+    def roles(*descriptions: str) -> list[str]:
+        return [role for role, _ in presets.default_band_roles(list(descriptions))]
+
+    assert roles("blue", "green", "red", "nir", "swir1", "swir2") == [
+        "blue", "green", "red", "nir", "swir1", "swir2"]
+    assert roles("SWIR 1", "Shortwave infrared 2", "swir-2", "Red Edge 1", "Band 5") == [
+        "swir1", "swir2", "swir2_3", "rededge1", "band_5"]
+    # Sentinel-2 codes, with or without leading zeros
+    assert roles("B02", "B03", "B04", "B08", "B8A", "B11", "B12") == [
+        "blue", "green", "red", "nir", "nir08", "swir1", "swir2"]
+    # Landsat collection 2: OLI has a reflective band 6, TM/ETM+ do not
+    assert roles("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7") == [
+        "blue", "green", "red", "nir", "swir1", "swir2"]
+    assert roles("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7") == [
+        "blue", "green", "red", "nir", "swir1", "swir2"]
+    assert roles("", "", "", "") == ["red", "green", "blue", "nir"]
+    # a model's mapping fits a raster only by band count or descriptions
+    fits = presets.model_mapping_fits
+    assert not fits([(1, "nir")], ["", "", "", "", "", ""])
+    assert fits([(1, "red"), (2, "green"), (3, "blue"), (4, "nir")], ["", "", "", ""])
+    assert fits([(1, "blue"), (5, "swir1")], ["blue", "green", "red", "nir", "swir1", "swir2"])
+    assert not fits([(1, "red"), (2, "nir")], ["B2", "B3", "B4", "B8"])
+    assert not fits([(1, "red"), (7, "nir")], ["", "", ""])
