@@ -20,6 +20,9 @@ from terraseg.protocol.model_meta import MAX_WINDOW_PX, ModelMeta
 
 #: The smallest processing tile (``--tile-size``) other than 0 (the model's default).
 MIN_TILE_PX = 16
+#: Help of ``--nodata`` (a property of the raster, given per job, not kept in the model).
+NODATA_HELP = ("nodata value replacing the raster's own (default: the raster's), e.g. 0 for "
+               "a mosaic of chips filled with 0")
 
 
 def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:
@@ -40,7 +43,8 @@ def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:
     resolve_threshold(model.meta, a.threshold)
     model.kind.check_tile_px(model.meta.geometry, tile_px, "--tile-size")
     extras = parse_extras(a.extra_rasters, a.dem, bool(a.slope_from_dem))
-    return model, source_for_model(model.meta, a.raster, a.bands, extras)
+    return model, source_for_model(model.meta, a.raster, a.bands, extras,
+                                   nodata=getattr(a, "nodata", None))
 
 
 def check_tile_size_option(tile_px: int) -> None:
@@ -113,6 +117,7 @@ def _predict_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--raster", required=True)
     pr.add_argument("--out-dir", required=True)
     pr.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    pr.add_argument("--nodata", type=float, help=NODATA_HELP)
     add_extra_args(pr)
     area = pr.add_mutually_exclusive_group()
     area.add_argument("--window", type=parse_window, help="col,row,width,height in pixels")
@@ -164,6 +169,7 @@ def _evaluate_args(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
     ev.add_argument("--category-field", help="attribute for accuracy per category")
     ev.add_argument("--bands", help="band mapping (default: the model's band indices)")
+    ev.add_argument("--nodata", type=float, help=NODATA_HELP)
     add_extra_args(ev)
     ev.add_argument("--out-dir", required=True)
     ev.add_argument("--device", default="auto")

@@ -68,4 +68,10 @@ def all_commands() -> dict[str, Command]:
 
 def _load() -> None:
     """Import the command modules (they register themselves)."""
-    from terraseg.cli import commands_apply, commands_files, commands_train  # noqa: F401
+    from terraseg.cli import (  # noqa: F401
+        commands_apply,
+        commands_files,
+        commands_inspect,
+        commands_quick,
+        commands_train,
+    )

@@ -21,7 +21,7 @@ from terraseg.protocol.model_meta import ModelMeta
 
 def assemble_source(raster: str, band_spec: str | None, extras: tuple[ExtraRaster, ...],
                     features: FeatureSpec | None = None, fit_features: bool = False,
-                    ) -> tuple[BandMapping, RasterSource]:
+                    nodata: float | None = None) -> tuple[BandMapping, RasterSource]:
     """The band mapping and the source of network inputs for a raster.
 
     Args:
@@ -31,6 +31,7 @@ def assemble_source(raster: str, band_spec: str | None, extras: tuple[ExtraRaste
         features: Engineered channels appended last.
         fit_features: Pin the features' data-dependent parameters on this raster
             (training); otherwise ``features`` are used as recorded (prediction).
+        nodata: Nodata value replacing the raster's own (``--nodata``); None: its own.
 
     Raises:
         TerraSegError: Unreadable raster, bad band mapping, extras or features.
@@ -38,6 +39,7 @@ def assemble_source(raster: str, band_spec: str | None, extras: tuple[ExtraRaste
     mapping = parse_band_mapping(band_spec, raster)
     source: RasterSource = (StackedSource(raster, mapping, extras) if extras
                             else RasterSource(raster, mapping))
+    source.override_nodata(nodata)
     if features is not None and features.names:
         if fit_features:
             check_features(features, source.bands.names)
@@ -70,8 +72,11 @@ def model_band_spec(meta: ModelMeta, raster: str, bands: str | None) -> str | No
 
 
 def source_for_model(meta: ModelMeta, raster: str, bands: str | None,
-                     extras: tuple[ExtraRaster, ...]) -> RasterSource:
+                     extras: tuple[ExtraRaster, ...],
+                     nodata: float | None = None) -> RasterSource:
     """The input source to apply a model to ``raster`` (its bands, extras and features).
+
+    ``nodata`` replaces the raster's own nodata value (None: its own).
 
     Raises:
         RasterError: Missing bands, or extras that differ from the model's.
@@ -80,5 +85,5 @@ def source_for_model(meta: ModelMeta, raster: str, bands: str | None,
     features = (FeatureSpec(tuple(meta.features.names), dict(meta.features.params))
                 if meta.features is not None else None)
     _, source = assemble_source(raster, model_band_spec(meta, raster, bands), extras,
-                                features)
+                                features, nodata=nodata)
     return source

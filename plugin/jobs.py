@@ -128,6 +128,30 @@ def evaluate_job(model: str, raster: str, reference: str, out_dir: str,
                     **options)
 
 
+def quickmap_job(raster: str, labels: str, out_dir: str, class_field: str | None = None,
+                 class_map: str | None = None, bands: str | None = None,
+                 overwrite: bool = False, **options: Any) -> Job:
+    """A first map from a random forest of pixels, no model file (``terraseg quickmap``).
+
+    Args:
+        raster: Raster file.
+        labels: Vector labels (``file`` or ``file|layername=NAME``) or a label raster.
+        out_dir: Folder receiving ``probability.tif`` and ``classes.tif``.
+        class_field: Class attribute of vector labels.
+        class_map: Class mapping, e.g. ``developed=sealed,*=unsealed``.
+        bands: Band mapping, ``1,2,3,4`` or ``red=1,green=2,...``.
+        overwrite: Replace existing outputs.
+        **options: Further ``quickmap`` options (``trees``, ``max_samples``,
+            ``val_fraction``, ``seed``, ``window``, ``features``).
+
+    Returns:
+        The job dict.
+    """
+    return make_job("quickmap", raster=raster, labels=labels, out_dir=out_dir,
+                    class_field=class_field, class_map=class_map, bands=bands,
+                    overwrite=overwrite, **options)
+
+
 def rasterise_job(raster: str, labels: str, out: str, class_field: str | None = None,
                   class_map: str | None = None, all_touched: bool = False,
                   overwrite: bool = False) -> Job:
@@ -215,6 +239,25 @@ def info_job(model: str) -> Job:
         The job dict.
     """
     return make_job("info", model=model)
+
+
+def inspect_job(raster: str, bands: str | None = None, labels: str | None = None,
+                class_field: str | None = None, nodata: float | None = None) -> Job:
+    """Band coverage, suggested bands and undeclared nodata (``terraseg inspect``).
+
+    Args:
+        raster: Raster file.
+        bands: The bands asked about (default: all).
+        labels: Vector labels or a label raster: coverage of the labelled pixels too.
+        class_field: Class attribute of vector labels.
+        nodata: Nodata value replacing the raster's own (train, predict and evaluate take
+            ``nodata=`` the same way, through their ``**options``).
+
+    Returns:
+        The job dict.
+    """
+    return make_job("inspect", raster=raster, bands=bands, labels=labels,
+                    class_field=class_field, nodata=nodata)
 
 
 def env_job() -> Job:

@@ -19,9 +19,10 @@ from terraseg.protocol.errors import ProtocolError
 
 #: Commands the worker runs (each also a ``terraseg`` subcommand).
 COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
-            "vectorise", "areas", "mosaic", "env")
+            "vectorise", "areas", "mosaic", "env", "quickmap",
+            "inspect")
 #: Commands whose first argument is positional rather than an option.
-POSITIONAL = {"info": "model"}
+POSITIONAL = {"info": "model", "inspect": "raster"}
 
 
 def _json_value(value: Any) -> Any:

@@ -74,6 +74,8 @@ class DataOptions:
                             "gaussian,median,sobel,canny (bands named by role via --bands)")
     all_touched: bool = opt(False, "rasterise all touched pixels")
     cache_dir: str | None = opt(None, "Zarr cache folder (default ~/.cache/terraseg)")
+    nodata: float | None = opt(None, "nodata value replacing the raster's own (None: the "
+                                     "raster's), e.g. 0 for a mosaic of chips filled with 0")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class SplitOptions:
     k_folds: int = opt(0, "number of folds (set by cv and compare)", cli=False, minimum=0)
     fold: int = opt(0, "fold held out as the test split (set by cv and compare)", cli=False,
                     minimum=0)
+    split_from: str | None = opt(None, "keep the train/val/test split recorded in this model "
+                                       "file (new polygons are split among themselves; "
+                                       "--init-model does this too)")
 
 
 @dataclass(frozen=True)
@@ -416,3 +421,19 @@ DEFAULTS = TrainOptions()
 def default(job_key: str) -> Any:
     """The default of an option by its job key (``tile_size``, ``epochs``)."""
     return SPEC_BY_JOB_KEY[job_key].default
+
+
+# Interactive training in QGIS (the panel and Processing's 'Train model') starts from these
+# instead of DEFAULTS, deliberately: an analyst waits for the map, so runs stop sooner
+# (early stopping still applies), tile networks start from the presets' 64 px tiles. Written
+# once here so the panel and Processing cannot drift apart (job key -> value).
+INTERACTIVE: dict[str, Any] = {"epochs": 50, "tile_size": 64}
+# ... and tile networks (unet*) train there on small batches of whole tiles.
+INTERACTIVE_TILE_NETWORK: dict[str, Any] = {"batch_size": 16, "samples_per_epoch": 512}
+
+
+def interactive_default(job_key: str, tile_network: bool = False) -> Any:
+    """The default of an option in QGIS (:data:`INTERACTIVE`, else the engine's)."""
+    if tile_network and job_key in INTERACTIVE_TILE_NETWORK:
+        return INTERACTIVE_TILE_NETWORK[job_key]
+    return INTERACTIVE.get(job_key, default(job_key))

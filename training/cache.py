@@ -170,6 +170,8 @@ def raster_fingerprint(source: RasterSource) -> str:
         st = p.stat()
         parts.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
     parts["grid"] = [source.grid.height_px, source.grid.width_px, list(source.grid.transform)]
+    if getattr(source, "nodata_override", None) is not None:
+        parts["nodata"] = source.nodata_override  # another validity mask
     spec = getattr(source, "spec", None)
     if spec is not None:
         parts["features"] = spec.to_dict()

@@ -49,9 +49,10 @@ def build_source(opts: TrainOptions, init_meta: ModelMeta | None = None
         features = (FeatureSpec(tuple(init_meta.features.names),
                                 dict(init_meta.features.params))
                     if init_meta.features is not None else None)
-        return assemble_source(data.raster, band_spec, extras, features)
+        return assemble_source(data.raster, band_spec, extras, features, nodata=data.nodata)
     features = FeatureSpec.parse(data.features) if data.features else None
-    return assemble_source(data.raster, band_spec, extras, features, fit_features=True)
+    return assemble_source(data.raster, band_spec, extras, features, fit_features=True,
+                           nodata=data.nodata)
 
 
 def drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> LabelSet:
