@@ -27,7 +27,7 @@ from .panel_common import group_box, layer_filter, save_file_name
 #: The area table's percentage column: a share of the classified pixels only.
 AREA_PERCENT_HEADER = "% of classified"
 AREA_PERCENT_NOTE = ("Percentages are shares of the classified area: nodata pixels (no "
-                     "class) are left out and shown apart in the last row.")
+                     "class) are left out, and shown apart in a last row when there are any.")
 NODATA_ROW = "nodata (not classified)"
 
 
