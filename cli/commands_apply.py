@@ -12,7 +12,7 @@ import argparse
 import math
 from typing import Any
 
-from terraseg.cli.options import add_extra_args, parse_window
+from terraseg.cli.options import NODATA_HELP, add_extra_args, parse_window
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError
@@ -20,9 +20,6 @@ from terraseg.protocol.model_meta import MAX_WINDOW_PX, ModelMeta
 
 #: The smallest processing tile (``--tile-size``) other than 0 (the model's default).
 MIN_TILE_PX = 16
-#: Help of ``--nodata`` (a property of the raster, given per job, not kept in the model).
-NODATA_HELP = ("nodata value replacing the raster's own (default: the raster's), e.g. 0 for "
-               "a mosaic of chips filled with 0")
 
 
 def _model_and_source(a: argparse.Namespace) -> tuple[Any, Any]:

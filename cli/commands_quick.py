@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from terraseg.cli.options import parse_window
+from terraseg.cli.options import NODATA_HELP, parse_window
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.options import DEFAULTS
@@ -26,6 +26,7 @@ def _quickmap_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
     p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
     p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
+    p.add_argument("--nodata", type=float, help=NODATA_HELP)
     area = p.add_mutually_exclusive_group()
     area.add_argument("--window", type=parse_window, help="col,row,width,height in pixels")
     area.add_argument("--extent-layer", help="map this vector layer's extent")
@@ -62,7 +63,8 @@ def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     check_output_dir(a.out_dir, OUTPUT_NAMES, a.overwrite)  # before the raster is read
     reporter.progress(0.0, "prepare", "reading raster and labels")
     features = FeatureSpec.parse(a.features) if a.features else None
-    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True)
+    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True,
+                                nodata=a.nodata)
     labels = load_labels(a.labels, source.grid, class_field=a.class_field,
                          class_map=ClassMapping.parse(a.class_map))
     index = build_index(labels, split_cfg, READ_BLOCK_PX, _kept_split(a, split_cfg, reporter))

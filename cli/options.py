@@ -145,3 +145,8 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dem", help="elevation model added as channel 'dem'")
     p.add_argument("--slope-from-dem", action="store_true",
                    help="add slope in degrees derived from --dem as channel 'slope'")
+
+
+#: Help of ``--nodata`` (a property of the raster, given per job, not kept in the model).
+NODATA_HELP = ("nodata value replacing the raster's own (default: the raster's), e.g. 0 for "
+               "a mosaic of chips filled with 0")

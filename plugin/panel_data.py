@@ -40,7 +40,7 @@ COVERAGE_COLUMN = 4
 #: (a share of the raster or of the labelled pixels).
 COVERAGE_WARN_GAP = 0.02
 #: Commands whose jobs read the panel's raster and so carry its nodata value.
-NODATA_COMMANDS = ("train", "predict", "evaluate")
+NODATA_COMMANDS = ("train", "predict", "evaluate", "quickmap")
 
 
 class DataPanelMixin:

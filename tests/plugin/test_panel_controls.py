@@ -132,7 +132,7 @@ class Control:
     why: str = ""
 
 
-NODATA_JOBS = ("train", "predict", "evaluate")
+NODATA_JOBS = ("train", "predict", "evaluate", "quickmap")
 LANDSLIDE_MAP = "landslide=landslide,no landslide=no landslide"
 
 # Rows run in this order on one panel; a row's baseline is the jobs just before it.
@@ -192,8 +192,7 @@ CONTROLS = (
     Control("reference_map_edit", text("1=sealed,*=unsealed"),
             {"evaluate": {"class_map": "1=sealed,*=unsealed"}}),
     # Data & task, Labels
-    Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS},
-            why="quickmap has no nodata option (engine), so the box does not reach it"),
+    Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS}),
     Control("band_table", cell(3, 3, "nir_b"),
             {kind: {"bands": "red=1,green=2,blue=3,nir_b=4"}
              for kind in ("train", "predict", "evaluate", "quickmap")}),
