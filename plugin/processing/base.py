@@ -156,7 +156,7 @@ def option_parameter(job_key: str, description: str = "", *, name: str = "",
     else:
         raise TypeError(f"No Processing parameter for option '{job_key}' "
                         f"({spec.annotation}).")
-    param.setHelp(f"{spec.help} {note}".strip())
+    param.setHelp(f"{spec.help}. {note}" if note else spec.help)
     return param
 
 
