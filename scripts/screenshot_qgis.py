@@ -37,7 +37,7 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
+from qgis.PyQt.QtCore import QEventLoop, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QScrollArea
 from qgis.utils import iface
 
@@ -302,9 +302,7 @@ def main() -> None:
     dock = plugin.dock
     dock.auto_answer = True
     dock.show()
-    iface.mainWindow().resize(1600, 1000)
-    iface.mainWindow().resizeDocks([dock], [max(dock.minimumSizeHint().width(), 470)],
-                                   Qt.Horizontal)
+    iface.mainWindow().resize(1600, 1000)  # the dock keeps the width the plugin opens it with
     failed = []
     raster, labels = sealed_state(dock)
     save_window("qgis_sealed.png")
