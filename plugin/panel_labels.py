@@ -11,7 +11,6 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
-    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -25,7 +24,14 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import label_layer, presets, results
-from .panel_common import colour_icon, group_box, layer_filter, layer_id, unique_path
+from .panel_common import (
+    colour_icon,
+    group_box,
+    layer_filter,
+    layer_id,
+    save_file_name,
+    unique_path,
+)
 from .presets import ClassDef
 
 
@@ -189,9 +195,9 @@ class LabelsPanelMixin:
         if path is None:
             path = self.default_label_path()
             if path is None:
-                chosen, _ = QFileDialog.getSaveFileName(
-                    self, "New label layer", str(Path.home() / "labels.gpkg"),
-                    "GeoPackage (*.gpkg)")
+                # the panel asks about replacing below (once), not the dialog as well
+                chosen = save_file_name(self, "New label layer",
+                                        str(Path.home() / "labels.gpkg"), "GeoPackage (*.gpkg)")
                 if not chosen:
                     return None
                 path = chosen

@@ -91,6 +91,18 @@ def prediction(engine, scene, tiny_model, tmp_path_factory) -> dict:
     return run_job(job, engine=engine, timeout_s=300)
 
 
+@pytest.fixture
+def panel(qgis_iface, qgis_new_project, engine):
+    """A TerraSeg dock in a new project that answers every question with yes."""
+    from terraseg.plugin.dock import TerraSegDock
+
+    dock = TerraSegDock(qgis_iface)
+    dock.auto_answer = True
+    yield dock
+    dock.shutdown()
+    dock.deleteLater()
+
+
 @pytest.fixture(scope="session")
 def terraseg_provider(qgis_processing, engine):
     """Processing initialised, with the TerraSeg provider registered."""

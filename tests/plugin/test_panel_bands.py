@@ -41,17 +41,6 @@ write_raster(folder / "four.tif", four, descriptions=("B4", "B3", "B8", "B11"))
 """
 
 
-@pytest.fixture
-def panel(qgis_iface, qgis_new_project, engine):
-    from terraseg.plugin.dock import TerraSegDock
-
-    dock = TerraSegDock(qgis_iface)
-    dock.auto_answer = True
-    yield dock
-    dock.shutdown()
-    dock.deleteLater()
-
-
 @pytest.fixture(scope="module")
 def rasters(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bands")

@@ -64,17 +64,6 @@ def reference_points(crs: str = "EPSG:32632") -> QgsVectorLayer:
     return layer
 
 
-@pytest.fixture
-def panel(qgis_iface, qgis_new_project, engine):
-    from terraseg.plugin.dock import TerraSegDock
-
-    dock = TerraSegDock(qgis_iface)
-    dock.auto_answer = True
-    yield dock
-    dock.shutdown()
-    dock.deleteLater()
-
-
 def test_evaluate_refuses_without_reference(panel, scene, tiny_model) -> None:
     raster = QgsRasterLayer(str(scene.raster), "scene", "gdal")
     QgsProject.instance().addMapLayer(raster)

@@ -266,3 +266,28 @@ def test_area_percentages_are_of_the_classified_area(dock, exporting, tmp_path: 
                                              "the class map has no nodata pixels.")
     csv = (tmp_path / "areas.csv").read_text().splitlines()
     assert csv[0].split(",")[-1] == "percent" and csv[1].endswith(",71.4286")
+
+
+def test_replacing_a_label_layer_asks_once(dock, monkeypatch, tmp_path: Path) -> None:
+    """An unsaved project: the save dialog does not ask; the panel asks once, then replaces."""
+    target = tmp_path / "labels.gpkg"
+    target.write_bytes(b"old")
+    dialogs: list[Any] = []
+    questions: list[str] = []
+
+    def save_name(_parent, _title, _default, _filter, **kwargs):
+        dialogs.append(kwargs.get("options"))
+        return str(target), ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_name)
+    confirm = dock._confirm
+    monkeypatch.setattr(dock, "_confirm",
+                        lambda title, text: questions.append(text) or confirm(title, text))
+    dock.auto_answer = False
+    assert dock.new_label_layer() is None and target.read_bytes() == b"old"
+    dock.auto_answer = True
+    layer = dock.new_label_layer()
+    assert layer is not None and layer.isValid() and dock.label_layer() is layer
+    assert len(dialogs) == 2 and len(questions) == 2  # one question per click
+    assert all(options & QFileDialog.Option.DontConfirmOverwrite for options in dialogs)
+    assert target.read_bytes()[:16] == b"SQLite format 3\x00"

@@ -16,17 +16,6 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayerUtils
 pytestmark = needs_engine
 
 
-@pytest.fixture
-def panel(qgis_iface, qgis_new_project, engine):
-    from terraseg.plugin.dock import TerraSegDock
-
-    dock = TerraSegDock(qgis_iface)
-    dock.auto_answer = True
-    yield dock
-    dock.shutdown()
-    dock.deleteLater()
-
-
 def _raster(folder: Path) -> QgsRasterLayer:
     raster = QgsRasterLayer(str(make_scene(folder)), "scene", "gdal")
     assert raster.isValid()
