@@ -26,10 +26,12 @@ from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, Q
 from . import label_layer, presets, project_state
 from .engine import EngineLocation, find_engine
 from .panel_common import TITLE, exec_qt, group_box, name_widgets
+from .panel_coverage import CoveragePanelMixin
 from .panel_data import DataPanelMixin
 from .panel_evaluate import EvaluatePanelMixin
 from .panel_export import ExportPanelMixin
 from .panel_jobs import JobsPanelMixin
+from .panel_label_areas import LabelAreasPanelMixin
 from .panel_labels import LabelsPanelMixin
 from .panel_predict import PredictPanelMixin
 from .panel_quick import QuickMapPanelMixin
@@ -41,8 +43,10 @@ from .worker_job import WorkerJob
 
 class TerraSegDock(
     DataPanelMixin,
+    CoveragePanelMixin,
     TerrainPanelMixin,
     LabelsPanelMixin,
+    LabelAreasPanelMixin,
     QuickMapPanelMixin,
     TrainPanelMixin,
     PredictPanelMixin,
