@@ -25,18 +25,19 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY
-from . import jobs, label_layer, modelinfo, presets, settings
+from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY, interactive_default
+from . import jobs, label_layer, modelinfo, presets, settings, train_summary
 from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
 from .presets import ClassDef
 
-# The panel's defaults are the engine's (protocol.options.DEFAULTS) except these, which it
-# chooses deliberately: interactive runs stop sooner, tile networks start from the presets'
-# tile size, and train on small batches of whole tiles.
-PANEL_EPOCHS = 50
-PANEL_TILE_PX = 64
-TILE_BATCH_SIZE = 16
-TILE_SAMPLES_PER_EPOCH = 512
+# The panel's defaults are the engine's (protocol.options.DEFAULTS) except QGIS's
+# interactive ones (protocol.options.INTERACTIVE, shared with Processing's Train model):
+# interactive runs stop sooner, tile networks start from the presets' tile size and train on
+# small batches of whole tiles.
+PANEL_EPOCHS: int = interactive_default("epochs")
+PANEL_TILE_PX: int = interactive_default("tile_size")
+TILE_BATCH_SIZE: int = interactive_default("batch_size", tile_network=True)
+TILE_SAMPLES_PER_EPOCH: int = interactive_default("samples_per_epoch", tile_network=True)
 
 
 def _minimum(job_key: str) -> int:
@@ -385,21 +386,7 @@ class TrainPanelMixin:
         self._set_model(model)
         settings.set(settings.LAST_MODEL, model)
         settings.set(settings.MODELS_DIR, str(Path(model).parent))
-        val = (result.get("metrics") or {}).get("val") or (result.get("metrics") or {}).get(
-            "test") or {}
-        lines = [f"Model saved: {model}",
-                 f"Epochs run: {result.get('epochs')}, best epoch: {result.get('best_epoch')}"]
-        if val:
-            lines.append(self._format_eval(val))
-        else:
-            lines.append("No validation pixels: draw more polygons per class for held-out "
-                         "metrics.")
-        kept = result.get("split") or {}
-        if kept.get("kept_from"):
-            n_new = int(kept.get("regions", 0)) - int(kept.get("kept_regions", 0))
-            lines.append(f"Split kept from {Path(str(kept['kept_from'])).name}: "
-                         f"{kept.get('kept_regions')} polygon(s) keep their side, {n_new} new "
-                         "one(s) split among themselves.")
+        lines = train_summary.summary_lines(result, model)
         self.train_summary.setText("\n".join(lines))
         self._show_comparison(result)
         self.iface.messageBar().pushMessage(TITLE, f"Model trained: {Path(model).name}",
@@ -408,58 +395,25 @@ class TrainPanelMixin:
     def _show_comparison(self, result: dict[str, Any]) -> None:
         """The new model next to the one it was retrained from, on the same held-out pixels.
 
-        Rows: accuracy, weighted F1 and F1 per class; columns: new, previous. The verdict
-        is the engine's (higher weighted F1, then accuracy). Hidden when there is none.
+        Hidden when there is none (:func:`.train_summary.comparison`).
         """
-        previous = result.get("previous") or {}
-        old_all = previous.get("metrics") or {}
-        new_all = result.get("metrics") or {}
-        split = next((s for s in ("val", "test") if s in old_all and s in new_all), None)
-        self.compare_table.setVisible(split is not None)
-        self.compare_label.setVisible(split is not None)
-        if split is None:
+        compared = train_summary.comparison(result)
+        self.compare_table.setVisible(compared is not None)
+        self.compare_label.setVisible(compared is not None)
+        if compared is None:
             self.compare_table.setRowCount(0)
             self.compare_label.setText("")
             return
-        new, old = new_all[split], old_all[split]
-        name = Path(str(previous.get("model", ""))).name
-        rows = [("Accuracy", new.get("accuracy"), old.get("accuracy")),
-                ("F1 (weighted)", new.get("f1_weighted"), old.get("f1_weighted"))]
-        old_f1 = old.get("f1_per_class") or {}
-        rows += [(f"F1 {cls}", value, old_f1.get(cls))
-                 for cls, value in (new.get("f1_per_class") or {}).items()]
-        self.compare_table.setHorizontalHeaderLabels(["New model", f"Previous ({name})"])
-        self.compare_table.setRowCount(len(rows))
-        self.compare_table.setVerticalHeaderLabels([label for label, _, _ in rows])
-        for r, (_, a, b) in enumerate(rows):
+        self.compare_table.setHorizontalHeaderLabels(
+            ["New model", f"Previous ({compared.previous_name})"])
+        self.compare_table.setRowCount(len(compared.rows))
+        self.compare_table.setVerticalHeaderLabels([label for label, _, _ in compared.rows])
+        for r, (_, a, b) in enumerate(compared.rows):
             for c, value in enumerate((a, b)):
                 text = f"{value:.3f}" if isinstance(value, int | float) else "–"
                 self.compare_table.setItem(r, c, QTableWidgetItem(text))
-        what = "validation" if split == "val" else "test"
-        pixels = (previous.get("pixels") or {}).get(split, new.get("n_samples"))
-        verdict = {"new": "the new model is better",
-                   "previous": f"the previous model ({name}) is better",
-                   "equal": "both models score the same"}.get(
-            str((previous.get("better") or {}).get(split)), "")
-        self.compare_label.setText(f"New model vs {name} on the same {pixels} {what} "
-                                   f"pixels: {verdict}.")
-        self._log("info", self.compare_label.text())
-
-    @staticmethod
-    def _format_eval(m: dict[str, Any]) -> str:
-        parts = []
-        for key, label in (("accuracy", "accuracy"), ("f1_weighted", "F1 (weighted)"),
-                           ("mean_iou", "mean IoU")):
-            if isinstance(m.get(key), int | float):
-                parts.append(f"{label} {m[key]:.3f}")
-        text = "Validation: " + ", ".join(parts)
-        if m.get("n_samples") is not None:
-            text += f" (n = {m['n_samples']} px)"
-        f1 = m.get("f1_per_class") or {}
-        if f1:
-            text += "\nF1 per class: " + ", ".join(f"{k} {v:.3f}" for k, v in f1.items()
-                                                  if isinstance(v, int | float))
-        return text
+        self.compare_label.setText(compared.text)
+        self._log("info", compared.text)
 
     def _on_metrics(self, epoch: int, values: dict[str, Any]) -> None:
         self.epoch_metrics.append((epoch, dict(values)))
