@@ -71,6 +71,11 @@ def save_window(name: str) -> Path:
     """Render the canvas, then save the QGIS main window as ``SHOTS/name``."""
     iface.mapCanvas().refresh()
     wait(4000)
+    bar = iface.messageBar()
+    for item in list(bar.items()):  # QGIS's datum-transform note on the demo's EPSG:3358
+        if "preferred transform" in item.text():
+            bar.popWidget(item)
+    wait(300)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
     iface.mainWindow().grab().save(str(path))
@@ -118,7 +123,6 @@ def copy_features(source: QgsVectorLayer, labels: QgsVectorLayer, class_of) -> i
         labels.addFeature(new)
         count += 1
     labels.commitChanges()
-    iface.messageBar().clearWidgets()  # QGIS's note on the datum transform, not the panel's
     return count
 
 
