@@ -73,7 +73,7 @@ def save_window(name: str) -> Path:
     wait(4000)
     bar = iface.messageBar()
     for item in list(bar.items()):  # QGIS's datum-transform note on the demo's EPSG:3358
-        if "preferred transform" in item.text():
+        if "preferred transform" in f"{item.title()} {item.text()}":
             bar.popWidget(item)
     wait(300)
     SHOTS.mkdir(parents=True, exist_ok=True)
