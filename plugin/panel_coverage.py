@@ -232,9 +232,13 @@ class CoveragePanelMixin:
             if band is None or item is None:
                 continue
             text = f"{100 * band['valid_fraction']:.1f} %"
+            tip = f"Band {band.get('index', r + 1)} holds data on {text} of the raster"
             if band.get("labelled_fraction") is not None:
-                text += f" ({100 * band['labelled_fraction']:.1f} % of labels)"
+                labelled = f"{100 * band['labelled_fraction']:.1f} %"
+                text += f" / {labelled}"  # short: the column header says which is which
+                tip += f" and on {labelled} of the labelled pixels"
             item.setText(text)
+            item.setToolTip(tip + ".")
         self.band_table.blockSignals(False)
         self.coverage_label.setText(self._coverage_summary(result))
         chosen = [i for i, _role, include in self.band_rows() if include]

@@ -51,16 +51,19 @@ class DataPanelMixin:
         form.addRow("", self.raster_info)
 
         self.band_table = QTableWidget(0, 5)
-        self.band_table.setHorizontalHeaderLabels(["Band", "Description", "Use", "Role",
-                                                   "Coverage"])
+        self.band_table.setHorizontalHeaderLabels(["Band", "Name", "Use", "Role",
+                                                   "Data: raster / labels"])
         self.band_table.verticalHeader().setVisible(False)
         header = self.band_table.horizontalHeader()
+        # narrow columns fit their contents; name and role share the rest (no side scrolling)
+        for col in (0, 2, 4):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.band_table.setMaximumHeight(180)
         self.band_table.setToolTip("Bands fed to the model and their role names "
                                    "(red, green, blue, nir, ...). Uncheck bands to leave out. "
-                                   "Coverage: the share of the raster (and of the labelled "
+                                   "Data: the share of the raster (and of the labelled "
                                    "pixels) where the band holds data.")
         self.band_table.itemChanged.connect(self._on_band_item_changed)
         form.addRow("Bands", self.band_table)

@@ -153,8 +153,8 @@ def test_labelled_pixels_coverage(panel, tmp_path: Path) -> None:
     cover = panel.band_coverage
     assert cover["labelled_pixels"] == 200
     assert cover["labelled_fraction"] == 0.5 and cover["suggested_labelled_fraction"] == 1.0
-    assert panel.band_table.item(5, 4).text() == "62.4 % (50.0 % of labels)"
-    assert panel.band_table.item(0, 4).text() == "84.7 % (100.0 % of labels)"
+    assert panel.band_table.item(5, 4).text() == "62.4 % / 50.0 %"
+    assert panel.band_table.item(0, 4).text() == "84.7 % / 100.0 %"
     assert ("hold data on only 62.4 % of the raster instead of 84.7 % and 50.0 % of the "
             "labelled pixels instead of 100.0 %" in panel.log_text())
 
