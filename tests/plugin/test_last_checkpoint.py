@@ -94,7 +94,7 @@ def processing(terraseg_provider):
 
 
 @pytest.mark.parametrize("alg_id", ["predict", "evaluate"])
-def test_processing_warns_about_a_checkpoint(alg_id, processing, terraseg_provider,
+def test_processing_warns_about_a_checkpoint(alg_id, processing, terraseg_provider, scene,
                                              model_pair, tmp_path, monkeypatch):
     best, last = model_pair
     alg = terraseg_provider.algorithm(alg_id)
@@ -105,7 +105,7 @@ def test_processing_warns_about_a_checkpoint(alg_id, processing, terraseg_provid
     monkeypatch.setattr(type(alg), "run_engine",
                         lambda self, job, feedback: sent.append(job) or {
                             "probability": "", "classes": "", "metrics": ""})
-    params = {"INPUT_RASTER": str(LEGACY / "scene.tif"),
+    params = {"INPUT_RASTER": str(scene.raster),  # the job is not run: any raster
               "OUTPUT_FOLDER": str(tmp_path / "out")}
     if alg_id == "evaluate":
         reference = tmp_path / "ref.geojson"
