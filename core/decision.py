@@ -14,6 +14,8 @@ from terraseg.protocol.errors import ConfigError, InputError
 from terraseg.protocol.model_meta import ModelMeta
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+#: A tuned threshold must beat marking every pixel as class 1 by this much F1 (else 0.5).
+SKILL_MARGIN = 0.02
 
 
 def class_ids(probs: np.ndarray, threshold: float | None, axis: int = 0) -> np.ndarray:
@@ -76,20 +78,35 @@ def resolve_threshold(meta: ModelMeta, threshold: float | None) -> float | None:
 def tune_threshold(p_first: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Threshold on P(class 1) that maximises class 1's F1 (grid 0.05..0.95, step 0.05).
 
+    A model without skill is not rewarded: marking *every* pixel as class 1 already scores
+    F1 = 2P / (N + P) (P pixels of class 1 among N), so a weak model's best threshold is
+    often the lowest one, which maps (nearly) everything as class 1 - a silently wrong map.
+    When the best F1 does not beat that trivial F1 by :data:`SKILL_MARGIN`, the threshold
+    stays at 0.5 and ``no_skill`` is 1.0, so callers can warn.
+
     Args:
         p_first: P(class 1) per pixel. Shape: (N,).
         truth: Reference class ids 1..K. Shape: (N,).
 
     Returns:
-        ``{"value": threshold, "f1": its F1}``.
+        ``{"value": threshold, "f1": its F1, "trivial_f1": F1 of marking every pixel as
+        class 1, "no_skill": 1.0 or 0.0}``.
     """
-    best = {"value": 0.5, "f1": -1.0}
     positive = truth == 1
-    for t in THRESHOLD_GRID:
+    n, n_pos = positive.size, float(positive.sum())
+    trivial = 2 * n_pos / (n + n_pos) if n else 0.0
+
+    def f1_at(t: float) -> float:
         pred = p_first >= t
         tp = float((pred & positive).sum())
-        denom = float(pred.sum() + positive.sum())
-        f1 = 2 * tp / denom if denom else 0.0
+        denom = float(pred.sum() + n_pos)
+        return 2 * tp / denom if denom else 0.0
+
+    best = {"value": 0.5, "f1": -1.0}
+    for t in THRESHOLD_GRID:
+        f1 = f1_at(float(t))
         if f1 > best["f1"]:
             best = {"value": float(t), "f1": f1}
-    return best
+    if best["f1"] < trivial + SKILL_MARGIN:
+        return {"value": 0.5, "f1": f1_at(0.5), "trivial_f1": trivial, "no_skill": 1.0}
+    return {**best, "trivial_f1": trivial, "no_skill": 0.0}

@@ -130,8 +130,10 @@ class PredictPanelMixin:
             self.model_meta = None
             self.model_label.setText(f"{Path(path).name} (unreadable: {exc})")
             return None
-        self.model_label.setText(Path(path).name)
-        self.model_label.setToolTip(f"{path}\n{modelinfo.summary(self.model_meta)}")
+        note = modelinfo.checkpoint_note(path, self.model_meta)
+        self.model_label.setText(Path(path).name + (f" ({note})" if note else ""))
+        self.model_label.setToolTip(f"{path}\n{modelinfo.summary(self.model_meta, path)}\n\n"
+                                    f"{modelinfo.MODEL_FILES_HELP}")
         self._show_model_threshold(self.model_meta)
         self._update_buttons()
         return self.model_meta
@@ -185,7 +187,7 @@ class PredictPanelMixin:
         if path is None:
             start = str(settings.get(settings.MODELS_DIR, "") or Path.home())
             chosen, _ = QFileDialog.getOpenFileName(self, "Load TerraSeg model", start,
-                                                    "TerraSeg model (*.tsm)")
+                                                    modelinfo.MODEL_FILE_FILTERS)
             if not chosen:
                 return None
             path = chosen

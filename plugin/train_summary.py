@@ -56,6 +56,11 @@ def summary_lines(result: dict[str, Any], model: str) -> list[str]:
     else:
         lines.append("No validation pixels: draw more polygons per class for held-out "
                      "metrics.")
+    threshold = result.get("threshold") or {}
+    if threshold.get("no_skill"):
+        lines.append("Warning: the model has not learnt the first class yet: no threshold "
+                     "beats marking every validation pixel as it, so the threshold stays at "
+                     "0.5. Train longer or draw more polygons before trusting the map.")
     kept = result.get("split") or {}
     if kept.get("kept_from"):
         n_new = int(kept.get("regions", 0)) - int(kept.get("kept_regions", 0))

@@ -199,8 +199,17 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     if kind.tunes_threshold and len(labels.classes) == 2 and has_val:
         p1, truth = split_probabilities(network, datasets["val"])
         threshold = tune_threshold(p1[:, 0], truth)
-        rep.log(f"threshold on P({labels.classes[0].name}) tuned on validation pixels: "
-                f"{threshold['value']:.2f} (F1 {threshold['f1']:.4f})")
+        first = labels.classes[0].name
+        if threshold["no_skill"]:
+            rep.log(f"the model has not learnt to find '{first}': no threshold on "
+                    f"P({first}) beats marking every validation pixel as '{first}' (F1 "
+                    f"{threshold['trivial_f1']:.4f}); threshold left at 0.5 (F1 "
+                    f"{threshold['f1']:.4f}). Train longer, add labels, or check the bands "
+                    "and nodata.", level="warning")
+        else:
+            rep.log(f"threshold on P({first}) tuned on validation pixels: "
+                    f"{threshold['value']:.2f} (F1 {threshold['f1']:.4f}; marking every "
+                    f"pixel '{first}': {threshold['trivial_f1']:.4f})")
     evaluation = {name: evaluate_split(network, ds, labels.classes,
                                        threshold["value"] if threshold else None)
                   for name, ds in datasets.items() if name != "train"}

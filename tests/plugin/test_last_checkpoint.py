@@ -135,3 +135,14 @@ def test_processing_train_names_both_files(processing, scene, tmp_path, monkeypa
         "OUTPUT": str(out)}, feedback=feedback)
     assert (f"{out}: the best epoch's weights (predict with it); {tmp_path / 'm.last.tsm'}: "
             "the last epoch's, a checkpoint to resume training from.") in feedback.info
+
+
+def test_panel_names_a_loaded_checkpoint(panel, model_pair):
+    """Load model in the panel: a NAME.last.tsm says what it is; NAME.tsm reads plainly."""
+    best, last = model_pair
+    assert panel.load_model(last) is not None
+    assert panel.model_label.text() == ("sealed.last.tsm (last epoch (checkpoint to resume), "
+                                        "the best epoch is sealed.tsm)")
+    assert modelinfo.MODEL_FILES_HELP in panel.model_label.toolTip()
+    assert panel.load_model(best) is not None
+    assert panel.model_label.text() == "sealed.tsm"

@@ -28,6 +28,12 @@ def test_summary_lines_name_model_epochs_validation_and_kept_split() -> None:
     ]
     bare = train_summary.summary_lines({"epochs": 1, "best_epoch": 1}, "m.tsm")
     assert bare[-1].startswith("No validation pixels")
+    weak = train_summary.summary_lines(
+        {**RESULT, "threshold": {"value": 0.5, "f1": 0.4, "trivial_f1": 0.46, "no_skill": 1.0}},
+        "m.tsm")
+    assert weak[3].startswith("Warning: the model has not learnt the first class yet")
+    skilled = {**RESULT, "threshold": {"value": 0.3, "f1": 0.8, "no_skill": 0.0}}
+    assert not any("Warning" in line for line in train_summary.summary_lines(skilled, "m"))
 
 
 def test_comparison_rows_and_verdict_on_the_same_pixels() -> None:
