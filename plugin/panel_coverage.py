@@ -231,12 +231,13 @@ class CoveragePanelMixin:
             item = self.band_table.item(r, COVERAGE_COLUMN)
             if band is None or item is None:
                 continue
-            text = f"{100 * band['valid_fraction']:.1f} %"
-            tip = f"Band {band.get('index', r + 1)} holds data on {text} of the raster"
+            raster_share = f"{100 * band['valid_fraction']:.1f}"
+            text = raster_share
+            tip = f"Band {band.get('index', r + 1)} holds data on {raster_share} % of the raster"
             if band.get("labelled_fraction") is not None:
-                labelled = f"{100 * band['labelled_fraction']:.1f} %"
-                text += f" / {labelled}"  # short: the column header says which is which
-                tip += f" and on {labelled} of the labelled pixels"
+                labelled = f"{100 * band['labelled_fraction']:.1f}"
+                text += f" / {labelled}"  # short: the header's tooltip says which is which
+                tip += f" and on {labelled} % of the labelled pixels"
             item.setText(text)
             item.setToolTip(tip + ".")
         self.band_table.blockSignals(False)

@@ -51,8 +51,9 @@ class DataPanelMixin:
         form.addRow("", self.raster_info)
 
         self.band_table = QTableWidget(0, 5)
-        self.band_table.setHorizontalHeaderLabels(["Band", "Name", "Use", "Role",
-                                                   "Data: raster / labels"])
+        self.band_table.setHorizontalHeaderLabels(["Band", "Name", "Use", "Role", "Data %"])
+        self.band_table.horizontalHeaderItem(4).setToolTip(
+            "Share of the raster / of the labelled pixels where the band holds data.")
         self.band_table.verticalHeader().setVisible(False)
         header = self.band_table.horizontalHeader()
         # narrow columns fit their contents; name and role share the rest (no side scrolling)

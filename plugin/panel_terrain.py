@@ -36,7 +36,9 @@ class TerrainPanelMixin:
         self.dem_combo.setToolTip("Elevation model, any grid and CRS: resampled bilinearly "
                                   "onto the image grid and added as channel 'dem'.")
         form.addRow("DEM", self.dem_combo)
-        self.slope_from_dem_check = QCheckBox("Add slope (degrees) derived from the DEM")
+        self.slope_from_dem_check = QCheckBox("Slope from the DEM")
+        self.slope_from_dem_check.setToolTip("Add slope in degrees, derived from the DEM, as "
+                                             "channel 'slope'.")
         form.addRow("", self.slope_from_dem_check)
         self.slope_combo = QgsMapLayerComboBox()
         self.slope_combo.setFilters(layer_filter("RasterLayer"))

@@ -84,7 +84,9 @@ class TrainPanelMixin:
         self.block_spin = odd_spin(_minimum("block_size"), 501, DEFAULTS.network.block_px)
         self.block_spin.setToolTip("Predicted centre block in pixels (odd).")
         form.addRow("Block size (px)", self.block_spin)
-        self.scratch_check = QCheckBox("From scratch (do not start from the last model)")
+        self.scratch_check = QCheckBox("From scratch")
+        self.scratch_check.setToolTip("Do not start from the last model: train a new network "
+                                      "from random weights.")
         form.addRow("", self.scratch_check)
         layout.addLayout(form)
 

@@ -51,8 +51,8 @@ DEMO = ROOT / "data" / "demo"
 # Short runs: the screenshots show the panel's states, not the best model.
 SEALED_TRAINING = {"epochs": 8, "patience": 8, "patch_size": 25, "block_size": 5,
                    "blocks": "1,1,1", "samples_per_epoch": 1024}
-LANDSLIDE_TRAINING = {"epochs": 5, "patience": 5, "tile_size": 64, "batch_size": 16,
-                      "samples_per_epoch": 256}
+LANDSLIDE_TRAINING = {"epochs": 20, "patience": 8, "tile_size": 64, "batch_size": 16,
+                      "samples_per_epoch": 512}
 # The chips mosaicked: columns and rows of the chip grid (tiles.csv) with the most labels.
 LANDSLIDE_COLUMNS = range(1, 5)
 LANDSLIDE_ROWS = range(2, 6)

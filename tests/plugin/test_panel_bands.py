@@ -73,7 +73,7 @@ def test_switching_raster_rederives_the_bands(panel, rasters) -> None:
     cover = panel.band_coverage
     assert cover["nodata_override"] == 0.0 and cover["nodata_suspect"] is None
     assert cover["valid_fraction"] == pytest.approx(40 * 56 / (60 * 80), abs=1e-4)
-    assert panel.band_table.item(0, 4).text() == "46.7 %"
+    assert panel.band_table.item(0, 4).text() == "46.7"
     # every train/predict/evaluate job of the panel carries it; other jobs do not
     from terraseg.plugin import jobs
     from terraseg.plugin.panel_jobs import JobsPanelMixin
@@ -110,7 +110,7 @@ def test_demo_raster_coverage_best_bands_and_warning(panel) -> None:
     assert [role for _, role, _ in panel.band_rows()] == ["blue", "green", "red", "nir",
                                                           "swir1", "swir2"]
     assert panel.wait_for_inspect(60)
-    assert [panel.band_table.item(r, 4).text() for r in (0, 5)] == ["84.7 %", "62.4 %"]
+    assert [panel.band_table.item(r, 4).text() for r in (0, 5)] == ["84.7", "62.4"]
     assert panel.band_coverage["suggested_bands"] == [1, 2, 3, 4, 5]
     assert panel.best_bands_button.isEnabled()
     assert "Chosen bands cover 62.4 % of the raster" in panel.coverage_label.text()
@@ -153,8 +153,8 @@ def test_labelled_pixels_coverage(panel, tmp_path: Path) -> None:
     cover = panel.band_coverage
     assert cover["labelled_pixels"] == 200
     assert cover["labelled_fraction"] == 0.5 and cover["suggested_labelled_fraction"] == 1.0
-    assert panel.band_table.item(5, 4).text() == "62.4 % / 50.0 %"
-    assert panel.band_table.item(0, 4).text() == "84.7 % / 100.0 %"
+    assert panel.band_table.item(5, 4).text() == "62.4 / 50.0"
+    assert panel.band_table.item(0, 4).text() == "84.7 / 100.0"
     assert ("hold data on only 62.4 % of the raster instead of 84.7 % and 50.0 % of the "
             "labelled pixels instead of 100.0 %" in panel.log_text())
 
