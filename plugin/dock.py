@@ -20,7 +20,7 @@ from typing import Any
 
 from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
+from qgis.PyQt.QtCore import QEvent, Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from . import label_layer, presets, project_state
@@ -152,9 +152,12 @@ class TerraSegDock(
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
-        # wide enough for every section, so nothing scrolls sideways
-        scroll.setMinimumWidth(body.minimumSizeHint().width() + 2 * scroll.frameWidth()
-                               + scroll.verticalScrollBar().sizeHint().width())
+        # wide enough for every section, so nothing scrolls sideways: measured again whenever
+        # the body's layout changes (QGIS's style and fonts, a preset, a raster's bands), not
+        # only once here - in real QGIS the first measure was too small
+        self._scroll, self._body = scroll, body
+        body.installEventFilter(self)
+        self._fit_width()
 
         outer = QWidget()
         outer_layout = QVBoxLayout(outer)
@@ -162,6 +165,23 @@ class TerraSegDock(
         outer_layout.addWidget(scroll, 1)
         outer_layout.addWidget(self._build_status_bar())
         self.setWidget(outer)
+
+    def _fit_width(self) -> None:
+        """Keep the scroll area at least as wide as the body's minimum (no sideways scroll)."""
+        scroll = self._scroll
+        needed = (scroll.widget().minimumSizeHint().width() + 2 * scroll.frameWidth()
+                  + scroll.verticalScrollBar().sizeHint().width())
+        if scroll.minimumWidth() != needed:
+            scroll.setMinimumWidth(needed)
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        """Re-fit the width when the body's layout is redone (see :meth:`_fit_width`)."""
+        if event.type() == QEvent.Type.LayoutRequest and watched is self._body:
+            try:
+                self._fit_width()
+            except RuntimeError:  # the panel is being deleted
+                pass
+        return super().eventFilter(watched, event)
 
     def _build_engine_box(self) -> QWidget:
         box = group_box("Engine", "TerraSegEngineBox")

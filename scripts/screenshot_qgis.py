@@ -38,7 +38,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QEventLoop, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QScrollArea
+from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QScrollArea
 from qgis.utils import iface
 
 ROOT = Path(os.environ["TERRASEG_ROOT"])
@@ -78,8 +78,15 @@ def save_window(name: str) -> Path:
     wait(300)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
-    iface.mainWindow().grab().save(str(path))
-    print("screenshot:", path, flush=True)
+    window = iface.mainWindow()
+    window.grab().save(str(path))
+    dock = next((d for d in window.findChildren(QDockWidget) if d.windowTitle() == "TerraSeg"),
+                None)
+    sizes = (f"window {window.width()}x{window.height()} px (minimum "
+             f"{window.minimumSizeHint().width()})")
+    if dock is not None:
+        sizes += f", dock {dock.width()} px (minimum {dock.minimumSizeHint().width()})"
+    print("screenshot:", path, sizes, flush=True)
     return path
 
 
