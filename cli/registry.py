@@ -72,6 +72,7 @@ def _load() -> None:
         commands_apply,
         commands_files,
         commands_inspect,
+        commands_pseudo,
         commands_quick,
         commands_train,
     )

@@ -182,6 +182,26 @@ def counts_by_name(y: np.ndarray, classes: tuple[ClassInfo, ...]) -> dict[str, i
     return {c.name: int((y == c.id).sum()) for c in classes}
 
 
+def check_two_classes(sample: PixelSample, classes: tuple[ClassInfo, ...], needs: str,
+                      fix: str) -> None:
+    """Refuse a sample with image data of fewer than two classes.
+
+    Args:
+        sample: The sampled pixels.
+        classes: Model classes.
+        needs: Start of the message, e.g. "The quick map needs training pixels".
+        fix: The hint.
+
+    Raises:
+        LabelError: Fewer than two classes in ``sample.y``.
+    """
+    present = [c.name for c in classes if (sample.y == c.id).any()]
+    if len(present) < 2:
+        raise LabelError(
+            f"{needs} with image data of two classes; found {', '.join(present) or 'none'} "
+            f"(labelled pixels on nodata: {sample.on_nodata}).", fix)
+
+
 def fit_forest(source: RasterSource, labels: LabelSet, split_map: np.ndarray,
                settings: ForestSettings, reporter: Reporter) -> tuple[RandomForestClassifier,
                                                                      dict[str, Any]]:
@@ -209,13 +229,9 @@ def fit_forest(source: RasterSource, labels: LabelSet, split_map: np.ndarray,
                                                       settings.max_samples, rng, True))
     val = read_pixels(source, lab, sample_positions(lab, split_map == 1,
                                                     settings.max_samples, rng, False))
-    present = [c.name for c in labels.classes if (train.y == c.id).any()]
-    if len(present) < 2:
-        raise LabelError(
-            f"The quick map needs training pixels with image data of two classes; found "
-            f"{', '.join(present) or 'none'} (labelled pixels on nodata: {train.on_nodata}).",
-            "Draw polygons of at least two classes where the raster has data in every "
-            "chosen band, or choose other bands.")
+    check_two_classes(train, labels.classes, "The quick map needs training pixels",
+                      "Draw polygons of at least two classes where the raster has data in "
+                      "every chosen band, or choose other bands.")
     forest = RandomForestClassifier(n_estimators=settings.trees, n_jobs=settings.threads,
                                     class_weight="balanced", random_state=settings.seed)
     start = time.perf_counter()
@@ -257,11 +273,28 @@ def map_windows(region: Window) -> list[Window]:
 
 def write_forest_map(forest: RandomForestClassifier, source: RasterSource,
                      classes: tuple[ClassInfo, ...], out_dir: Path, region: Window,
-                     reporter: Reporter, overwrite: bool) -> np.ndarray:
+                     reporter: Reporter, overwrite: bool,
+                     zero_where_disagreeing: np.ndarray | None = None,
+                     stage: str = "quickmap") -> np.ndarray:
     """Predict ``region`` window by window into probability.tif and classes.tif.
 
     Invalid pixels (nodata in a mapped band) are ``PROB_NODATA`` and class 0, as predict
     writes them. Both files are committed together or not at all.
+
+    Args:
+        forest: The fitted forest.
+        source: The input.
+        classes: Model classes (ids 1..K).
+        out_dir: Folder of the two files.
+        region: Pixel window of ``source`` to map.
+        reporter: Progress events.
+        overwrite: Replace existing outputs.
+        zero_where_disagreeing: Reference class ids on the source's grid (0 = unlabelled),
+            or None. Where given, every class probability of a valid pixel whose labelled
+            reference differs from the mapped class is written as 0 (the pseudo-labelling
+            study's marking of disagreeing pixels); the classes are unchanged.
+            Shape: (H, W) of the source.
+        stage: Name of the progress stage.
 
     Returns:
         Pixels per class id (index 0: nodata). Shape: (K + 1,).
@@ -290,15 +323,19 @@ def write_forest_map(forest: RandomForestClassifier, source: RasterSource,
             p = np.full((k, *valid.shape), PROB_NODATA, dtype=np.float32)
             p[:, valid] = class_probabilities(forest, data[:, valid].T, k).T
             cls = np.where(valid, class_ids(p, None), CLASS_NODATA).astype(np.uint8)
+            if zero_where_disagreeing is not None:
+                ref = zero_where_disagreeing[win.row_off:win.row_off + win.height,
+                                             win.col_off:win.col_off + win.width]
+                p[:, valid & (ref > 0) & (ref != cls)] = 0.0
             out_win = Window(win.col_off - region.col_off, win.row_off - region.row_off,
                              win.width, win.height)
             prob_w.write(p, out_win)
             cls_w.write(cls[None], out_win)
             counts += np.bincount(cls.ravel(), minlength=k + 1)
-            reporter.progress(i / len(windows), "quickmap")
+            reporter.progress(i / len(windows), stage)
         if not counts[1:].any():
             raise no_valid_pixel_error(source, region, "the processed area")
-        reporter.progress(1.0, "quickmap", "building overviews")
+        reporter.progress(1.0, stage, "building overviews")
         prob_w.close(overviews=True, check_cancelled=reporter.check_cancelled)
         cls_w.close(overviews=True, check_cancelled=reporter.check_cancelled)
     return counts

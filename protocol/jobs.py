@@ -20,7 +20,7 @@ from terraseg.protocol.errors import ProtocolError
 #: Commands the worker runs (each also a ``terraseg`` subcommand).
 COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
             "vectorise", "areas", "mosaic", "env", "quickmap",
-            "inspect")
+            "inspect", "pseudo-label")
 #: Commands whose first argument is positional rather than an option.
 POSITIONAL = {"info": "model", "inspect": "raster"}
 
