@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from terraseg.cli.options import NODATA_HELP
+from terraseg.cli.options import add_pixel_input_args
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 
@@ -20,17 +20,10 @@ STRATEGY_CHOICES = ("all", "random", "uniform", "kmeans")
 
 
 def _pseudo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--raster", required=True)
-    p.add_argument("--labels", required=True,
-                   help="vector labels or a label raster (any grid: resampled onto the "
-                        "raster's by nearest neighbour)")
+    add_pixel_input_args(p, "vector labels or a label raster (any grid: resampled onto the "
+                            "raster's by nearest neighbour)")
     p.add_argument("--out-dir", required=True,
                    help="folder for classes.tif (the pseudo-labels) and probability.tif")
-    p.add_argument("--class-field", help="class attribute of vector labels")
-    p.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
-    p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
-    p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
-    p.add_argument("--nodata", type=float, help=NODATA_HELP)
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="random",
                    help="how labelled pixels are sampled for the forest")
     p.add_argument("--quota", type=int, help="pixels sampled per class (default: the "

@@ -11,22 +11,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from terraseg.cli.options import NODATA_HELP, parse_window
+from terraseg.cli.options import add_pixel_input_args, parse_window
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.options import DEFAULTS
 
 
 def _quickmap_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--raster", required=True)
-    p.add_argument("--labels", required=True, help="vector labels or a label raster")
+    add_pixel_input_args(p, "vector labels or a label raster")
     p.add_argument("--out-dir", required=True,
                    help="folder for probability.tif and classes.tif")
-    p.add_argument("--class-field", help="class attribute of vector labels")
-    p.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
-    p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
-    p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
-    p.add_argument("--nodata", type=float, help=NODATA_HELP)
     area = p.add_mutually_exclusive_group()
     area.add_argument("--window", type=parse_window, help="col,row,width,height in pixels")
     area.add_argument("--extent-layer", help="map this vector layer's extent")

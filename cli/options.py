@@ -150,3 +150,18 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
 #: Help of ``--nodata`` (a property of the raster, given per job, not kept in the model).
 NODATA_HELP = ("nodata value replacing the raster's own (default: the raster's), e.g. 0 for "
                "a mosaic of chips filled with 0")
+
+
+def add_pixel_input_args(p: argparse.ArgumentParser, labels_help: str) -> None:
+    """Raster, labels and input channels of the pixel-forest commands (quickmap, pseudo-label).
+
+    ``--raster``, ``--labels``, ``--class-field``, ``--class-map``, ``--bands``,
+    ``--features`` and ``--nodata``, with the same meaning as train's.
+    """
+    p.add_argument("--raster", required=True)
+    p.add_argument("--labels", required=True, help=labels_help)
+    p.add_argument("--class-field", help="class attribute of vector labels")
+    p.add_argument("--class-map", help="e.g. developed=sealed,*=unsealed")
+    p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
+    p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
+    p.add_argument("--nodata", type=float, help=NODATA_HELP)
