@@ -32,7 +32,7 @@ def make_job(command: str, **args: Any) -> Job:
     Args:
         command: One of :data:`terraseg.protocol.jobs.COMMANDS` (``train``, ``predict``,
             ``evaluate``, ``grid``, ``cv``, ``compare``, ``info``, ``rasterise``,
-            ``vectorise``, ``areas``, ``mosaic``, ``env``).
+            ``vectorise``, ``areas``, ``mosaic``, ``env``, ``pseudo-label``).
         **args: Options by their command-line names (underscores or dashes).
 
     Returns:
@@ -149,6 +149,38 @@ def quickmap_job(raster: str, labels: str, out_dir: str, class_field: str | None
     """
     return make_job("quickmap", raster=raster, labels=labels, out_dir=out_dir,
                     class_field=class_field, class_map=class_map, bands=bands,
+                    overwrite=overwrite, **options)
+
+
+def pseudo_label_job(raster: str, labels: str, out_dir: str, class_field: str | None = None,
+                     class_map: str | None = None, bands: str | None = None,
+                     nodata: float | None = None, overwrite: bool = False,
+                     **options: Any) -> Job:
+    """Dense pseudo-labels from coarse or noisy labels (``terraseg pseudo-label``).
+
+    A random forest of single pixels is fitted on labelled pixels sampled from ``labels``;
+    its classes over the whole raster are the pseudo-labels. No model file is written.
+
+    Args:
+        raster: Raster file.
+        labels: Vector labels (``file`` or ``file|layername=NAME``) or a label raster on
+            any grid (resampled onto the raster's by nearest neighbour).
+        out_dir: Folder receiving ``classes.tif`` (the pseudo-labels) and
+            ``probability.tif``.
+        class_field: Class attribute of vector labels.
+        class_map: Class mapping, e.g. ``developed=sealed,*=unsealed``.
+        bands: Band mapping, ``1,2,3,4`` or ``red=1,green=2,...``.
+        nodata: Nodata value replacing the raster's own.
+        overwrite: Replace existing outputs.
+        **options: Further ``pseudo-label`` options (``strategy``, ``quota``, ``k``,
+            ``trees``, ``max_depth``, ``class_weight``, ``seed``, ``zero_disagreeing``,
+            ``features``).
+
+    Returns:
+        The job dict.
+    """
+    return make_job("pseudo-label", raster=raster, labels=labels, out_dir=out_dir,
+                    class_field=class_field, class_map=class_map, bands=bands, nodata=nodata,
                     overwrite=overwrite, **options)
 
 

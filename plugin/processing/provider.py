@@ -13,13 +13,14 @@ from .areas import AreaStatistics
 from .base import TerraSegAlgorithm
 from .evaluate import Evaluate
 from .predict import Predict
+from .pseudo_label import PseudoLabels
 from .rasterise import RasteriseLabels
 from .train import TrainModel
 from .vectorise import Vectorise
 
 ICON = PLUGIN_DIR / "resources" / "icon.png"
 ALGORITHMS: tuple[type[TerraSegAlgorithm], ...] = (
-    RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics)
+    RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics, PseudoLabels)
 
 
 def plugin_version() -> str:
@@ -33,9 +34,10 @@ def plugin_version() -> str:
 
 
 class TerraSegProvider(QgsProcessingProvider):
-    """Processing provider ``terraseg`` with TerraSeg's six algorithms.
+    """Processing provider ``terraseg`` with TerraSeg's seven algorithms.
 
-    Rasterise labels, Train model, Predict, Evaluate, Vectorise and Area statistics.
+    Rasterise labels, Train model, Predict, Evaluate, Vectorise, Area statistics and
+    Pseudo-labels from coarse labels (random forest).
     """
 
     def id(self) -> str:
