@@ -173,21 +173,82 @@ def _evaluate_args(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--threshold", type=float, help="as for predict")
     ev.add_argument("--tta", action="store_true", help="as for predict")
     ev.add_argument("--overwrite", action="store_true")
+    ev.add_argument("--baseline", choices=["rf"],
+                    help="also score a random forest of pixels (rf), fitted on "
+                         "--baseline-labels, on the same reference pixels")
+    ev.add_argument("--baseline-labels", metavar="FILE",
+                    help="labels the forest is fitted on, all labelled pixels (default: the "
+                         "model's training labels, when that file still exists)")
+    ev.add_argument("--baseline-class-field",
+                    help="class attribute of --baseline-labels (default: the model's)")
+    ev.add_argument("--baseline-class-map",
+                    help="class map of --baseline-labels (default: the model's)")
+    ev.add_argument("--trees", type=int, default=50, help="trees of the baseline forest")
+    ev.add_argument("--max-samples", type=int, default=30_000,
+                    help="most labelled pixels the baseline forest is fitted on (stratified "
+                         "by class)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the baseline's pixel sample and forest")
+
+
+def baseline_spec(a: argparse.Namespace, meta: ModelMeta) -> Any:
+    """BaselineSpec from ``--baseline rf`` and its options, or None without ``--baseline``.
+
+    The labels default to the training labels the model file records, when that file
+    exists; their class field and class map default to the model's.
+
+    Raises:
+        ConfigError: No ``--baseline-labels`` and no existing training labels recorded, or
+            a baseline option without ``--baseline``, or invalid forest settings.
+    """
+    from pathlib import Path
+
+    from terraseg.core.baseline import BaselineSpec
+    from terraseg.core.forest import ForestSettings
+
+    if not a.baseline:
+        if a.baseline_labels:
+            raise ConfigError("--baseline-labels is given without --baseline.",
+                              "Add --baseline rf, or leave --baseline-labels out.")
+        return None
+    labels = a.baseline_labels
+    recorded = meta.labels.path
+    if not labels and recorded and Path(recorded.split("|")[0]).exists():
+        labels = recorded
+    if not labels:
+        where = (f"the model's training labels {recorded} do not exist here" if recorded
+                 else "the model file records no training labels")
+        raise ConfigError(f"--baseline rf needs the training labels to fit the random forest "
+                          f"on, and {where}.",
+                          "Give them with --baseline-labels FILE (and --baseline-class-field "
+                          "for vector labels).")
+    return BaselineSpec(labels, a.baseline_class_field or meta.class_field,
+                        a.baseline_class_map or meta.class_map,
+                        ForestSettings(trees=a.trees, max_samples=a.max_samples,
+                                       seed=a.seed))
 
 
 def _run_evaluate(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     from terraseg.core.evaluate import evaluate_model
+    from terraseg.core.modelfile import read_meta
 
+    baseline = baseline_spec(a, read_meta(a.model)) if a.baseline or a.baseline_labels \
+        else None
     model, source = _model_and_source(a)
     return evaluate_model(model, source, a.reference, a.class_field, a.out_dir, reporter,
                           class_map=a.class_map, category_field=a.category_field,
                           overwrite=a.overwrite, device=a.device, threshold=a.threshold,
-                          tta=a.tta)
+                          tta=a.tta, baseline=baseline)
 
 
 def _print_evaluation(result: dict[str, Any]) -> str:
-    return (f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
+    text = (f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
             f"n={result['n_samples']}  -> {result['metrics']}")
+    if "baseline" in result:
+        from terraseg.core.baseline import side_by_side
+
+        text += "\n" + "\n".join(side_by_side(result, result["baseline"]["metrics"]))
+    return text
 
 
 register(Command("predict", "probability and class rasters for a raster", _predict_args,

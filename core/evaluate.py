@@ -8,6 +8,13 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from terraseg.core.baseline import (
+    BASELINE_FILE,
+    BaselineSpec,
+    baseline_metrics,
+    side_by_side,
+    write_baseline,
+)
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.decision import check_finite, class_ids, resolve_threshold
 from terraseg.core.inference import no_valid_pixel_error
@@ -29,11 +36,15 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                    class_map: str | None = None, category_field: str | None = None,
                    overwrite: bool = False, tile_px: int = 0,
                    device: str = "auto", threshold: float | None = None,
-                   tta: bool = False) -> dict[str, Any]:
+                   tta: bool = False, baseline: BaselineSpec | None = None
+                   ) -> dict[str, Any]:
     """Predict at the reference pixels and write metrics.json plus CSV tables.
 
     Only tiles that contain reference pixels are predicted. Reference classes are mapped
     to the model's classes by name (after ``class_map``); unknown classes are refused.
+    With ``baseline``, a random forest fitted on its labels is scored on the same
+    reference pixels (core/baseline.py) into ``baseline_metrics.json`` and
+    ``result["baseline"]``, and the headline metrics are logged side by side.
 
     Raises:
         RasterError: No reference pixel lies on valid data of the raster (all nodata).
@@ -42,7 +53,8 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     check_raster_fits(meta, source)
     threshold = resolve_threshold(meta, threshold)
     out_dir = Path(out_dir)
-    names = list(OUTPUT_NAMES) + (["per_category.csv"] if category_field else [])
+    names = list(OUTPUT_NAMES) + (["per_category.csv"] if category_field else []) \
+        + ([BASELINE_FILE] if baseline else [])
     check_output_dir(out_dir, names, overwrite)
     classes = classes_from_dicts(meta.class_dicts)
     ref = load_labels(reference, source.grid, class_field=class_field,
@@ -80,7 +92,19 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     extra = {"reference": str(reference), "raster": source.path,
              "n_reference_pixels": int(len(rows)),
              "n_outside_valid_data": outside}
+    forest = None
+    if baseline is not None:
+        forest_metrics, info = baseline_metrics(baseline, source, classes, rows, cols, truth,
+                                                pred, reporter, cats, ref.category_names)
+        forest = {**info, "metrics": forest_metrics.to_dict()}
+        for line in side_by_side(metrics.to_dict(), forest["metrics"]):
+            reporter.log(line)
     paths = write_metrics(metrics, out_dir, extra=extra, overwrite=overwrite)
-    return {"metrics": str(out_dir / "metrics.json"), "files": [str(p) for p in paths],
-            "accuracy": metrics.accuracy, "f1_weighted": metrics.f1_weighted,
-            "n_samples": metrics.n_samples}
+    result = {"metrics": str(out_dir / "metrics.json"), "files": [str(p) for p in paths],
+              "accuracy": metrics.accuracy, "f1_weighted": metrics.f1_weighted,
+              "f1_per_class": dict(metrics.f1_per_class), "n_samples": metrics.n_samples}
+    if forest is not None:
+        write_baseline(out_dir / BASELINE_FILE, forest)
+        result["files"].append(str(out_dir / BASELINE_FILE))
+        result["baseline"] = forest
+    return result

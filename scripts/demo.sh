@@ -4,7 +4,8 @@
 # 1. sealed vs unsealed: 'developed' polygons are sealed, every other class unsealed.
 # 2. land cover: the 7 classes of the polygons as they are.
 # Each model is trained on the 34 polygons, applied to the whole scene and evaluated on the
-# 1,000 independent reference points. Rerunnable: every step uses --overwrite.
+# 1,000 independent reference points, beside a random forest of pixels fitted on the same
+# polygons and scored on the same points (evaluate --baseline rf). Rerunnable: every step uses --overwrite.
 # Hyperparameters below may be overridden from the environment (DEMO_EPOCHS=5 make demo).
 set -euo pipefail
 
@@ -46,6 +47,10 @@ train_opts=(--epochs "$DEMO_EPOCHS" --seed "$DEMO_SEED" --bands "$DEMO_BANDS" --
 run_model() {
   local name=$1 weighting=$2; shift 2
   local start=$SECONDS
+  # The baseline forest: every labelled pixel of the polygons, the model's classes.
+  local baseline=(--baseline rf --baseline-labels "$polygons" --baseline-class-field label
+                  --seed "$DEMO_SEED")
+  [ "${1:-}" = --class-map ] && baseline+=(--baseline-class-map "$2")
   echo "== $name: train" >&2
   "$terraseg" train --raster "$raster" --labels "$polygons" --class-field label "$@" \
     --class-weights "$weighting" \
@@ -55,7 +60,7 @@ run_model() {
     --overwrite --preview
   echo "== $name: evaluate on the reference points" >&2
   "$terraseg" evaluate --model "$out/$name.tsm" --raster "$raster" --reference "$points" \
-    --class-field label "$@" --out-dir "$out/$name/eval" --overwrite
+    --class-field label "$@" "${baseline[@]}" --out-dir "$out/$name/eval" --overwrite
   echo "== $name: done in $((SECONDS - start)) s" >&2
 }
 
@@ -69,13 +74,23 @@ import sys
 from pathlib import Path
 
 out, names = Path(sys.argv[1]), sys.argv[2:]
-print("\nTerraSeg demo: accuracy on the independent reference points")
-for name in names:
-    metrics = json.loads((out / name / "eval" / "metrics.json").read_text())
+
+def line(label, metrics):
     f1 = metrics.get("f1_per_class") or {}
     f1_text = ", ".join(f"{k} {v:.2f}" for k, v in f1.items()) if isinstance(f1, dict) else f1
-    print(f"  {name:<10} accuracy {metrics['accuracy']:.3f}   F1: {f1_text}")
+    return (f"  {label:<18} accuracy {metrics['accuracy']:.3f}   F1 weighted "
+            f"{metrics['f1_weighted']:.3f}   F1: {f1_text}")
+
+
+print("\nTerraSeg demo: accuracy on the independent reference points (model vs a random "
+      "forest of pixels fitted on the same polygons, scored on the same points)")
+for name in names:
+    metrics = json.loads((out / name / "eval" / "metrics.json").read_text())
+    forest = json.loads((out / name / "eval" / "baseline_metrics.json").read_text())
+    print(line(f"{name} model", metrics))
+    print(line(f"{name} forest", forest["metrics"]))
     print(f"             model {out / name}.tsm")
-    for product in ("probability.tif", "classes.tif", "preview.png", "eval/metrics.json"):
+    for product in ("probability.tif", "classes.tif", "preview.png", "eval/metrics.json",
+                    "eval/baseline_metrics.json"):
         print(f"             {out / name / product}")
 EOF
