@@ -1,7 +1,7 @@
 """TerraSeg's Processing provider and algorithms (run engine jobs through plugin.worker_run).
 
 One module per algorithm on the shared base (base.py): rasterise, train, predict,
-evaluate, vectorise, areas; provider.py lists them.
+evaluate, vectorise, areas, pseudo_label; provider.py lists them.
 """
 
 from .areas import AreaStatistics
@@ -9,9 +9,11 @@ from .base import TerraSegAlgorithm
 from .evaluate import Evaluate
 from .predict import Predict
 from .provider import ALGORITHMS, TerraSegProvider
+from .pseudo_label import PseudoLabels
 from .rasterise import RasteriseLabels
 from .train import TrainModel
 from .vectorise import Vectorise
 
-__all__ = ["ALGORITHMS", "AreaStatistics", "Evaluate", "Predict", "RasteriseLabels",
+__all__ = ["ALGORITHMS", "AreaStatistics", "Evaluate", "Predict", "PseudoLabels",
+           "RasteriseLabels",
            "TerraSegAlgorithm", "TerraSegProvider", "TrainModel", "Vectorise"]

@@ -207,6 +207,15 @@ class TerraSegAlgorithm(QgsProcessingAlgorithm):
         return True, ""
 
     # --- helpers ----------------------------------------------------------------------
+    def add_class_map_and_bands(self) -> None:
+        """The optional CLASS_MAP and BANDS parameters of the algorithms that read labels."""
+        self.addParameter(QgsProcessingParameterString(
+            "CLASS_MAP", self.tr("Class mapping (e.g. developed=sealed,*=unsealed)"),
+            optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", self.tr("Bands (e.g. 1,2,3,4 or red=1,green=2; empty: all)"),
+            optional=True))
+
     def run_engine(self, job: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
         """Run a worker job, reporting to ``feedback``.
 

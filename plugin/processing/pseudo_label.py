@@ -24,7 +24,6 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
 )
 
 from .. import jobs
@@ -67,12 +66,7 @@ class PseudoLabels(TerraSegAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", self.tr("Class field (labels layer)"), None, "LABELS",
             optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            "CLASS_MAP", self.tr("Class mapping (e.g. developed=sealed,*=unsealed)"),
-            optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            "BANDS", self.tr("Bands (e.g. 1,2,3,4 or red=1,green=2; empty: all)"),
-            optional=True))
+        self.add_class_map_and_bands()
         self.addParameter(QgsProcessingParameterNumber(
             "NODATA", self.tr("Nodata value of the raster (empty: the raster's own)"),
             QgsProcessingParameterNumber.Double, None, optional=True))

@@ -94,12 +94,7 @@ class TrainModel(TerraSegAlgorithm):
             [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", self.tr("Class field"), None, "LABELS"))
-        self.addParameter(QgsProcessingParameterString(
-            "CLASS_MAP", self.tr("Class mapping (e.g. developed=sealed,*=unsealed)"),
-            optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            "BANDS", self.tr("Bands (e.g. 1,2,3,4 or red=1,green=2; empty: all)"),
-            optional=True))
+        self.add_class_map_and_bands()
         self.addParameter(option_parameter("epochs", default=interactive_default("epochs"),
                                            note=interactive_note("epochs")))
         self.addParameter(option_parameter("patience"))
