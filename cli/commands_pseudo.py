@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from terraseg.cli.options import add_pixel_input_args
+from terraseg.cli.options import add_pixel_input_args, load_pixel_inputs
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 
@@ -43,11 +43,7 @@ def _pseudo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pseudo(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    from terraseg.core.classes import ClassMapping
-    from terraseg.core.features import FeatureSpec
     from terraseg.core.forest import OUTPUT_NAMES
-    from terraseg.core.labels import load_labels
-    from terraseg.core.model_input import assemble_source
     from terraseg.core.output_targets import check_output_dir
     from terraseg.core.pseudo_label import PseudoLabelSettings, pseudo_label
 
@@ -57,11 +53,7 @@ def _run_pseudo(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
         class_weight=a.class_weight, seed=a.seed, zero_disagreeing=a.zero_disagreeing)
     check_output_dir(a.out_dir, OUTPUT_NAMES, a.overwrite)  # before the raster is read
     reporter.progress(0.0, "prepare", "reading raster and labels")
-    features = FeatureSpec.parse(a.features) if a.features else None
-    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True,
-                                nodata=a.nodata)
-    labels = load_labels(a.labels, source.grid, class_field=a.class_field,
-                         class_map=ClassMapping.parse(a.class_map))
+    source, labels = load_pixel_inputs(a)
     return pseudo_label(source, labels, a.out_dir, reporter, settings, a.overwrite)
 
 

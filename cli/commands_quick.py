@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from terraseg.cli.options import add_pixel_input_args, parse_window
+from terraseg.cli.options import add_pixel_input_args, load_pixel_inputs, parse_window
 from terraseg.cli.registry import Command, register
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.options import DEFAULTS
@@ -43,11 +43,7 @@ def _quickmap_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    from terraseg.core.classes import ClassMapping
-    from terraseg.core.features import FeatureSpec
     from terraseg.core.forest import OUTPUT_NAMES, READ_BLOCK_PX, ForestSettings, quick_map
-    from terraseg.core.labels import load_labels
-    from terraseg.core.model_input import assemble_source
     from terraseg.core.output_targets import check_output_dir
     from terraseg.training.sampling import SplitConfig, build_index
 
@@ -56,11 +52,7 @@ def _run_quickmap(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
                             a.seed)
     check_output_dir(a.out_dir, OUTPUT_NAMES, a.overwrite)  # before the raster is read
     reporter.progress(0.0, "prepare", "reading raster and labels")
-    features = FeatureSpec.parse(a.features) if a.features else None
-    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True,
-                                nodata=a.nodata)
-    labels = load_labels(a.labels, source.grid, class_field=a.class_field,
-                         class_map=ClassMapping.parse(a.class_map))
+    source, labels = load_pixel_inputs(a)
     index = build_index(labels, split_cfg, READ_BLOCK_PX, _kept_split(a, split_cfg, reporter))
     if a.split_from:
         reporter.log(f"split of {a.split_from} kept for {index.kept_regions} region(s); new "

@@ -165,3 +165,25 @@ def add_pixel_input_args(p: argparse.ArgumentParser, labels_help: str) -> None:
     p.add_argument("--bands", help="band mapping, 1,2,3 or red=1,... (default: every band)")
     p.add_argument("--features", help="engineered channels as for train, e.g. ndvi,sobel")
     p.add_argument("--nodata", type=float, help=NODATA_HELP)
+
+
+def load_pixel_inputs(a: argparse.Namespace) -> tuple[Any, Any]:
+    """The input source and labels named by :func:`add_pixel_input_args`'s arguments.
+
+    Engineered features are fitted on this raster (as training does); labels on another
+    grid are resampled onto the source's.
+
+    Returns:
+        ``(source, labels)``: a RasterSource and a LabelSet.
+    """
+    from terraseg.core.classes import ClassMapping
+    from terraseg.core.features import FeatureSpec
+    from terraseg.core.labels import load_labels
+    from terraseg.core.model_input import assemble_source
+
+    features = FeatureSpec.parse(a.features) if a.features else None
+    _, source = assemble_source(a.raster, a.bands, (), features, fit_features=True,
+                                nodata=a.nodata)
+    labels = load_labels(a.labels, source.grid, class_field=a.class_field,
+                         class_map=ClassMapping.parse(a.class_map))
+    return source, labels

@@ -176,16 +176,10 @@ class EvaluatePanelMixin:
                 self.reference_field_combo.setField(class_field)
         if class_map is not None:
             self.reference_map_edit.setText(class_map)
-        raster = self.raster_layer()
-        if raster is None:
-            return self._refuse("Evaluate", "Choose a raster layer first.")
-        if not self.last_model or not Path(self.last_model).is_file():
-            return self._refuse("Evaluate", "Train or load a model first.")
-        meta = self.model_meta or self._set_model(self.last_model)
-        if meta is None:
-            return self._refuse("Evaluate", f"Cannot read the model {self.last_model}.")
-        if not self._warn_incompatible(meta, raster, ask=True):
+        ready = self._model_and_raster("Evaluate")
+        if ready is None:
             return False
+        raster, meta = ready
         if reference_layer is None:
             return self._refuse("Evaluate", "Choose the reference layer (points or polygons "
                                 "with a class field) under Evaluate.")

@@ -283,6 +283,27 @@ class PredictPanelMixin:
             self._temp_dir = tempfile.mkdtemp(prefix="terraseg_panel_")
         return self._temp_dir
 
+    def _model_and_raster(self, title: str) -> tuple[QgsRasterLayer, dict[str, Any]] | None:
+        """The panel's raster and the last model's metadata, when the model can run on it.
+
+        Refuses (a message titled ``title``) without a raster, without a readable model, or
+        when the analyst declines a model that does not fit the raster; returns None then.
+        """
+        raster = self.raster_layer()
+        if raster is None:
+            self._refuse(title, "Choose a raster layer first.")
+            return None
+        if not self.last_model or not Path(self.last_model).is_file():
+            self._refuse(title, "Train or load a model first.")
+            return None
+        meta = self.model_meta or self._set_model(self.last_model)
+        if meta is None:
+            self._refuse(title, f"Cannot read the model {self.last_model}.")
+            return None
+        if not self._warn_incompatible(meta, raster, ask=True):
+            return None
+        return raster, meta
+
     def predict(self, mode: str = "canvas", layer: QgsVectorLayer | None = None,
                 wait: bool = False, timeout_s: float = 3600.0) -> bool:
         """Apply :attr:`last_model` to the raster; results go to 'TerraSeg results'.
@@ -297,16 +318,10 @@ class PredictPanelMixin:
         Returns:
             True when the job started (with ``wait``: when it also succeeded).
         """
-        raster = self.raster_layer()
-        if raster is None:
-            return self._refuse("Predict", "Choose a raster layer first.")
-        if not self.last_model or not Path(self.last_model).is_file():
-            return self._refuse("Predict", "Train or load a model first.")
-        meta = self.model_meta or self._set_model(self.last_model)
-        if meta is None:
-            return self._refuse("Predict", f"Cannot read the model {self.last_model}.")
-        if not self._warn_incompatible(meta, raster, ask=True):
+        ready = self._model_and_raster("Predict")
+        if ready is None:
             return False
+        raster, meta = ready
         try:
             raster_path = jobs.raster_layer_path(raster)
             terrain = self.terrain_for_model(meta)

@@ -17,7 +17,7 @@ import fiona
 import numpy as np
 import pytest
 import rasterio
-from helpers.paths import TERRASEG
+from helpers.paths import terraseg
 from helpers.synthetic import (
     CRS_UTM,
     ORIGIN,
@@ -35,9 +35,6 @@ SIZE = 96
 BAND_NAMES = ("red", "green", "blue", "nir")
 
 
-def terraseg(*args: object, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

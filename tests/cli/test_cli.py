@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from helpers.paths import ROOT, TERRASEG
+from helpers.paths import ROOT, TERRASEG, terraseg
 from helpers.synthetic import (
     CRS_UTM,
     ORIGIN,
@@ -39,10 +39,6 @@ TINY = ["--patch-size", "23", "--blocks", "1,1,1"]
 QUICK = [*TINY, "--epochs", "1", "--samples-per-epoch", "256"]
 
 
-def terraseg(*args: object, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the terraseg executable; stdout/stderr captured as text."""
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

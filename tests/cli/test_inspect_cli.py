@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 from helpers.patch_models import PARAMS, metadata, randomise, smooth_random
-from helpers.paths import ROOT, TERRASEG
+from helpers.paths import ROOT, terraseg
 from helpers.synthetic import make_scene, pixel_box, write_polygons, write_raster
 
 from terraseg.core.modelfile import read_metadata, save_model
@@ -24,10 +24,6 @@ TINY = ["--patch-size", "23", "--blocks", "1,1,1", "--epochs", "1",
         "--samples-per-epoch", "256"]
 
 
-def terraseg(*args: object, stdin: str | None = None, timeout: float = 300
-             ) -> subprocess.CompletedProcess:
-    return subprocess.run([*TERRASEG, *map(str, args)], input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ import rasterio
 import torch
 from helpers.patch_models import metadata as patch_metadata
 from helpers.patch_models import randomise
-from helpers.paths import TERRASEG
+from helpers.paths import TERRASEG, terraseg
 from helpers.synthetic import make_scene, pixel_box, write_polygons, write_raster
 from rasterio.transform import from_origin
 
@@ -34,9 +34,6 @@ QUICK = ["--patch-size", "23", "--blocks", "1,1,1", "--epochs", "1",
          "--samples-per-epoch", "64", "--class-field", "klass"]
 
 
-def terraseg(*args: object, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.patch_models import PARAMS, metadata, randomise, smooth_random
-from helpers.paths import TERRASEG
+from helpers.paths import TERRASEG, terraseg
 from helpers.synthetic import make_scene, write_raster
 
 from terraseg.cli import worker as worker_module
@@ -36,10 +36,6 @@ TINY = ["--patch-size", "23", "--blocks", "1,1,1", "--epochs", "1",
         "--samples-per-epoch", "256"]
 
 
-def terraseg(*args: object, cwd: Path, timeout: float = 300,
-             stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, input=stdin)
 
 
 def events_of(stdout: str) -> list[dict]:

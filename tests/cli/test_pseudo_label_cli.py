@@ -7,14 +7,13 @@ Every test runs the real console script in a subprocess. The labels are a coarse
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from helpers.paths import ROOT, TERRASEG
+from helpers.paths import ROOT, terraseg
 from helpers.synthetic import ORIGIN, make_scene
 
 from terraseg.protocol.events import Progress, parse_line
@@ -25,11 +24,6 @@ from test_pseudo_label import write_coarse_labels  # noqa: E402
 CLASS_MAP = "1=sealed,2=unsealed"
 
 
-def terraseg(*args: object, cwd: Path, stdin: str | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the terraseg executable; stdout/stderr captured as text."""
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, input=stdin, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

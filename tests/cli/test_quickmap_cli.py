@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from helpers.paths import ROOT, TERRASEG
+from helpers.paths import ROOT, terraseg
 from helpers.synthetic import make_scene
 
 from terraseg.protocol.events import Progress, parse_line
@@ -21,11 +20,6 @@ from terraseg.protocol.events import Progress, parse_line
 DEMO = ROOT / "data" / "demo"
 
 
-def terraseg(*args: object, cwd: Path, stdin: str | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the terraseg executable; stdout/stderr captured as text."""
-    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, input=stdin, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,13 @@ def _terraseg_command() -> list[str]:
 TERRASEG: list[str] = _terraseg_command()
 
 
+def terraseg(*args: object, cwd: Path | str | None = None, stdin: str | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the terraseg command as a user would; stdout/stderr captured as text."""
+    return subprocess.run([*TERRASEG, *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, input=stdin, timeout=timeout)
+
+
 def run_engine_python(code: str, *args: object, python: Path | str | None = None,
                       timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` with the engine's Python, ``helpers`` importable, ``args`` in sys.argv[1:].
