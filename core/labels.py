@@ -37,6 +37,30 @@ RASTER_EXTENSIONS = frozenset(
 )
 
 
+def is_vector_labels(path: str | Path) -> bool:
+    """Whether ``path`` names a vector layer (else a label raster).
+
+    Known vector extensions and ``"path|layername=NAME"`` are vectors, known raster
+    extensions rasters; anything else is tried with fiona.
+
+    Raises:
+        LabelError: An unknown extension and no such file.
+    """
+    file_path, _ = split_layer_spec(str(path))
+    if "|" in str(path):
+        return True
+    ext = Path(file_path).suffix.lower()
+    if ext in VECTOR_EXTENSIONS:
+        return True
+    if ext in RASTER_EXTENSIONS:
+        return False
+    check_exists(file_path, "Label file")
+    try:
+        return bool(fiona.listlayers(file_path))
+    except (FionaError, OSError, ValueError):
+        return False
+
+
 def load_labels(
     path: str | Path,
     grid: Grid,
@@ -73,21 +97,7 @@ def load_labels(
         RasterError: ``grid`` has no CRS.
     """
     file_path, _ = split_layer_spec(str(path))
-    if "|" in str(path):
-        is_vector = True
-    else:
-        ext = Path(file_path).suffix.lower()
-        if ext in VECTOR_EXTENSIONS:
-            is_vector = True
-        elif ext in RASTER_EXTENSIONS:
-            is_vector = False
-        else:
-            check_exists(file_path, "Label file")
-            try:
-                is_vector = bool(fiona.listlayers(file_path))
-            except (FionaError, OSError, ValueError):
-                is_vector = False
-    if is_vector:
+    if is_vector_labels(path):
         if not class_field:
             raise LabelError(
                 f"{Path(file_path).name} is a vector layer but no class field was given.",

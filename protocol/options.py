@@ -27,6 +27,8 @@ Split = Literal["polygons", "blocks"]
 ClassWeighting = Literal["inverse", "sqrt", "none"]
 Optimizer = Literal["adamw", "adam"]
 LrSchedule = Literal["none", "cosine", "plateau"]
+PseudoStrategy = Literal["random", "uniform", "kmeans", "all"]
+ProbabilityUse = Literal["none", "channel"]
 
 
 def opt(default: Any, help: str, flag: str = "", minimum: float | None = None,  # noqa: A002
@@ -160,8 +162,39 @@ class RuntimeOptions:
     num_workers: int = opt(0, "data loader processes", minimum=0)
 
 
+@dataclass(frozen=True)
+class PseudoOptions:
+    """Labels densified by a random forest before training (seed 003's pseudo-labels).
+
+    A forest of single pixels is fitted on a sample of ``pseudo_source``'s labels (default:
+    the training labels themselves) and labels every pixel of the raster; the training
+    labels then override it wherever they lie (an analyst's corrections win).
+    """
+
+    pseudo_labels: bool = opt(False, "densify the labels with a random forest first: it "
+                              "labels every pixel, the --labels override it where they lie")
+    pseudo_source: str | None = opt(None, "coarse labels the forest learns from: a label "
+                                    "raster on any grid or polygons (default: --labels)")
+    pseudo_class_field: str | None = opt(None, "class field of --pseudo-source polygons "
+                                         "(default: --class-field)")
+    pseudo_class_map: str | None = opt(None, "class map of --pseudo-source (default: "
+                                       "--class-map), e.g. 21=sealed,22=sealed,*=unsealed")
+    pseudo_strategy: PseudoStrategy = opt("random", "pixel sampling per class for the forest")
+    pseudo_quota: int = opt(0, "pixels sampled per class (0 = the smallest class's count)",
+                            minimum=0)
+    pseudo_k: int = opt(50, "clusters per class of --pseudo-strategy kmeans", minimum=1)
+    pseudo_trees: int = opt(50, "trees of the forest", minimum=1)
+    pseudo_max_depth: int = opt(10, "depth limit of the trees (0 = unlimited)", minimum=0)
+    pseudo_zero_disagreeing: bool = opt(False, "confidence 0 where the pseudo-label disagrees "
+                                        "with the source label (the study's option)")
+    pseudo_probability: ProbabilityUse = opt(
+        "none", "use of the forest's confidence (its probability of the class it gives): "
+        "none, or channel (an extra input channel 'rf_confidence', required at prediction)")
+
+
 SECTIONS = {"data": DataOptions, "network": NetworkOptions, "optim": OptimOptions,
-            "augment": AugmentOptions, "split": SplitOptions, "runtime": RuntimeOptions}
+            "augment": AugmentOptions, "split": SplitOptions, "runtime": RuntimeOptions,
+            "pseudo": PseudoOptions}
 
 
 @dataclass(frozen=True)
@@ -179,6 +212,7 @@ class TrainOptions:
     augment: AugmentOptions = field(default_factory=AugmentOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    pseudo: PseudoOptions = field(default_factory=PseudoOptions)
     out: str = ""
     overwrite: bool = False
 

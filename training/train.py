@@ -59,6 +59,14 @@ from terraseg.training.inputs import (
 )
 from terraseg.training.model_record import build_model_meta
 from terraseg.training.module import SegmentationTask
+from terraseg.training.pseudo import (
+    analyst_overrides,
+    override_with,
+    pseudo_output_paths,
+    pseudo_summary,
+    run_forest_step,
+    with_blocks_split,
+)
 from terraseg.training.sampling import SPLITS, SplitConfig, build_index, count_split_units
 
 
@@ -82,7 +90,10 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     opts = opts.validate()
     out = Path(opts.out)
     # every file the run writes or replaces: the best weights and NAME.last.tsm
-    check_output_targets(model_file_paths(out), opts.overwrite, "--out")
+    targets = model_file_paths(out)
+    if opts.pseudo.pseudo_labels:
+        targets += pseudo_output_paths(out)
+    check_output_targets(targets, opts.overwrite, "--out")
     L.seed_everything(opts.split.seed, workers=True, verbose=False)
     init_meta = read_meta(opts.network.init_model) if opts.network.init_model else None
     split_meta = read_split_from(opts.split.split_from) if opts.split.split_from else None
@@ -98,8 +109,22 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     rep.log(f"raster {opts.data.raster}: {source.grid.width_px}x{source.grid.height_px} px, "
             f"bands {list(mapping.names)}, pixel size {source.grid.pixel_size}")
     classes = classes_from_dicts(init_meta.class_dicts) if init_meta else None
-    labels = load_labels(opts.data.labels, source.grid, class_field=opts.data.class_field,
-                         class_map=ClassMapping.parse(opts.data.class_map), classes=classes)
+    pseudo = opts.pseudo.pseudo_labels
+    analyst = None
+    if not pseudo or analyst_overrides(opts):  # corrections may be of one class
+        analyst = load_labels(opts.data.labels, source.grid,
+                              class_field=opts.data.class_field,
+                              class_map=ClassMapping.parse(opts.data.class_map),
+                              classes=classes, require_two_classes=not pseudo)
+    labels = analyst
+    pseudo_run = None
+    if pseudo:
+        opts = with_blocks_split(opts, rep)
+        opts, pseudo_run = run_forest_step(opts, source, rep, classes, analyst)
+        if opts.pseudo.pseudo_probability == "channel":
+            mapping, source = build_source(opts, init_meta)
+        labels = override_with(pseudo_run, (source.grid.height_px, source.grid.width_px),
+                               analyst, rep)
     for info in labels.classes:
         rep.log(f"labelled pixels {info.name}: {labels.pixel_counts.get(info.name, 0)}")
     if labels.repaired_features:
@@ -253,6 +278,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
                        "kept_from": str(prev_path) if kept_split is not None else None}
     if previous is not None:
         result["previous"] = previous
+    if pseudo_run is not None:
+        result["pseudo_labels"] = pseudo_summary(pseudo_run)
     return result
 
 

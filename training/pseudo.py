@@ -1,0 +1,242 @@
+"""Training on pseudo-labels: the random-forest step of ``train --pseudo-labels``.
+
+Seed 003's system in one run (core/pseudo_label.py does the forest): a forest of single
+pixels is fitted on a sample of coarse or sparse labels (``--pseudo-source``; default the
+training labels themselves, "densify my few polygons") and labels every pixel of the
+raster. Its outputs are written next to the model file, in ``NAME.pseudo/``:
+``classes.tif`` (the pseudo-labels), ``probability.tif`` (per class) and ``confidence.tif``
+(the forest's probability of the class it gives; 0 where it disagrees with the source
+label under ``--pseudo-zero-disagreeing``). The network then trains on the pseudo-labels,
+with the analyst's polygons overriding them where they lie: corrections win. A label
+raster given as ``--labels`` is only the forest's source (it would otherwise override the
+forest everywhere it is labelled).
+
+With ``--pseudo-probability channel`` the confidence becomes an extra input channel named
+``rf_confidence``; the model file records it like any extra raster, and prediction must be
+given it (``--extra-raster rf_confidence=PATH``, made for a raster by
+``terraseg pseudo-label``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from terraseg.core.atomic import AtomicOutputs
+from terraseg.core.classes import ClassInfo, ClassMapping
+from terraseg.core.forest import map_windows
+from terraseg.core.grid import Grid
+from terraseg.core.inference import OUTPUT_BLOCK_PX, PROB_NODATA
+from terraseg.core.label_set import LabelSet, make_label_set
+from terraseg.core.labels import is_vector_labels, load_labels
+from terraseg.core.pseudo_label import PseudoLabelSettings, pseudo_label
+from terraseg.core.raster import RasterSource
+from terraseg.core.reporting import Reporter
+from terraseg.protocol.errors import LabelError
+from terraseg.protocol.options import TrainOptions
+
+#: Name of the confidence channel in model files (``--extra-raster rf_confidence=PATH``).
+CONFIDENCE_CHANNEL = "rf_confidence"
+CONFIDENCE_NAME = "confidence.tif"
+FOLDER_SUFFIX = ".pseudo"
+OUTPUT_NAMES = ("classes.tif", "probability.tif", CONFIDENCE_NAME)
+
+
+@dataclass(frozen=True)
+class PseudoRun:
+    """What the forest step wrote and found.
+
+    Attributes:
+        folder: ``NAME.pseudo/`` next to the model file.
+        classes: The pseudo-label raster (class ids of ``class_list``, 0 = nodata).
+        confidence: The confidence raster (float32, -1 = nodata).
+        class_list: The forest's classes (ids 1..K).
+        report: core/pseudo_label.py's result (sampling, agreement, importances).
+    """
+
+    folder: Path
+    classes: Path
+    confidence: Path
+    class_list: tuple[ClassInfo, ...]
+    report: dict[str, Any]
+
+
+def pseudo_folder(out: str | Path) -> Path:
+    """``models/sealed.tsm`` -> ``models/sealed.pseudo``."""
+    out = Path(out)
+    return out.with_name(out.stem + FOLDER_SUFFIX)
+
+
+def pseudo_output_paths(out: str | Path) -> list[Path]:
+    """Every file the forest step writes for model file ``out``."""
+    folder = pseudo_folder(out)
+    return [folder / name for name in OUTPUT_NAMES]
+
+
+def run_forest_step(opts: TrainOptions, source: RasterSource, rep: Reporter,
+                    classes: tuple[ClassInfo, ...] | None = None,
+                    analyst: LabelSet | None = None) -> tuple[TrainOptions, PseudoRun]:
+    """Fit the forest on the pseudo source and write the pseudo-labels of the whole raster.
+
+    Args:
+        opts: The training options (``opts.pseudo`` with ``pseudo_labels`` set).
+        source: The input as the forest sees it (bands, extras, engineered channels).
+        rep: Progress and log events.
+        classes: Fixed classes (retraining from a model), or None.
+        analyst: The labels that will override the forest (checked against the forest's
+            classes before any work), or None.
+
+    Returns:
+        The options to train with (``rf_confidence`` added as an extra raster when the
+        confidence is a channel) and what the step wrote.
+
+    Raises:
+        LabelError: Unusable source labels (see core/pixel_sampling.py and core/labels.py),
+            or an overriding class the forest does not know.
+        OutputError: The outputs exist without ``--overwrite``.
+    """
+    ps, data = opts.pseudo, opts.data
+    path = ps.pseudo_source or data.labels
+    field = ps.pseudo_class_field or data.class_field
+    class_map = ps.pseudo_class_map if ps.pseudo_class_map is not None else data.class_map
+    rep.progress(0.0, "pseudo-label", f"reading the forest's labels {Path(path).name}")
+    coarse = load_labels(path, source.grid, class_field=field,
+                         class_map=ClassMapping.parse(class_map), classes=classes,
+                         all_touched=data.all_touched)
+    if analyst is not None:
+        check_known_classes(analyst, coarse.classes)
+    settings = PseudoLabelSettings(
+        strategy=ps.pseudo_strategy, quota=ps.pseudo_quota or None, k=ps.pseudo_k,
+        trees=ps.pseudo_trees, max_depth=ps.pseudo_max_depth or None,
+        seed=opts.split.seed, zero_disagreeing=ps.pseudo_zero_disagreeing)
+    folder = pseudo_folder(opts.out)
+    report = pseudo_label(source, coarse, folder, rep, settings, overwrite=opts.overwrite)
+    confidence = folder / CONFIDENCE_NAME
+    write_confidence(Path(report["probability"]), source.grid, confidence, opts.overwrite)
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in report["class_shares"].items())
+    rep.log(f"pseudo-labels in {folder}: {report['valid_pixels']} px labelled by the forest "
+            f"({shares})")
+    if ps.pseudo_probability == "channel":
+        extra = f"{CONFIDENCE_CHANNEL}={confidence}"
+        opts = opts.replace(extra_rasters=(*data.extra_rasters, extra))
+        rep.log(f"the forest's confidence is input channel '{CONFIDENCE_CHANNEL}'; prediction "
+                f"needs --extra-raster {CONFIDENCE_CHANNEL}=PATH")
+    run = PseudoRun(folder, Path(report["classes"]), confidence, coarse.classes, report)
+    return opts, run
+
+
+def write_confidence(probability: Path, grid: Grid, out: Path, overwrite: bool) -> None:
+    """The largest class probability of each pixel, window by window (-1 = nodata).
+
+    Args:
+        probability: The forest's probability raster (K bands, -1 = nodata) on ``grid``.
+        grid: The raster's grid.
+        out: The confidence raster to write (committed whole or not at all).
+        overwrite: Replace an existing file.
+    """
+    with rasterio.open(probability) as src, \
+            AtomicOutputs(out.parent, overwrite=overwrite) as outputs:
+        writer = outputs.geotiff(out.name, grid, 1, "float32", PROB_NODATA,
+                                 [CONFIDENCE_CHANNEL], block_px=OUTPUT_BLOCK_PX)
+        for win in map_windows(Window(0, 0, src.width, src.height)):
+            p = src.read(window=win)
+            conf = np.where(p[0] == PROB_NODATA, PROB_NODATA, p.max(axis=0))
+            writer.write(conf.astype(np.float32)[None], win)
+
+
+def check_known_classes(analyst: LabelSet, forest_classes: tuple[ClassInfo, ...]
+                        ) -> dict[str, int]:
+    """The forest's class id by lower-case name; refuses analyst classes it does not know.
+
+    Raises:
+        LabelError: Naming the unknown classes and the forest's.
+    """
+    by_name = {c.name.lower(): c.id for c in forest_classes}
+    unknown = [c.name for c in analyst.classes
+               if c.name.lower() not in by_name and analyst.pixel_counts.get(c.name, 0)]
+    if unknown:
+        raise LabelError(
+            f"Class(es) {unknown} of the training labels are not among the forest's "
+            f"classes {[c.name for c in forest_classes]}.",
+            "Map them onto the coarse labels' classes with --class-map, or give the "
+            "coarse labels (--pseudo-source) those classes too.")
+    return by_name
+
+
+def override_with(run: PseudoRun, grid_shape: tuple[int, int], analyst: LabelSet | None,
+                  rep: Reporter) -> LabelSet:
+    """The training labels: the pseudo-labels, overridden by the analyst's labels.
+
+    Args:
+        run: The forest step's outputs.
+        grid_shape: (H, W) of the training grid (the pseudo-labels are on it).
+        analyst: The analyst's labels on the same grid, or None (a coarse label raster was
+            the source and does not override).
+        rep: Log events.
+
+    Raises:
+        LabelError: An analyst's class the forest does not know.
+    """
+    with rasterio.open(run.classes) as ds:
+        pseudo = ds.read(1)
+    if pseudo.shape != grid_shape:
+        raise LabelError(f"The pseudo-labels {run.classes} are {pseudo.shape[1]}x"
+                         f"{pseudo.shape[0]} px but the raster is {grid_shape[1]}x"
+                         f"{grid_shape[0]} px.", "Train again with --overwrite.")
+    labels = pseudo.astype(np.uint8)
+    regions = np.zeros(labels.shape, dtype=np.int32)
+    keys: tuple[str, ...] = ()
+    feature_ids: tuple[str, ...] = ()
+    if analyst is not None:
+        by_name = check_known_classes(analyst, run.class_list)
+        lut = np.zeros(len(analyst.classes) + 1, dtype=np.uint8)
+        for c in analyst.classes:
+            lut[c.id] = by_name.get(c.name.lower(), 0)
+        mine = lut[analyst.labels]
+        changed = int(((mine > 0) & (mine != labels)).sum())
+        labels = np.where(mine > 0, mine, labels)
+        regions = analyst.regions
+        keys, feature_ids = analyst.region_keys, analyst.feature_ids
+        rep.log(f"the training labels override the pseudo-labels on {int((mine > 0).sum())} "
+                f"px ({changed} px where the forest said otherwise)")
+    return make_label_set(labels, regions, run.class_list, None, (), repaired=(),
+                          skipped=(), feature_ids=feature_ids, notes=(), check_two=True,
+                          name=run.classes.name, region_keys=keys)
+
+
+def pseudo_summary(run: PseudoRun) -> dict[str, Any]:
+    """The forest step in a training result: outputs, sampling, agreement with the source."""
+    r = run.report
+    agreement = r.get("agreement") or {}
+    return {"folder": str(run.folder), "classes": str(run.classes),
+            "probability": r["probability"], "confidence": str(run.confidence),
+            "strategy": r["strategy"], "quota": r["quota"], "trees": r["trees"],
+            "sampled_pixels": r["sampled_pixels"], "class_shares": r["class_shares"],
+            "agreement_accuracy": agreement.get("accuracy"),
+            "fit_seconds": r["fit_seconds"]}
+
+
+def analyst_overrides(opts: TrainOptions) -> bool:
+    """Whether ``--labels`` override the forest: polygons do, a label raster source does not.
+
+    A label raster given as ``--labels`` while ``--pseudo-source`` names other labels still
+    overrides (it is then the analyst's corrections).
+    """
+    if opts.pseudo.pseudo_source:
+        return True
+    return is_vector_labels(opts.data.labels)
+
+
+def with_blocks_split(opts: TrainOptions, rep: Reporter) -> TrainOptions:
+    """Pseudo-labels cover the raster in a few huge regions: split by blocks instead."""
+    if opts.split.split == "blocks":
+        return opts
+    rep.log("pseudo-labels cover the whole raster: the train/validation split is by "
+            f"blocks of {opts.split.split_block_px} px (--split blocks)")
+    return dataclasses.replace(opts, split=dataclasses.replace(opts.split, split="blocks"))
