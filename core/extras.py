@@ -27,6 +27,8 @@ KINDS = ("continuous", "slope_from_dem")
 SLOPE_PAD = 1  # DEM pixels read around a window for the slope's central differences
 
 SLOPE_FROM_DEM = "slope_from_dem"
+#: The channel ``train --pseudo-probability channel`` adds (core/pseudo_label.py).
+RF_CONFIDENCE = "rf_confidence"
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,15 @@ def check_extras_match(meta: ModelMeta, extras: tuple[ExtraRaster, ...]) -> None
         hint = " ".join(
             "--slope-from-dem" if k == "slope_from_dem" else
             ("--dem DEM.tif" if n == "dem" else f"--extra-raster {n}=PATH") for n, k in want)
+        if RF_CONFIDENCE in {n for n, _ in want} - {n for n, _ in got}:
+            hint += (f". '{RF_CONFIDENCE}' is a random forest's confidence: the model's "
+                     f"NAME.pseudo/confidence.tif for the raster it was trained on, or "
+                     "confidence.tif of 'terraseg pseudo-label' run on this raster with "
+                     "the training labels")
         raise RasterError(
             f"The model was trained with extra rasters {[n for n, _ in want]} but "
             f"{[n for n, _ in got]} were given.",
-            f"Pass the same extras: {hint}" if want else "Leave out the extra rasters.")
+            f"Pass the same extras: {hint}." if want else "Leave out the extra rasters.")
 
 
 class StackedSource(RasterSource):

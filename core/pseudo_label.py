@@ -7,7 +7,8 @@ nearest neighbour) or partly wrong are sampled (core/pixel_sampling.py: all, ran
 uniform or k-means per class), a random forest of single pixels is fitted on the samples
 (trees are robust to label noise), and the forest's classes become a dense label raster on
 the image's own grid: ``classes.tif`` (the pseudo-labels), with the per-class probabilities
-in ``probability.tif``, written window by window as quickmap writes them (core/forest.py).
+in ``probability.tif`` and the forest's confidence (its probability of the class it gives)
+in ``confidence.tif``, written window by window as quickmap writes them (core/forest.py).
 
 With ``zero_disagreeing`` (the study's option) the probability is 0 wherever the
 pseudo-label disagrees with a labelled source pixel, so a later step can leave such pixels
@@ -27,6 +28,8 @@ import rasterio
 from rasterio.windows import Window
 from sklearn.ensemble import RandomForestClassifier
 
+from terraseg.core.atomic import AtomicOutputs
+from terraseg.core.extras import RF_CONFIDENCE
 from terraseg.core.forest import (
     OUTPUT_NAMES,
     ForestSettings,
@@ -36,7 +39,8 @@ from terraseg.core.forest import (
     read_pixels,
     write_forest_map,
 )
-from terraseg.core.inference import estimate_output_bytes
+from terraseg.core.grid import Grid
+from terraseg.core.inference import OUTPUT_BLOCK_PX, PROB_NODATA, estimate_output_bytes
 from terraseg.core.label_set import LabelSet
 from terraseg.core.metrics import compute_metrics
 from terraseg.core.output_targets import check_free_space, check_output_dir
@@ -50,6 +54,11 @@ CLASS_WEIGHTS = ("balanced", "balanced_subsample", "none")
 STAGE = "pseudo-label"
 #: Default depth limit of the trees (see :attr:`PseudoLabelSettings.max_depth`).
 DEFAULT_MAX_DEPTH = 10
+#: Name of the confidence channel in model files (``--extra-raster rf_confidence=PATH``).
+CONFIDENCE_CHANNEL = RF_CONFIDENCE
+CONFIDENCE_NAME = "confidence.tif"
+#: Every file :func:`pseudo_label` writes.
+PSEUDO_OUTPUTS = (*OUTPUT_NAMES, CONFIDENCE_NAME)
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,8 @@ def pseudo_label(source: RasterSource, labels: LabelSet, out_dir: str | Path,
         overwrite: Replace existing outputs.
 
     Returns:
-        ``probability``, ``classes``, ``outputs`` (both paths), ``class_list``,
+        ``probability``, ``classes``, ``confidence``, ``outputs`` (the three paths),
+        ``class_list``,
         ``valid_pixels``, ``class_shares``, ``sampled_pixels`` (per class name),
         ``labelled_on_nodata``, ``strategy``, ``quota``, ``k``, ``trees``, ``max_depth``,
         ``zero_disagreeing``, ``agreement`` (core/metrics.py's dict of the pseudo-labels
@@ -141,11 +151,11 @@ def pseudo_label(source: RasterSource, labels: LabelSet, out_dir: str | Path,
         LabelError: The sample holds pixels with image data of fewer than two classes.
     """
     out = Path(out_dir)
-    check_output_dir(out, OUTPUT_NAMES, overwrite)
+    check_output_dir(out, PSEUDO_OUTPUTS, overwrite)
     h, w = labels.labels.shape
     region = Window(0, 0, w, h)
-    check_free_space(out, estimate_output_bytes(h, w, len(labels.classes)),
-                     " and ".join(OUTPUT_NAMES))
+    check_free_space(out, estimate_output_bytes(h, w, len(labels.classes) + 1),
+                     ", ".join(PSEUDO_OUTPUTS))
     reporter.progress(0.0, STAGE, f"sampling labelled pixels ({settings.strategy})")
     choice = choose_samples(source, labels.labels, strategy=settings.strategy,
                             quota=settings.quota, k=settings.k, seed=settings.seed)
@@ -164,6 +174,8 @@ def pseudo_label(source: RasterSource, labels: LabelSet, out_dir: str | Path,
         forest, source, labels.classes, out, region, reporter, overwrite,
         zero_where_disagreeing=labels.labels if settings.zero_disagreeing else None,
         stage=STAGE)
+    write_confidence(out / OUTPUT_NAMES[0], source.grid.window_grid(region),
+                     out / CONFIDENCE_NAME, overwrite)
     agreement = _agreement(out / OUTPUT_NAMES[1], labels)
     if agreement is not None:
         reporter.log(f"pseudo-labels agree with the source labels on {agreement['n_samples']}"
@@ -171,8 +183,9 @@ def pseudo_label(source: RasterSource, labels: LabelSet, out_dir: str | Path,
                          f"{k} {v:.3f}" for k, v in agreement["f1_per_class"].items()))
     n_valid = int(counts[1:].sum())
     names = list(source.bands.names)
-    paths = [str(out / name) for name in OUTPUT_NAMES]
-    return {"probability": paths[0], "classes": paths[1], "outputs": paths,
+    paths = [str(out / name) for name in PSEUDO_OUTPUTS]
+    return {"probability": paths[0], "classes": paths[1], "confidence": paths[2],
+            "outputs": paths,
             "class_list": [c.to_dict() for c in labels.classes], "valid_pixels": n_valid,
             "class_shares": {c.name: float(counts[c.id]) / n_valid for c in labels.classes},
             "sampled_pixels": counts_by_name(sample.y, labels.classes),
@@ -187,6 +200,25 @@ def pseudo_label(source: RasterSource, labels: LabelSet, out_dir: str | Path,
             "feature_importance": {n: round(float(v), 4) for n, v in
                                    zip(names, forest.feature_importances_, strict=True)},
             "channels": names}
+
+
+def write_confidence(probability: Path, grid: Grid, out: Path, overwrite: bool) -> None:
+    """The largest class probability of each pixel, window by window (-1 = nodata).
+
+    Args:
+        probability: The forest's probability raster (K bands, -1 = nodata) on ``grid``.
+        grid: The raster's grid.
+        out: The confidence raster to write (committed whole or not at all).
+        overwrite: Replace an existing file.
+    """
+    with rasterio.open(probability) as src, \
+            AtomicOutputs(out.parent, overwrite=overwrite) as outputs:
+        writer = outputs.geotiff(out.name, grid, 1, "float32", PROB_NODATA,
+                                 [CONFIDENCE_CHANNEL], block_px=OUTPUT_BLOCK_PX)
+        for win in map_windows(Window(0, 0, src.width, src.height)):
+            p = src.read(window=win)
+            conf = np.where(p[0] == PROB_NODATA, PROB_NODATA, p.max(axis=0))
+            writer.write(conf.astype(np.float32)[None], win)
 
 
 def _agreement(classes_tif: Path, labels: LabelSet) -> dict[str, Any] | None:

@@ -26,26 +26,22 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
 
-from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.classes import ClassInfo, ClassMapping
-from terraseg.core.forest import map_windows
-from terraseg.core.grid import Grid
-from terraseg.core.inference import OUTPUT_BLOCK_PX, PROB_NODATA
 from terraseg.core.label_set import LabelSet, make_label_set
 from terraseg.core.labels import is_vector_labels, load_labels
-from terraseg.core.pseudo_label import PseudoLabelSettings, pseudo_label
+from terraseg.core.pseudo_label import (
+    CONFIDENCE_CHANNEL,
+    PSEUDO_OUTPUTS,
+    PseudoLabelSettings,
+    pseudo_label,
+)
 from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import LabelError
 from terraseg.protocol.options import TrainOptions
 
-#: Name of the confidence channel in model files (``--extra-raster rf_confidence=PATH``).
-CONFIDENCE_CHANNEL = "rf_confidence"
-CONFIDENCE_NAME = "confidence.tif"
 FOLDER_SUFFIX = ".pseudo"
-OUTPUT_NAMES = ("classes.tif", "probability.tif", CONFIDENCE_NAME)
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ def pseudo_folder(out: str | Path) -> Path:
 def pseudo_output_paths(out: str | Path) -> list[Path]:
     """Every file the forest step writes for model file ``out``."""
     folder = pseudo_folder(out)
-    return [folder / name for name in OUTPUT_NAMES]
+    return [folder / name for name in PSEUDO_OUTPUTS]
 
 
 def run_forest_step(opts: TrainOptions, source: RasterSource, rep: Reporter,
@@ -117,8 +113,7 @@ def run_forest_step(opts: TrainOptions, source: RasterSource, rep: Reporter,
         seed=opts.split.seed, zero_disagreeing=ps.pseudo_zero_disagreeing)
     folder = pseudo_folder(opts.out)
     report = pseudo_label(source, coarse, folder, rep, settings, overwrite=opts.overwrite)
-    confidence = folder / CONFIDENCE_NAME
-    write_confidence(Path(report["probability"]), source.grid, confidence, opts.overwrite)
+    confidence = Path(report["confidence"])
     shares = ", ".join(f"{k} {v:.1%}" for k, v in report["class_shares"].items())
     rep.log(f"pseudo-labels in {folder}: {report['valid_pixels']} px labelled by the forest "
             f"({shares})")
@@ -129,25 +124,6 @@ def run_forest_step(opts: TrainOptions, source: RasterSource, rep: Reporter,
                 f"needs --extra-raster {CONFIDENCE_CHANNEL}=PATH")
     run = PseudoRun(folder, Path(report["classes"]), confidence, coarse.classes, report)
     return opts, run
-
-
-def write_confidence(probability: Path, grid: Grid, out: Path, overwrite: bool) -> None:
-    """The largest class probability of each pixel, window by window (-1 = nodata).
-
-    Args:
-        probability: The forest's probability raster (K bands, -1 = nodata) on ``grid``.
-        grid: The raster's grid.
-        out: The confidence raster to write (committed whole or not at all).
-        overwrite: Replace an existing file.
-    """
-    with rasterio.open(probability) as src, \
-            AtomicOutputs(out.parent, overwrite=overwrite) as outputs:
-        writer = outputs.geotiff(out.name, grid, 1, "float32", PROB_NODATA,
-                                 [CONFIDENCE_CHANNEL], block_px=OUTPUT_BLOCK_PX)
-        for win in map_windows(Window(0, 0, src.width, src.height)):
-            p = src.read(window=win)
-            conf = np.where(p[0] == PROB_NODATA, PROB_NODATA, p.max(axis=0))
-            writer.write(conf.astype(np.float32)[None], win)
 
 
 def check_known_classes(analyst: LabelSet, forest_classes: tuple[ClassInfo, ...]
@@ -223,13 +199,17 @@ def pseudo_summary(run: PseudoRun) -> dict[str, Any]:
 
 
 def analyst_overrides(opts: TrainOptions) -> bool:
-    """Whether ``--labels`` override the forest: polygons do, a label raster source does not.
+    """Whether ``--labels`` override the forest's pseudo-labels where they lie.
 
-    A label raster given as ``--labels`` while ``--pseudo-source`` names other labels still
-    overrides (it is then the analyst's corrections).
+    They do when ``--pseudo-source`` names other labels (the analyst's corrections of a
+    coarse map), and when they are polygons and the forest's own source (few polygons
+    densified: the analyst's drawing wins inside them). A label raster that is the forest's
+    source does not (it would replace the pseudo-labels wherever it is labelled), nor do
+    labels given both as ``--labels`` and ``--pseudo-source``.
     """
-    if opts.pseudo.pseudo_source:
-        return True
+    source = opts.pseudo.pseudo_source
+    if source:
+        return Path(source).resolve() != Path(opts.data.labels).resolve()
     return is_vector_labels(opts.data.labels)
 
 

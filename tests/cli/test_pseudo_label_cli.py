@@ -45,7 +45,8 @@ def test_pseudo_label_command_writes_pseudo_labels_and_refuses_overwrite(
     assert "Traceback" not in proc.stderr
     assert "agreement with the source labels" in proc.stdout
     assert "10 trees fitted on" in proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["classes.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["classes.tif", "confidence.tif",
+                                                     "probability.tif"]
     with rasterio.open(out / "classes.tif") as ds, rasterio.open(sc.raster) as src:
         assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
         cls = ds.read(1)
@@ -78,7 +79,8 @@ def test_pseudo_label_worker_job_returns_the_result(scene, tmp_path: Path) -> No
     assert res["strategy"] == "kmeans" and res["quota"] == 20
     assert res["sampled_pixels"] == {"sealed": 20, "unsealed": 20}
     assert res["outputs"] == [str(tmp_path / "w" / "probability.tif"),
-                              str(tmp_path / "w" / "classes.tif")]
+                              str(tmp_path / "w" / "classes.tif"),
+                              str(tmp_path / "w" / "confidence.tif")]
     agree = res["agreement"]
     assert agree["n_samples"] == 128 * 128 and 0.9 < agree["accuracy"] < 1.0
     assert set(agree["f1_per_class"]) == {"sealed", "unsealed"}

@@ -75,8 +75,10 @@ def test_pseudo_labels_beat_the_upsampled_coarse_labels(scene, tmp_path: Path) -
     assert pseudo_agreement > 0.99 > coarse_agreement + 0.02
     assert prob.shape == (2, 128, 128) and 0.0 <= prob.min() and prob.max() <= 1.0
     np.testing.assert_allclose(prob.sum(axis=0), 1.0, atol=1e-5)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["classes.tif",
-                                                                    "probability.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "classes.tif", "confidence.tif", "probability.tif"]
+    with rasterio.open(res["confidence"]) as ds:  # the probability of the class given
+        np.testing.assert_allclose(ds.read(1), prob.max(axis=0), rtol=0, atol=1e-7)
     # the result: random sampling balanced at the smallest class, agreement measured
     n_sealed = int((labels.labels == 1).sum())
     assert res["strategy"] == "random" and res["quota"] == n_sealed

@@ -93,7 +93,7 @@ def test_confidence_channel_is_recorded_and_required_at_prediction(densified,
     missing = terraseg("predict", "--model", out, "--raster", sc.raster, "--out-dir",
                        tmp_path / "p1", cwd=tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "rf_confidence" in missing.stderr
+    assert "rf_confidence" in missing.stderr and "confidence.tif" in missing.stderr
     assert not (tmp_path / "p1" / "classes.tif").exists()
     conf = out.with_name("dense.pseudo") / "confidence.tif"
     ok = terraseg("predict", "--model", out, "--raster", sc.raster, "--out-dir",
