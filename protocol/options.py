@@ -28,7 +28,7 @@ ClassWeighting = Literal["inverse", "sqrt", "none"]
 Optimizer = Literal["adamw", "adam"]
 LrSchedule = Literal["none", "cosine", "plateau"]
 PseudoStrategy = Literal["random", "uniform", "kmeans", "all"]
-ProbabilityUse = Literal["none", "channel"]
+ProbabilityUse = Literal["none", "channel", "weight"]
 
 
 def opt(default: Any, help: str, flag: str = "", minimum: float | None = None,  # noqa: A002
@@ -189,7 +189,8 @@ class PseudoOptions:
                                         "with the source label (the study's option)")
     pseudo_probability: ProbabilityUse = opt(
         "none", "use of the forest's confidence (its probability of the class it gives): "
-        "none, or channel (an extra input channel 'rf_confidence', required at prediction)")
+        "none, channel (an extra input channel 'rf_confidence', required at prediction) or "
+        "weight (each pseudo-labelled pixel's loss weight)")
 
 
 SECTIONS = {"data": DataOptions, "network": NetworkOptions, "optim": OptimOptions,

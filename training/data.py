@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from terraseg.core.normalise import BandStats, normalise
 from terraseg.training.augment import AugmentChain
 from terraseg.training.cache import ImageCache
+from terraseg.training.pixel_weights import encode
 
 IGNORE_INDEX = -1
 
@@ -69,10 +70,11 @@ class PatchDataset(Dataset):
     """(image cutout, target block) pairs for one split.
 
     Targets hold class indices 0..K-1 and IGNORE_INDEX where unlabelled, outside the
-    raster, or labelled for another split. For training, ``length`` may exceed the number
-    of blocks (small label sets still give full epochs) and ``jitter`` shifts each block by
-    a random offset of up to block_px - 1 pixels, so the network sees every labelled pixel
-    at every position of its output block.
+    raster, or labelled for another split; with ``weights`` (uint8 steps per pixel) each
+    labelled target also carries its loss weight (training/pixel_weights.py). For training,
+    ``length`` may exceed the number of blocks (small label sets still give full epochs) and
+    ``jitter`` shifts each block by a random offset of up to block_px - 1 pixels, so the
+    network sees every labelled pixel at every position of its output block.
 
     Shape:
         x: (C, P, P) float32; y: (K, K) int64.
@@ -80,9 +82,11 @@ class PatchDataset(Dataset):
 
     def __init__(self, store: ImageWindowStore, labels: np.ndarray, split_map: np.ndarray,
                  split_index: int, origins: np.ndarray, augment: AugmentChain | None = None,
-                 seed: int = 0, length: int | None = None, jitter: bool = False) -> None:
+                 seed: int = 0, length: int | None = None, jitter: bool = False,
+                 weights: np.ndarray | None = None) -> None:
         self.store, self.origins, self.augment = store, origins, augment
         self.labels, self.split_map, self.split_index = labels, split_map, split_index
+        self.weights = weights  # uint8 steps (training/pixel_weights.py), or None
         self.seed, self.jitter = seed, jitter
         self.length = max(length or 0, len(origins))
         self.epoch = 0
@@ -98,7 +102,10 @@ class PatchDataset(Dataset):
         if r1 > r0 and c1 > c0:
             lab = self.labels[r0:r1, c0:c1].astype(np.int64) - 1
             keep = (self.split_map[r0:r1, c0:c1] == self.split_index) & (lab >= 0)
-            out[r0 - row : r1 - row, c0 - col : c1 - col] = np.where(keep, lab, IGNORE_INDEX)
+            kept = np.where(keep, lab, IGNORE_INDEX)
+            if self.weights is not None:
+                kept = encode(kept, self.weights[r0:r1, c0:c1])
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = kept
         return out
 
     def __len__(self) -> int:

@@ -84,8 +84,13 @@ def drop_nodata_labels(labels: LabelSet, cache: ImageCache, rep: Reporter) -> La
 
 
 def make_datasets(store: ImageWindowStore, labels: LabelSet, index: SampleIndex,
-                  opts: TrainOptions) -> dict[str, PatchDataset]:
-    """One dataset per non-empty split; the training split is augmented and jittered."""
+                  opts: TrainOptions, weights: np.ndarray | None = None
+                  ) -> dict[str, PatchDataset]:
+    """One dataset per non-empty split; the training split is augmented and jittered.
+
+    ``weights`` (uint8 steps per pixel, training/pixel_weights.py) weigh the training
+    split's loss per pixel; validation and test pixels weigh the same.
+    """
     aug = opts.augment
     chain = AugmentChain(AugmentConfig.parse(aug.augment, aug.pixel_noise, aug.channel_noise))
     out = {}
@@ -97,7 +102,7 @@ def make_datasets(store: ImageWindowStore, labels: LabelSet, index: SampleIndex,
                                  augment=chain if train and chain.steps else None,
                                  seed=opts.split.seed,
                                  length=opts.optim.samples_per_epoch if train else None,
-                                 jitter=train)
+                                 jitter=train, weights=weights if train else None)
     return out
 
 

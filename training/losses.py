@@ -51,11 +51,16 @@ class PixelLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scalar loss over labelled pixels.
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss over labelled pixels, each weighing ``weight`` (default 1).
+
+        A pixel's weight multiplies its term wherever the labelled-pixel mask enters (the
+        cross-entropy's per-pixel weights; the soft counts of region losses; Lovasz errors).
 
         Shape:
-            logits: (N, K, H, W) float; target: (N, H, W) int64 with ignore_index holes.
+            logits: (N, K, H, W) float; target: (N, H, W) int64 with ignore_index holes;
+            weight: (N, H, W) float in [0, 1], or None.
         """
         k = self.num_classes
         if logits.dim() < 2 or logits.shape[1] != k:
@@ -70,6 +75,11 @@ class PixelLoss(nn.Module):
         t = target.reshape(-1)
         mask = t != self.ignore_index
         t = torch.where(mask, t, torch.zeros_like(t))  # any valid class; masked below
+        if weight is not None:
+            if weight.shape != target.shape:
+                raise InputError(f"Pixel weights {tuple(weight.shape)} do not match targets "
+                                 f"{tuple(target.shape)}.", "Weights must be (N, H, W).")
+            return self._loss(flat, t.long(), mask * weight.reshape(-1).to(flat.dtype))
         return self._loss(flat, t.long(), mask)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor,
@@ -254,9 +264,10 @@ class CombinedLoss(nn.Module):
         """Canonical spec string, e.g. "focal:0.5,iou:0.5" (for the model file)."""
         return ",".join(f"{n}:{w:g}" for n, w in zip(self.names, self.weights, strict=True))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Weighted sum. Shape: logits (N, K, H, W); target (N, H, W)."""
-        values = [loss(logits, target) for loss in self.losses]
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted sum. Shape: logits (N, K, H, W); target and weight (N, H, W)."""
+        values = [loss(logits, target, weight) for loss in self.losses]
         self.last_terms = {n: v.detach() for n, v in zip(self.names, values, strict=True)}
         return torch.stack([w * v for w, v in zip(self.weights, values, strict=True)]).sum()
 

@@ -11,6 +11,7 @@ from torch import nn
 from terraseg.protocol.errors import ConfigError
 from terraseg.training.data import IGNORE_INDEX
 from terraseg.training.losses import build_loss
+from terraseg.training.pixel_weights import decode_targets
 
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("none", "cosine", "plateau")
@@ -51,11 +52,14 @@ class SegmentationTask(L.LightningModule):
         lr_schedule: "none", "cosine" (over max_epochs) or "plateau" (halve on plateau).
         max_epochs: Length of the cosine schedule.
         cutmix: Probability of applying cutmix to a training batch (tile networks).
+        pixel_weights: Training targets carry per-pixel loss weights
+            (training/pixel_weights.py); validation and test targets do not.
     """
 
     def __init__(self, network: nn.Module, class_weights: torch.Tensor, lr: float = 1e-3,
                  weight_decay: float = 1e-2, loss: str = "ce", optimizer: str = "adamw",
-                 lr_schedule: str = "none", max_epochs: int = 1, cutmix: float = 0.0) -> None:
+                 lr_schedule: str = "none", max_epochs: int = 1, cutmix: float = 0.0,
+                 pixel_weights: bool = False) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer '{optimizer}'.",
@@ -67,7 +71,7 @@ class SegmentationTask(L.LightningModule):
             raise ConfigError(f"Cutmix probability {cutmix} is outside 0..1.",
                               "Use e.g. --cutmix 0.5 (0 = off).")
         self.optimizer, self.lr_schedule, self.max_epochs = optimizer, lr_schedule, max_epochs
-        self.cutmix = cutmix
+        self.cutmix, self.pixel_weights = cutmix, pixel_weights
         self.network = network
         self.loss_fn = build_loss(loss, int(class_weights.numel()), class_weights.float(),
                                   IGNORE_INDEX)
@@ -82,8 +86,11 @@ class SegmentationTask(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
+        weight = None
+        if self.pixel_weights and stage == "train":
+            y, weight = decode_targets(y)
         logits = self(x)
-        loss = self.loss_fn(logits, y)
+        loss = self.loss_fn(logits, y, weight)
         labelled = y != IGNORE_INDEX
         n = labelled.sum()
         correct = ((logits.argmax(1) == y) & labelled).sum()

@@ -14,7 +14,9 @@ forest everywhere it is labelled).
 With ``--pseudo-probability channel`` the confidence becomes an extra input channel named
 ``rf_confidence``; the model file records it like any extra raster, and prediction must be
 given it (``--extra-raster rf_confidence=PATH``, made for a raster by
-``terraseg pseudo-label``).
+``terraseg pseudo-label``). With ``--pseudo-probability weight`` it weighs each
+pseudo-labelled pixel's training loss instead (training/pixel_weights.py); prediction needs
+nothing more.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from terraseg.core.raster import RasterSource
 from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import LabelError
 from terraseg.protocol.options import TrainOptions
+from terraseg.training.pixel_weights import WEIGHT_STEPS, confidence_weights
 
 FOLDER_SUFFIX = ".pseudo"
 
@@ -124,6 +127,24 @@ def run_forest_step(opts: TrainOptions, source: RasterSource, rep: Reporter,
                 f"needs --extra-raster {CONFIDENCE_CHANNEL}=PATH")
     run = PseudoRun(folder, Path(report["classes"]), confidence, coarse.classes, report)
     return opts, run
+
+
+def pseudo_weights(opts: TrainOptions, run: PseudoRun | None, analyst: LabelSet | None,
+                   rep: Reporter) -> np.ndarray | None:
+    """Per-pixel loss weights under ``--pseudo-probability weight`` (else None).
+
+    The forest's confidence weighs each pseudo-labelled pixel; the analyst's overriding
+    labels weigh 1 (training/pixel_weights.py).
+    """
+    if run is None or opts.pseudo.pseudo_probability != "weight":
+        return None
+    overridden = analyst.labels > 0 if analyst is not None else None
+    steps = confidence_weights(run.confidence, overridden)
+    labelled = steps[steps > 0]
+    mean = float(labelled.mean()) / WEIGHT_STEPS if labelled.size else 0.0
+    rep.log(f"the forest's confidence weighs each pseudo-labelled pixel's loss (mean "
+            f"{mean:.2f}; the training labels weigh 1)")
+    return steps
 
 
 def check_known_classes(analyst: LabelSet, forest_classes: tuple[ClassInfo, ...]

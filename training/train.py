@@ -64,6 +64,7 @@ from terraseg.training.pseudo import (
     override_with,
     pseudo_output_paths,
     pseudo_summary,
+    pseudo_weights,
     run_forest_step,
     with_blocks_split,
 )
@@ -175,16 +176,18 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     all_origins = np.concatenate([o for o in index.origins.values() if len(o)])
     store = ImageWindowStore(cache, all_origins, PatchGeometry(sample_px, block_px), stats)
     rep.log(f"cache {cache.path} ({cache.chunks_read} chunk(s) read from the raster now)")
-    datasets = make_datasets(store, labels, index, opts)
+    weights = pseudo_weights(opts, pseudo_run, analyst, rep)
+    datasets = make_datasets(store, labels, index, opts, weights)
 
-    weights = class_weights(index, len(labels.classes), opts.optim.class_weights)
+    cw = class_weights(index, len(labels.classes), opts.optim.class_weights)
     rep.log("class weights " + ", ".join(f"{c.name} {w:.2f}" for c, w in
-                                          zip(labels.classes, weights.tolist(), strict=True)))
+                                          zip(labels.classes, cw.tolist(), strict=True)))
     optim = opts.optim
-    task = SegmentationTask(network, weights, lr=optim.lr, weight_decay=optim.weight_decay,
+    task = SegmentationTask(network, cw, lr=optim.lr, weight_decay=optim.weight_decay,
                             loss=loss_spec, optimizer=optim.optimizer,
                             lr_schedule=optim.lr_schedule, max_epochs=optim.epochs,
-                            cutmix=optim.cutmix if kind.uses_cutmix else 0.0)
+                            cutmix=optim.cutmix if kind.uses_cutmix else 0.0,
+                            pixel_weights=weights is not None)
     rep.log(f"model {opts.network.model} ({sum(p.numel() for p in network.parameters()):,} "
             f"parameters), loss {loss_spec}")
     has_val = "val" in datasets

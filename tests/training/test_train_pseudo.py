@@ -155,3 +155,22 @@ def test_unknown_correction_class_and_existing_outputs_are_refused(scene,
                      cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (tmp_path / "n.pseudo" / "classes.tif").read_bytes() == b"mine"
+
+
+def test_confidence_as_loss_weight_needs_nothing_at_prediction(scene, tmp_path: Path) -> None:
+    sc, coarse, folder = scene
+    out = tmp_path / "w.tsm"
+    res = run_job({"raster": str(sc.raster), "labels": str(coarse),
+                   "class_map": "1=sealed,2=unsealed", "out": str(out),
+                   "patch_size": 23, "block_size": 5, "blocks": "1,1,1", "epochs": 1,
+                   "samples_per_epoch": 128, "pseudo_labels": True, "pseudo_trees": 10,
+                   "pseudo_zero_disagreeing": True, "pseudo_probability": "weight",
+                   "cache_dir": str(folder / "cache")}, tmp_path)
+    # the forest's confidence is 0 where it disagrees with the coarse map: mean below 1
+    logs = res["_logs"]
+    assert "weighs each pseudo-labelled pixel's loss (mean 0." in logs
+    info = json.loads(terraseg("info", out, cwd=tmp_path).stdout)
+    assert info["extra_rasters"] == []
+    pred = terraseg("predict", "--model", out, "--raster", sc.raster, "--out-dir",
+                    tmp_path / "p", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
