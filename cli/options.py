@@ -7,6 +7,11 @@ only); :func:`train_options` turns parsed arguments back into a
 (``TrainOptions.validate``), the network the options describe (the model's own rules, built
 on the meta device) and Lightning's accelerator and strategy names. Worker jobs pass through
 the same parser, so they are checked the same way.
+
+``--preset NAME`` (protocol/presets.py) replaces the defaults of the options it sets; a flag
+given on the command line wins over the preset even when its value equals the default: each
+training flag's action notes its option as given (:data:`GIVEN`), so nothing is inferred
+from values.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Any
 
 from terraseg.protocol.errors import ConfigError
 from terraseg.protocol.options import RuntimeOptions, TrainOptions, option_specs
+from terraseg.protocol.presets import TRAIN_PRESETS, apply_preset
+
+#: Namespace attribute: the set of training options (field names) whose flags were given.
+GIVEN = "given_options"
 
 
 def parse_ints(spec: str) -> tuple[int, ...]:
@@ -48,27 +57,52 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+class GivenAction(argparse.Action):
+    """Store a flag's value and add its option to the namespace's :data:`GIVEN` set.
+
+    ``nargs=0`` stores True (a switch); ``append=True`` appends (a repeated flag).
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, append: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.append = append
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        """Record the value and that the flag was given."""
+        if self.nargs == 0:
+            values = True
+        elif self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+        setattr(namespace, GIVEN, {*getattr(namespace, GIVEN, set()), self.dest})
+
+
 def add_train_options(p: argparse.ArgumentParser, out: bool = True) -> None:
-    """Every training option as a flag (and ``--out`` when ``out``), plus ``--overwrite``."""
+    """Every training option as a flag, ``--preset``, ``--out`` (when ``out``), ``--overwrite``."""
     for spec in option_specs():
         if not spec.cli:
             continue
         flag = "--" + spec.flag
-        kw: dict[str, Any] = {"help": spec.help, "dest": spec.name}
+        kw: dict[str, Any] = {"help": spec.help, "dest": spec.name, "action": GivenAction}
         base = _base_type(spec.annotation)
         if spec.required:
             kw["required"] = True
         if spec.choices:
             kw.update(choices=list(spec.choices), default=spec.default)
         elif base is bool:
-            kw.update(action="store_true")
+            kw.update(nargs=0, default=False)
         elif spec.repeat:
-            kw.update(action="append", default=[], metavar="[NAME=]PATH")
+            kw.update(append=True, default=[], metavar="[NAME=]PATH")
         elif typing.get_origin(base) is tuple:
             kw.update(type=parse_ints, default=spec.default)
         else:
             kw.update(type=base, default=spec.default)
         p.add_argument(flag, **kw)
+    p.add_argument("--preset", metavar="NAME",
+                   help="start from a study's settings (flags given still win): "
+                        + ", ".join(sorted(TRAIN_PRESETS)))
     if out:
         p.add_argument("--out", required=True, help="model file to write (.tsm)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -79,10 +113,12 @@ def train_options(a: argparse.Namespace, out: str = "") -> TrainOptions:
 
     Raises:
         ConfigError: A value no run can use (naming its flag), a network the options cannot
-            build, or an accelerator or strategy Lightning does not have.
+            build, an accelerator or strategy Lightning does not have, or an unknown preset.
     """
     values = {s.name: getattr(a, s.name) for s in option_specs() if s.cli}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if getattr(a, "preset", None):
+        values = apply_preset(values, a.preset, set(getattr(a, GIVEN, ())))
     opts = TrainOptions.build(**values, out=out or getattr(a, "out", ""),
                               overwrite=bool(a.overwrite)).validate()
     check_network(opts)
