@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from terraseg.core.models.encoder_decoder import CONFIGS as ENCODER_DECODER_CONFIGS
+from terraseg.core.models.encoder_decoder import EncoderDecoder
 from terraseg.core.models.kinds import KINDS, ModelKind
 from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
 from terraseg.core.models.unet import (
@@ -70,6 +72,9 @@ MODELS: dict[str, ModelEntry] = {
     "unet_multires": ModelEntry(
         MultiResUNetConfig, UNet,
         "U-Net whose head averages three scales (the landslide study's best).", kind=KINDS["tile"]),
+    # unet_resnet18 ... deeplabv3plus_resnet50: smp's Unet/FPN/DeepLabV3Plus (seed 003)
+    **{name: ModelEntry(cfg, EncoderDecoder, cfg.describe(), kind=KINDS["tile"])
+       for name, cfg in ENCODER_DECODER_CONFIGS.items()},
 }
 
 
