@@ -167,8 +167,13 @@ def check_known_classes(analyst: LabelSet, forest_classes: tuple[ClassInfo, ...]
 
 
 def override_with(run: PseudoRun, grid_shape: tuple[int, int], analyst: LabelSet | None,
-                  rep: Reporter) -> LabelSet:
+                  rep: Reporter, block_px: int) -> LabelSet:
     """The training labels: the pseudo-labels, overridden by the analyst's labels.
+
+    Regions (what the train/validation split deals out): the analyst's own, then one per
+    square block of ``block_px`` for the pseudo-labelled pixels in it, keyed
+    ``pseudo:ROW,COL`` (block indices), so the blocks split as ``--split blocks`` does and
+    keep their side when the model is retrained on the same grid.
 
     Args:
         run: The forest step's outputs.
@@ -176,6 +181,7 @@ def override_with(run: PseudoRun, grid_shape: tuple[int, int], analyst: LabelSet
         analyst: The analyst's labels on the same grid, or None (a coarse label raster was
             the source and does not override).
         rep: Log events.
+        block_px: Side of the pseudo-label regions (``--split-block-size``).
 
     Raises:
         LabelError: An analyst's class the forest does not know.
@@ -202,6 +208,7 @@ def override_with(run: PseudoRun, grid_shape: tuple[int, int], analyst: LabelSet
         keys, feature_ids = analyst.region_keys, analyst.feature_ids
         rep.log(f"the training labels override the pseudo-labels on {int((mine > 0).sum())} "
                 f"px ({changed} px where the forest said otherwise)")
+    regions, keys = with_block_regions(labels, regions, keys, block_px)
     return make_label_set(labels, regions, run.class_list, None, (), repaired=(),
                           skipped=(), feature_ids=feature_ids, notes=(), check_two=True,
                           name=run.classes.name, region_keys=keys)
@@ -217,6 +224,27 @@ def pseudo_summary(run: PseudoRun) -> dict[str, Any]:
             "sampled_pixels": r["sampled_pixels"], "class_shares": r["class_shares"],
             "agreement_accuracy": agreement.get("accuracy"),
             "fit_seconds": r["fit_seconds"]}
+
+
+def with_block_regions(labels: np.ndarray, regions: np.ndarray, keys: tuple[str, ...],
+                       block_px: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Regions for labelled pixels outside every region: one per ``block_px`` block.
+
+    Block regions are numbered after the existing ones (``len(keys) + 1 + block index``),
+    with a key for every block of the grid, so region id - 1 indexes the keys.
+    """
+    h, w = labels.shape
+    nby, nbx = -(-h // block_px), -(-w // block_px)
+    offset = max(len(keys), int(regions.max()) if regions.size else 0)
+    if len(keys) < offset:  # regions without keys: name them by id
+        keys = (*keys, *(f"region:{i}" for i in range(len(keys) + 1, offset + 1)))
+    rows = np.arange(h)[:, None] // block_px
+    cols = np.arange(w)[None, :] // block_px
+    block = (offset + 1 + rows * nbx + cols).astype(np.int32)
+    free = (labels > 0) & (regions == 0)
+    out = np.where(free, block, regions).astype(np.int32)
+    block_keys = tuple(f"pseudo:{r},{c}" for r in range(nby) for c in range(nbx))
+    return out, (*keys, *block_keys)
 
 
 def analyst_overrides(opts: TrainOptions) -> bool:

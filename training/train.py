@@ -125,7 +125,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
         if opts.pseudo.pseudo_probability == "channel":
             mapping, source = build_source(opts, init_meta)
         labels = override_with(pseudo_run, (source.grid.height_px, source.grid.width_px),
-                               analyst, rep)
+                               analyst, rep, opts.split.split_block_px)
     for info in labels.classes:
         rep.log(f"labelled pixels {info.name}: {labels.pixel_counts.get(info.name, 0)}")
     if labels.repaired_features:

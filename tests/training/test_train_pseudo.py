@@ -174,3 +174,17 @@ def test_confidence_as_loss_weight_needs_nothing_at_prediction(scene, tmp_path: 
     pred = terraseg("predict", "--model", out, "--raster", sc.raster, "--out-dir",
                     tmp_path / "p", cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
+
+
+def test_pseudo_pixels_split_by_blocks_with_stable_keys() -> None:
+    from terraseg.training.pseudo import with_block_regions
+
+    labels = np.ones((5, 7), dtype=np.uint8)
+    regions = np.zeros((5, 7), dtype=np.int32)
+    regions[0:2, 0:2] = 1  # one analyst polygon, key "p1"
+    out, keys = with_block_regions(labels, regions, ("p1",), block_px=4)
+    # 2 x 2 blocks of 4 px, numbered after the polygon: ids 2..5
+    assert keys == ("p1", "pseudo:0,0", "pseudo:0,1", "pseudo:1,0", "pseudo:1,1")
+    assert out[0, 0] == 1 and out[0, 3] == 2 and out[0, 4] == 3 and out[4, 0] == 4
+    assert out[4, 6] == 5
+    assert all(keys[rid - 1] for rid in np.unique(out))
