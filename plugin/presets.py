@@ -102,8 +102,12 @@ PRESETS: dict[str, Preset] = {
 # Architectures offered in the panel (the engine's registry names): the patch CNN of
 # study 000 and the U-Net family of study 001 (tile networks, trained on whole tiles).
 PATCH_MODELS = ("patch_cnn",)
-TILE_MODELS = ("unet_small", "unet", "unet_residual", "unet_se", "unet_cbam", "unet_multires")
-TILE_STRIDE_PX = 16  # tile sizes are multiples of the U-Nets' total stride
+TILE_MODELS = ("unet_small", "unet", "unet_residual", "unet_se", "unet_cbam", "unet_multires",
+               *(f"{family}_resnet{depth}" for family in ("unet", "fpn", "deeplabv3plus")
+                 for depth in (18, 34, 50)))
+# tile sizes are multiples of the U-Nets' total stride (16); the ResNet U-Net and FPN need
+# 32 and the engine names the nearest valid sizes otherwise
+TILE_STRIDE_PX = 16
 
 # Colours for new user-defined classes (the engine's qualitative palette).
 PALETTE = (
