@@ -3,8 +3,9 @@
 A label raster may be on any grid and in any CRS; it is resampled to the target grid by
 nearest neighbour. 0 and the raster's nodata (or masked pixels) are unlabelled; other values
 must be integers and are resolved to model classes by
-:mod:`terraseg.core.class_resolution`. Regions (for spatial splits) are the connected
-components of each class, with 8-connectivity; a region's stable key
+:mod:`terraseg.core.class_resolution`; a class raster TerraSeg wrote (predict, quickmap,
+pseudo-label) names its classes in a tag, used when no class map is given. Regions (for
+spatial splits) are the connected components of each class, with 8-connectivity; a region's stable key
 (``LabelSet.region_keys``) is ``r:CLASS:row0,col0,row1,col1``, its model class and its pixel
 bounding box on the grid (end exclusive), so a region keeps its key across runs on the same
 grid as long as its extent does not change (one that grows, or merges with new labels, is
@@ -13,6 +14,7 @@ a new region).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,8 @@ def load_raster_labels(
             check_raster_overlap(src.bounds, src.crs, grid, dst_crs, name)
             data = src.read(1)
             valid = src.read_masks(1) > 0
+            if class_map is None and classes is None:
+                class_map = tagged_class_map(src.tags().get("TERRASEG_CLASSES"))
             src_transform, src_crs = src.transform, src.crs
     except RasterioIOError as exc:
         raise LabelError(
@@ -152,6 +156,25 @@ def load_raster_labels(
         name=name,
         region_keys=tuple(keys),
     )
+
+
+def tagged_class_map(tag: str | None) -> ClassMapping | None:
+    """The class names of a class raster TerraSeg wrote (its ``TERRASEG_CLASSES`` tag).
+
+    predict, quickmap and pseudo-label tag their classes.tif with the classes' ids and
+    names; trained on as labels, the names come with them (``1=sealed,2=unsealed``) unless
+    a class map is given. None for other rasters or an unreadable tag.
+    """
+    if not tag:
+        return None
+    try:
+        items = json.loads(tag)
+        rules = tuple((str(int(c["id"])), str(c["name"])) for c in items)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not rules or any(not name or set(name) & set(",=") for _, name in rules):
+        return None
+    return ClassMapping(rules)
 
 
 def raster_region_key(class_name: str, box: tuple[slice, slice]) -> str:

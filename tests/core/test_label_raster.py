@@ -110,3 +110,29 @@ def test_label_raster_errors(tmp_path: Path, grid: Grid) -> None:
                         UTM)
     with pytest.raises(LabelError, match="non-integer"):
         load_raster_labels(frac, grid)
+
+
+def test_a_terraseg_class_raster_brings_its_class_names(grid: Grid, tmp_path: Path) -> None:
+    """classes.tif of predict/quickmap/pseudo-label trains with its names, not '1', '2'."""
+    import json
+
+    import rasterio
+
+    data = np.zeros((10, 10), dtype=np.uint8)
+    data[:5] = 1
+    data[5:] = 2
+    path = write_raster(tmp_path / "classes.tif", data, Affine(10, 0, X0, 0, -10, Y0), UTM)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(TERRASEG_CLASSES=json.dumps(
+            [{"id": 1, "name": "sealed", "colour": "#ff0000"},
+             {"id": 2, "name": "unsealed", "colour": "#00ff00"}]))
+    labels = load_raster_labels(path, grid)
+    assert [(c.id, c.name) for c in labels.classes] == [(1, "sealed"), (2, "unsealed")]
+    assert labels.pixel_counts == {"sealed": 50, "unsealed": 50}
+    # a class map given wins over the tag
+    mapped = load_raster_labels(path, grid, class_map=ClassMapping.parse("1=a,2=b"))
+    assert [c.name for c in mapped.classes] == ["a", "b"]
+    # a tag that is not TerraSeg's JSON is ignored: integer names as before
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(TERRASEG_CLASSES="not json")
+    assert [c.name for c in load_raster_labels(path, grid).classes] == ["1", "2"]
