@@ -5,11 +5,11 @@ nearest neighbour. 0 and the raster's nodata (or masked pixels) are unlabelled; 
 must be integers and are resolved to model classes by
 :mod:`terraseg.core.class_resolution`; a class raster TerraSeg wrote (predict, quickmap,
 pseudo-label) names its classes in a tag, used when no class map is given. Regions (for
-spatial splits) are the connected components of each class, with 8-connectivity; a region's stable key
-(``LabelSet.region_keys``) is ``r:CLASS:row0,col0,row1,col1``, its model class and its pixel
-bounding box on the grid (end exclusive), so a region keeps its key across runs on the same
-grid as long as its extent does not change (one that grows, or merges with new labels, is
-a new region).
+spatial splits) are the connected components of each class, with 8-connectivity; a
+region's stable key (``LabelSet.region_keys``) is ``r:CLASS:row0,col0,row1,col1``, its
+model class and its pixel bounding box on the grid (end exclusive), so a region keeps its
+key across runs on the same grid as long as its extent does not change (one that grows, or
+merges with new labels, is a new region).
 """
 
 from __future__ import annotations
