@@ -156,7 +156,7 @@ def load_vector_labels(
     if outside:
         note = describe_outside(outside)
         notes.append(note)
-        log.warning("labels: %s", note)
+        log.warning("%s: %s", name, note)
 
     labels, regions, ambiguous = burn_labels(features, ids, grid, len(model_classes), all_touched)
     if not labels.any():
@@ -282,7 +282,7 @@ def _prepare_features(
         kept.append((fid, mapping(g), value, category))
         keys.append(region_key(value, g))
     for note in notes:
-        log.warning("labels: %s", note)
+        log.warning("%s: %s", name, note)
     if not kept:
         return [], (), skipped, repaired, notes
     geoms = [k[1] for k in kept]
