@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
 from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY, interactive_default
 from . import jobs, label_layer, modelinfo, presets, settings, train_summary
 from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
+from .panel_pseudo import PseudoPanelMixin, has_polygons, pseudo_summary
 from .presets import ClassDef
 
 # The panel's defaults are the engine's (protocol.options.DEFAULTS) except QGIS's
@@ -50,8 +51,11 @@ def _joined(values: tuple[int, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
-class TrainPanelMixin:
+class TrainPanelMixin(PseudoPanelMixin):
     """Training options, start/cancel, metrics table and summary of the panel.
+
+    Its pseudo-label controls (densify, a coarse map as labels) are
+    :class:`~.panel_pseudo.PseudoPanelMixin`'s.
 
     Mixed into :class:`~.dock.TerraSegDock`; relies on the panel's shared state and helpers
     (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
@@ -88,7 +92,9 @@ class TrainPanelMixin:
         self.scratch_check.setToolTip("Do not start from the last model: train a new network "
                                       "from random weights.")
         form.addRow("", self.scratch_check)
+        form.addRow("", self._build_densify_check())
         layout.addLayout(form)
+        layout.addWidget(self._build_pseudo_box())
 
         adv = group_box("Advanced", "TerraSegTrainAdvanced", collapsed=True)
         adv_form = QFormLayout(adv)
@@ -339,9 +345,11 @@ class TrainPanelMixin:
             return False
         stats = label_layer.class_stats(layer, classes)
         labelled = [c.name for c in classes if stats.get(c.name, (0.0, 0))[1] > 0]
-        if len(labelled) < 2:
+        # with a coarse map the polygons are corrections: one class, or none, is enough
+        if len(labelled) < 2 and self.coarse_layer() is None:
             return self._refuse("Train", "Draw polygons of at least two classes first "
-                                f"(labelled so far: {', '.join(labelled) or 'none'}).")
+                                f"(labelled so far: {', '.join(labelled) or 'none'}), or "
+                                "choose a Coarse map as labels.")
         if not self.confirm_labels_inside():  # classes labelled only outside the raster
             return False
         if not self.confirm_band_coverage():  # chosen bands blank much of the raster
@@ -355,12 +363,14 @@ class TrainPanelMixin:
         options = {**self.training_options(), **arch}
         try:
             labels_path = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
-        except OSError as exc:
+            pseudo = self.pseudo_train_args(labels_path, has_polygons(layer))
+        except (OSError, ValueError) as exc:
             return self._refuse("Train", str(exc))
+        labels_path = pseudo.pop("labels", labels_path)
         job = jobs.train_job(
             raster=raster_path, labels=labels_path, out=str(out),
             class_field=label_layer.CLASS_FIELD, class_map=presets.class_map(classes),
-            bands=bands, init_model=init_model, **terrain, **options)
+            bands=bands, init_model=init_model, **terrain, **options, **pseudo)
         self.pending_model = str(out)
         self.epoch_metrics = []
         self.metrics_table.setRowCount(0)
@@ -369,7 +379,8 @@ class TrainPanelMixin:
         extras = ", ".join(k for k in ("dem", "slope_from_dem", "extra_raster") if k in terrain)
         self._log("info", f"Training {out.name} ({how}, {options.get('model')}) on "
                           f"{raster.name()} with labels {layer.name()}; bands {bands}"
-                          + (f"; terrain {extras}" if extras else ""))
+                          + (f"; terrain {extras}" if extras else "")
+                          + self.pseudo_log_note(pseudo))
         return self._start_job("train", job, self._on_train_result, wait, timeout_s)
 
     def cancel_training(self) -> None:
@@ -389,6 +400,8 @@ class TrainPanelMixin:
         settings.set(settings.LAST_MODEL, model)
         settings.set(settings.MODELS_DIR, str(Path(model).parent))
         lines = train_summary.summary_lines(result, model)
+        if result.get("pseudo_labels"):
+            lines.append(pseudo_summary(result["pseudo_labels"], "Trained on pseudo-labels"))
         self.train_summary.setText("\n".join(lines))
         self._show_comparison(result)
         self.iface.messageBar().pushMessage(TITLE, f"Model trained: {Path(model).name}",

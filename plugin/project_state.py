@@ -1,8 +1,9 @@
 """The panel's state stored in the QGIS project, so a reopened project continues the work.
 
 What is kept: the raster, band mapping, task preset and classes, label layer, last model,
-last prediction (file paths, engine payload, probability and class layers) and last
-evaluation. It is one versioned JSON document in the project (scope ``TerraSeg``, key
+last prediction (file paths, engine payload, probability and class layers), last
+evaluation and Train's pseudo-label inputs (densify, the coarse map, its class field and
+mapping). It is one versioned JSON document in the project (scope ``TerraSeg``, key
 ``panel_state``), written when the project is saved and applied when it is read. Layers are
 found by layer id, then by data source; file paths are stored as the project stores its own
 paths (relative to the project file unless the project uses absolute paths).
@@ -72,6 +73,8 @@ class PanelState:
             (absolute paths), ``result`` (engine payload), ``class_list`` and ``layers``
             (``[LayerRef, LayerRef]`` of the probability and class layers, as dicts).
         evaluation: Last evaluation (:attr:`~.dock.TerraSegDock.last_evaluation`).
+        pseudo: Train's pseudo-label inputs: ``densify`` (bool), ``coarse`` (the coarse
+            map's LayerRef as a dict, or None), ``class_field`` and ``class_map`` (text).
     """
 
     raster: LayerRef | None = None
@@ -82,6 +85,7 @@ class PanelState:
     model: str | None = None
     results: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    pseudo: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Entries left out while reading (log lines); not stored."""
 
@@ -102,7 +106,17 @@ def panel_state(panel: Any) -> PanelState:
         label_layer=LayerRef.of(panel.label_layer()),
         model=panel.last_model,
         results=res,
-        evaluation=evaluation)
+        evaluation=evaluation,
+        pseudo=_pseudo_inputs(panel))
+
+
+def _pseudo_inputs(panel: Any) -> dict[str, Any]:
+    """Train's pseudo-label inputs (:mod:`.panel_pseudo`) as stored."""
+    coarse = LayerRef.of(panel.coarse_layer())
+    return {"densify": bool(panel.densify_check.isChecked()),
+            "coarse": asdict(coarse) if coarse else None,
+            "class_field": panel.coarse_field_combo.currentField() or "",
+            "class_map": panel.coarse_map_edit.text().strip()}
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,6 +147,7 @@ def to_json(state: PanelState, project: QgsProject) -> str:
         "model": write(state.model) if state.model else None,
         "results": _map_paths(state.results, RESULT_PATHS, write),
         "evaluation": _map_paths(state.evaluation, EVALUATION_PATHS, write),
+        "pseudo": state.pseudo,
     }
     return json.dumps(doc, default=str)
 
@@ -183,6 +198,7 @@ def from_json(text: str, project: QgsProject) -> PanelState | None:
         "model": lambda v: read(str(v)) if v else None,
         "results": lambda v: _map_paths(_dict_or_none(v), RESULT_PATHS, read),
         "evaluation": lambda v: _map_paths(_dict_or_none(v), EVALUATION_PATHS, read),
+        "pseudo": _dict_or_none,
     }
     values: dict[str, Any] = {}
     notes = []
@@ -257,8 +273,29 @@ def apply_state(panel: Any, state: PanelState, project: QgsProject) -> list[str]
         if isinstance(reference, QgsVectorLayer):
             field = state.evaluation.get("class_field")
             panel.set_reference_layer(reference, field if isinstance(field, str) else None)
+    if state.pseudo:
+        problems.extend(_apply_pseudo(panel, state.pseudo, project))
     panel._update_buttons()
     return problems
+
+
+def _apply_pseudo(panel: Any, saved: dict[str, Any], project: QgsProject) -> list[str]:
+    panel.densify_check.setChecked(bool(saved.get("densify")))
+    if not saved.get("coarse"):
+        return []
+    try:
+        ref = _layer_ref(saved["coarse"])
+    except (KeyError, TypeError) as exc:
+        panel._log("warning", f"The project's coarse map is malformed ({exc}); ignored.")
+        return []
+    layer = ref.find(project) if ref else None
+    if layer is None:
+        return [f"The project's coarse map '{ref.name}' ({ref.source}) is no longer in the "
+                "project: choose it again under Train > Coarse map as labels."]
+    field, class_map = saved.get("class_field"), saved.get("class_map")
+    panel.set_coarse_map(layer, field if isinstance(field, str) else None,
+                         class_map if isinstance(class_map, str) else "")
+    return []
 
 
 def _apply_task(panel: Any, state: PanelState) -> None:

@@ -6,6 +6,11 @@ QGIS's interactive ones, the panel's (``protocol.options.INTERACTIVE``: 50 epoch
 tiles; batch size and samples per epoch by architecture, :data:`BY_ARCHITECTURE`), not the
 command line's (300 epochs, 128 px tiles): the same task gives the same run from the panel
 and from the toolbox.
+
+Pseudo-labels (issue 11): PSEUDO_LABELS densifies the labels with a random forest first;
+PSEUDO_SOURCE (a class raster on any grid, or polygons with PSEUDO_CLASS_FIELD) is what the
+forest learns from instead of the labels, which then override its pseudo-labels where they
+lie. The other ``pseudo_*`` options go through EXTRA_OPTIONS.
 """
 
 from __future__ import annotations
@@ -20,15 +25,26 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMapLayer,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
 )
 
-from ...protocol.options import INTERACTIVE_TILE_NETWORK, default, interactive_default
+from ...protocol.options import (
+    INTERACTIVE_TILE_NETWORK,
+    SPEC_BY_JOB_KEY,
+    default,
+    interactive_default,
+)
 from .. import jobs, presets
 from .base import (
     MODEL_FILTER,
@@ -50,6 +66,11 @@ OPTION_PARAMETERS: dict[str, str] = {
     "BLOCKS": "blocks", "PLANES": "planes", "LR": "lr", "WEIGHT_DECAY": "weight_decay",
     "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
     "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator",
+}
+# Pseudo-label options with a parameter of their own (sent only with pseudo-labels on).
+PSEUDO_OPTION_PARAMETERS: dict[str, str] = {
+    "PSEUDO_CLASS_MAP": "pseudo_class_map", "PSEUDO_STRATEGY": "pseudo_strategy",
+    "PSEUDO_PROBABILITY": "pseudo_probability",
 }
 # Options whose default depends on the architecture (empty parameter: chosen at run time).
 BY_ARCHITECTURE = tuple(INTERACTIVE_TILE_NETWORK)
@@ -123,6 +144,7 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(advanced(option_parameter("seed")))
         self.addParameter(advanced(option_parameter("accelerator", "Device",
                                                     choices=self.ACCELERATORS)))
+        self.add_pseudo_parameters()
         self.addParameter(advanced(model_parameter(
             "INIT_MODEL", "Fine-tune from model (NAME.last.tsm: resume from the last epoch)",
             optional=True)))
@@ -140,6 +162,69 @@ class TrainModel(TerraSegAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", self.tr("Best epoch")))
         self.addOutput(QgsProcessingOutputString("DEVICE", self.tr("Device")))
         self.addOutput(QgsProcessingOutputString("METRICS", self.tr("Held-out metrics (JSON)")))
+
+    def add_pseudo_parameters(self) -> None:
+        """PSEUDO_LABELS, PSEUDO_SOURCE and its class field and map, strategy, probability."""
+        self.addParameter(QgsProcessingParameterBoolean(
+            "PSEUDO_LABELS", self.tr("Densify the labels with a random forest first "
+                                     "(pseudo-labels; the labels override them)"), False))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            "PSEUDO_SOURCE", self.tr("Coarse labels the forest learns from (class raster on "
+                                     "any grid, or polygons; implies pseudo-labels)"),
+            optional=True, types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            "PSEUDO_CLASS_FIELD", self.tr("Class field of the coarse polygons (empty: the "
+                                          "class field)"), None, "PSEUDO_SOURCE",
+            optional=True))
+        class_map = QgsProcessingParameterString(
+            "PSEUDO_CLASS_MAP", self.tr("Class mapping of the coarse labels (e.g. 1=sealed,"
+                                        "2=unsealed; empty: the class mapping)"),
+            optional=True)
+        class_map.setHelp(SPEC_BY_JOB_KEY["pseudo_class_map"].help)
+        self.addParameter(class_map)
+        self.addParameter(advanced(option_parameter(
+            "pseudo_strategy", "Sampling of the coarse labels' pixels for the forest",
+            name="PSEUDO_STRATEGY")))
+        self.addParameter(advanced(option_parameter(
+            "pseudo_probability", "Use of the forest's confidence",
+            name="PSEUDO_PROBABILITY")))
+
+    def pseudo_options(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                       feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """The job's pseudo-label options ({} with pseudo-labels off and no source).
+
+        Raises:
+            QgsProcessingException: A source that is neither a raster file nor polygons.
+        """
+        source = self.pseudo_source_path(parameters, context, feedback)
+        if not source and not self.parameterAsBoolean(parameters, "PSEUDO_LABELS", context):
+            return {}
+        options = {"pseudo_labels": True, "pseudo_source": source,
+                   "pseudo_class_field": self.field(parameters, "PSEUDO_CLASS_FIELD", context)}
+        options.update({key: self.option_value(parameters, name, context)
+                        for name, key in PSEUDO_OPTION_PARAMETERS.items()})
+        return options
+
+    def pseudo_source_path(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                           feedback: QgsProcessingFeedback) -> str | None:
+        """The PSEUDO_SOURCE layer's path for the engine (None when empty).
+
+        Raises:
+            QgsProcessingException: Not a raster file nor a polygon layer.
+        """
+        if parameters.get("PSEUDO_SOURCE") in (None, ""):
+            return None
+        layer = self.parameterAsLayer(parameters, "PSEUDO_SOURCE", context)
+        if isinstance(layer, QgsRasterLayer):
+            return self.raster_path(parameters, "PSEUDO_SOURCE", context)
+        if isinstance(layer, QgsVectorLayer) and (
+                layer.geometryType() == QgsWkbTypes.PolygonGeometry):
+            try:
+                return jobs.vector_layer_path(layer, QgsProcessingUtils.tempFolder())
+            except OSError as exc:
+                raise QgsProcessingException(str(exc)) from exc
+        raise QgsProcessingException("The coarse labels (PSEUDO_SOURCE) must be a class raster "
+                                     "or a polygon layer.")
 
     def extra_options(self, parameters: dict[str, Any],
                       context: QgsProcessingContext) -> dict[str, Any]:
@@ -184,6 +269,7 @@ class TrainModel(TerraSegAlgorithm):
             "cache_dir": self.file(parameters, "CACHE_DIR", context),
             "overwrite": True,
             **options,
+            **self.pseudo_options(parameters, context, feedback),
         }
         named.update(extra)  # the JSON options win
         job = jobs.train_job(**named)
@@ -192,6 +278,11 @@ class TrainModel(TerraSegAlgorithm):
             feedback.pushInfo(f"{result.get('model', out)}: the best epoch's weights (predict "
                               f"with it); {result['last_model']}: the last epoch's, a "
                               "checkpoint to resume training from.")
+        pseudo = result.get("pseudo_labels") or {}
+        if pseudo:
+            feedback.pushInfo(f"Trained on the pseudo-labels in {pseudo.get('folder')} "
+                              f"(agreement with their source labels "
+                              f"{pseudo.get('agreement_accuracy')}).")
         metrics = result.get("metrics") or {}
         val = metrics.get("val") or {}
         device = result.get("device") or {}

@@ -46,7 +46,8 @@ ABSENT = object()
 # job fields that change on every run (time-stamped names, temporary copies of layers)
 VOLATILE = {"out", "out_dir", "extent_layer", "zones"}
 # the panel's action buttons and the job kind each one starts
-ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap")
+ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap",
+           "pseudo-label")
 INPUT_TYPES = (QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QLineEdit)
 
 # Input widgets that reach no job, each with the reason.
@@ -132,7 +133,8 @@ class Control:
     why: str = ""
 
 
-NODATA_JOBS = ("train", "predict", "evaluate", "quickmap")
+NODATA_JOBS = ("train", "predict", "evaluate", "quickmap", "pseudo-label")
+PIXEL_JOBS = ("train", "predict", "evaluate", "quickmap", "pseudo-label")  # raster and bands
 LANDSLIDE_MAP = "landslide=landslide,no landslide=no landslide"
 
 # Rows run in this order on one panel; a row's baseline is the jobs just before it.
@@ -157,6 +159,24 @@ CONTROLS = (
     Control("arch_combo", text("unet_small"), {"train": {"model": "unet_small",
                                                          "tile_size": 64}}),
     Control("tile_spin", spin(96), {"train": {"tile_size": 96}}),
+    # Train > pseudo-labels (issue 11); 'Show pseudo-labels' runs once a coarse map is chosen
+    Control("densify_check", check(True), {"train": {"pseudo_labels": True}}),
+    Control("coarse_combo", pick_layer("coarse"),
+            {"train": {"pseudo_labels": True, "pseudo_source": path_of("coarse"),
+                       "pseudo_class_field": ABSENT, "pseudo_class_map": "1=sealed,2=unsealed",
+                       "labels": path_of("labels")},
+             "pseudo-label": {"labels": path_of("coarse"), "class_field": ABSENT,
+                              "class_map": "1=sealed,2=unsealed", "bands": "red=1,green=2,"
+                              "blue=3,nir=4", "out_dir": lambda v, ctx: "pseudo_labels" in v}},
+            why="a class raster: its values are the task's class ids unless mapped; the label "
+                "layer has polygons, so they are the corrections"),
+    Control("coarse_map_edit", text("3=sealed,*=unsealed"),
+            {"train": {"pseudo_class_map": "3=sealed,*=unsealed"},
+             "pseudo-label": {"class_map": "3=sealed,*=unsealed"}}),
+    Control("coarse_field_combo", pick_field("cat"),
+            {"train": {"pseudo_class_field": "cat"}, "pseudo-label": {"class_field": "cat"}},
+            prepare=lambda ctx: ctx.dock.coarse_combo.setLayer(ctx.scene_labels),
+            why="polygons: the field box is enabled and starts at a guessed field (klass)"),
     # Terrain inputs (the model has none, so prediction takes none)
     Control("dem_combo", pick_layer("dem"), {"train": {"dem": path_of("dem")}}),
     Control("slope_from_dem_check", check(True), {"train": {"slope_from_dem": True}}),
@@ -194,11 +214,9 @@ CONTROLS = (
     # Data & task, Labels
     Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS}),
     Control("band_table", cell(3, 3, "nir_b"),
-            {kind: {"bands": "red=1,green=2,blue=3,nir_b=4"}
-             for kind in ("train", "predict", "evaluate", "quickmap")}),
+            {kind: {"bands": "red=1,green=2,blue=3,nir_b=4"} for kind in PIXEL_JOBS}),
     Control("raster_combo", pick_layer("raster2"),
-            {kind: {"raster": path_of("raster2")}
-             for kind in ("train", "predict", "evaluate", "quickmap")}),
+            {kind: {"raster": path_of("raster2")} for kind in PIXEL_JOBS}),
     Control("label_combo", pick_layer("labels2"), {kind: {"labels": path_of("labels2")}
                                                    for kind in ("train", "quickmap")}),
     Control("preset_combo", text("Landslides"),
@@ -275,7 +293,7 @@ def ctx(qgis_iface, scene, tmp_path_factory):
     project.removeAllMapLayers()
     raster = QgsRasterLayer(str(scene.raster), "scene", "gdal")
     copies = {}
-    for name in ("raster2", "dem", "slope"):
+    for name in ("raster2", "dem", "slope", "coarse"):
         copies[name] = tmp / f"{name}.tif"
         shutil.copy(scene.raster, copies[name])
     layers = {name: QgsRasterLayer(str(path), name, "gdal") for name, path in copies.items()}
@@ -336,6 +354,11 @@ def run_actions(ctx: Any) -> dict[str, dict[str, Any]]:
         button = getattr(ctx.dock, name)
         assert button.isEnabled(), f"{name}: {button.toolTip()}"
         button.click()
+    if ctx.dock.coarse_layer() is not None:  # 'Show pseudo-labels' needs a coarse map
+        assert ctx.dock.pseudo_preview_button.isEnabled(), ctx.dock.pseudo_preview_button.toolTip()
+        ctx.dock.pseudo_preview_button.click()
+    else:
+        assert not ctx.dock.pseudo_preview_button.isEnabled()
     return {kind: dict(job["args"]) for kind, job in RecordingWorker.jobs.items()}
 
 
@@ -373,10 +396,13 @@ def test_every_control_reaches_its_job_and_no_other(ctx) -> None:
         for kind, args in after.items():
             seen_keys.setdefault(kind, set()).update(args)
     # every field the panel sends has a name in the panel's own words (error messages)
+    from terraseg.plugin.panel_pseudo import PANEL_WORDING
     from terraseg.plugin.worker_errors import PANEL_CONTROLS
 
+    assert {"train", "pseudo-label"} <= set(seen_keys)
+    worded = {**PANEL_CONTROLS, **PANEL_WORDING}  # (the pseudo-label fields' wording)
     for kind, keys in seen_keys.items():
-        unnamed = sorted(k for k in keys if k.replace("_", "-") not in PANEL_CONTROLS)
+        unnamed = sorted(k for k in keys if k.replace("_", "-") not in worded)
         assert not unnamed, f"{kind} job fields without panel wording: {unnamed}"
 
 

@@ -120,7 +120,9 @@ def test_train_parameters_default_to_the_protocol_spec(terraseg_provider):
         "INPUT_RASTER", "LABELS", "CLASS_FIELD", "CLASS_MAP", "BANDS", "EPOCHS", "PATIENCE",
         "ARCHITECTURE", "TILE_SIZE", "DEM", "SLOPE_FROM_DEM", "PATCH_SIZE", "BLOCK_SIZE",
         "BLOCKS", "PLANES", "LR", "WEIGHT_DECAY", "BATCH_SIZE", "SAMPLES_PER_EPOCH", "AUGMENT",
-        "SEED", "ACCELERATOR", "INIT_MODEL", "CACHE_DIR", "EXTRA_OPTIONS", "OUTPUT"]
+        "SEED", "ACCELERATOR", "PSEUDO_LABELS", "PSEUDO_SOURCE", "PSEUDO_CLASS_FIELD",
+        "PSEUDO_CLASS_MAP", "PSEUDO_STRATEGY", "PSEUDO_PROBABILITY", "INIT_MODEL", "CACHE_DIR",
+        "EXTRA_OPTIONS", "OUTPUT"]
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "VAL_ACCURACY", "EPOCHS_RUN", "BEST_EPOCH", "DEVICE", "METRICS"]
     assert OPTION_PARAMETERS == TRAIN_OPTION_PARAMETERS

@@ -110,3 +110,81 @@ def test_a_given_batch_size_is_kept(processing, captured_jobs, scene, tmp_path):
     assert job["args"]["model"] == presets.TILE_MODELS[0]
     assert (job["args"]["batch_size"], job["args"]["samples_per_epoch"]) == (8, 512)
     assert (job["args"]["epochs"], job["args"]["tile_size"]) == (7, 64)
+
+
+# ----------------------------------------------------------------------------------------
+# Pseudo-labels (issue 11): PSEUDO_* parameters -> the train job's pseudo_* fields
+# ----------------------------------------------------------------------------------------
+def test_pseudo_parameters(terraseg_provider):
+    alg = terraseg_provider.algorithm("train_model")
+    params = {p.name(): p for p in alg.parameterDefinitions()}
+    flags = {name: params[name].flags() for name in params if name.startswith("PSEUDO_")}
+    assert list(flags) == ["PSEUDO_LABELS", "PSEUDO_SOURCE", "PSEUDO_CLASS_FIELD",
+                           "PSEUDO_CLASS_MAP", "PSEUDO_STRATEGY", "PSEUDO_PROBABILITY"]
+    advanced = params["PSEUDO_LABELS"].FlagAdvanced
+    assert [name for name, f in flags.items() if f & advanced] == [
+        "PSEUDO_STRATEGY", "PSEUDO_PROBABILITY"]
+    optional = params["PSEUDO_LABELS"].FlagOptional
+    assert [name for name, f in flags.items() if f & optional] == [
+        "PSEUDO_SOURCE", "PSEUDO_CLASS_FIELD", "PSEUDO_CLASS_MAP"]
+    assert params["PSEUDO_LABELS"].defaultValue() is False
+    assert params["PSEUDO_CLASS_FIELD"].parentLayerParameterName() == "PSEUDO_SOURCE"
+    spec = options.SPEC_BY_JOB_KEY
+    for name, key in (("PSEUDO_STRATEGY", "pseudo_strategy"),
+                      ("PSEUDO_PROBABILITY", "pseudo_probability")):
+        param = params[name]
+        assert tuple(param.options()) == spec[key].choices, name
+        assert param.options()[param.defaultValue()] == spec[key].default, name
+    assert spec["pseudo_strategy"].default == "random"
+    assert spec["pseudo_probability"].default == "none"
+
+
+def _base(scene, tmp_path) -> dict:
+    return {"INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels),
+            "CLASS_FIELD": "klass", "OUTPUT": str(tmp_path / "m.tsm")}
+
+
+def test_no_pseudo_fields_by_default(processing, captured_jobs, scene, tmp_path):
+    processing.run("terraseg:train_model", _base(scene, tmp_path))
+    [job] = captured_jobs
+    assert not [k for k in job["args"] if k.startswith("pseudo")], job["args"]
+
+
+def test_densify_sends_pseudo_labels_with_the_defaults(processing, captured_jobs, scene,
+                                                       tmp_path):
+    processing.run("terraseg:train_model", {**_base(scene, tmp_path), "PSEUDO_LABELS": True})
+    [job] = captured_jobs
+    pseudo = {k: v for k, v in job["args"].items() if k.startswith("pseudo")}
+    assert pseudo == {"pseudo_labels": True, "pseudo_strategy": "random",
+                      "pseudo_probability": "none"}
+    assert job["args"]["labels"].split("|")[0] == str(scene.labels)
+
+
+def test_coarse_raster_source(processing, captured_jobs, scene, tmp_path):
+    """A class raster as the source implies pseudo-labels; EXTRA_OPTIONS adds the rest."""
+    strategies = options.SPEC_BY_JOB_KEY["pseudo_strategy"].choices
+    uses = options.SPEC_BY_JOB_KEY["pseudo_probability"].choices
+    processing.run("terraseg:train_model", {
+        **_base(scene, tmp_path), "PSEUDO_SOURCE": str(scene.raster),
+        "PSEUDO_CLASS_MAP": "1=sealed,2=unsealed",
+        "PSEUDO_STRATEGY": strategies.index("kmeans"),
+        "PSEUDO_PROBABILITY": uses.index("channel"),
+        "EXTRA_OPTIONS": '{"pseudo_trees": 7, "pseudo_k": 3}'})
+    [job] = captured_jobs
+    pseudo = {k: v for k, v in job["args"].items() if k.startswith("pseudo")}
+    assert pseudo == {"pseudo_labels": True, "pseudo_source": str(scene.raster),
+                      "pseudo_class_map": "1=sealed,2=unsealed", "pseudo_strategy": "kmeans",
+                      "pseudo_probability": "channel", "pseudo_trees": 7, "pseudo_k": 3}
+
+
+def test_coarse_polygon_source_with_its_class_field(processing, captured_jobs, scene,
+                                                    tmp_path):
+    processing.run("terraseg:train_model", {
+        **_base(scene, tmp_path), "PSEUDO_SOURCE": f"{scene.labels}|layername=labels",
+        "PSEUDO_CLASS_FIELD": "cat"})
+    [job] = captured_jobs
+    args = job["args"]
+    assert args["pseudo_labels"] is True
+    assert args["pseudo_source"].split("|")[0] == str(scene.labels)
+    assert args["pseudo_class_field"] == "cat"
+    assert "pseudo_class_map" not in args  # empty: the engine takes CLASS_MAP's
