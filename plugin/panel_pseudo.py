@@ -249,7 +249,10 @@ class PseudoPanelMixin:
         coarse = self.coarse_layer()
         source = (f"the coarse map {coarse.name()}" if pseudo.get("pseudo_source") and coarse
                   else "the label layer")
-        return f"; pseudo-labels of a random forest fitted on {source}"
+        note = f"; pseudo-labels of a random forest fitted on {source}"
+        if pseudo.get("pseudo_source") and pseudo.get("labels") == pseudo["pseudo_source"]:
+            note += " (the label layer is empty: no corrections)"
+        return note
 
     # ------------------------------------------------------------------------------------
     # Buttons

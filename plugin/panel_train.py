@@ -92,7 +92,7 @@ class TrainPanelMixin(PseudoPanelMixin):
         self.scratch_check.setToolTip("Do not start from the last model: train a new network "
                                       "from random weights.")
         form.addRow("", self.scratch_check)
-        form.addRow("", self._build_densify_check())
+        form.addRow(self._build_densify_check())  # spans the form: a long text
         layout.addLayout(form)
         layout.addWidget(self._build_pseudo_box())
 
@@ -366,6 +366,7 @@ class TrainPanelMixin(PseudoPanelMixin):
             pseudo = self.pseudo_train_args(labels_path, has_polygons(layer))
         except (OSError, ValueError) as exc:
             return self._refuse("Train", str(exc))
+        note = self.pseudo_log_note(pseudo)
         labels_path = pseudo.pop("labels", labels_path)
         job = jobs.train_job(
             raster=raster_path, labels=labels_path, out=str(out),
@@ -380,7 +381,7 @@ class TrainPanelMixin(PseudoPanelMixin):
         self._log("info", f"Training {out.name} ({how}, {options.get('model')}) on "
                           f"{raster.name()} with labels {layer.name()}; bands {bands}"
                           + (f"; terrain {extras}" if extras else "")
-                          + self.pseudo_log_note(pseudo))
+                          + note)
         return self._start_job("train", job, self._on_train_result, wait, timeout_s)
 
     def cancel_training(self) -> None:

@@ -218,6 +218,8 @@ def test_empty_label_layer_sends_the_coarse_map_as_labels(panel, sent_jobs,
     assert args["pseudo_source"].split("|")[0] == str(tmp_path / "labels.gpkg")
     assert args["pseudo_class_field"] == "klass" and args["class_field"] == "class"
     assert args["pseudo_class_map"] == "sealed=sealed,unsealed=unsealed"
+    assert "fitted on the coarse map osm (the label layer is empty: no corrections)" in (
+        panel.log_text())
 
 
 def test_project_remembers_the_pseudo_inputs(qgis_iface, panel, tmp_path: Path) -> None:
