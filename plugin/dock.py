@@ -277,6 +277,7 @@ class TerraSegDock(
         self.draw_button.setEnabled(has_labels)
         self.save_labels_button.setEnabled(self._label_layer is not None)
         self.scratch_check.setEnabled(bool(self.last_model))
+        self._update_pseudo_controls(busy, has_raster)
         self._explain_buttons()  # tooltips say why a button is disabled
 
     def shutdown(self) -> None:
