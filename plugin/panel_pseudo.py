@@ -52,14 +52,6 @@ NEXT_STEP = ("Correct the pseudo-labels by drawing polygons in the label layer, 
 
 #: The panel's words for the train job's pseudo-label fields (engine flags without dashes),
 #: in the form of :data:`.worker_errors.PANEL_CONTROLS`, so engine messages can name them.
-PANEL_WORDING: dict[str, dict[str, str]] = {
-    "pseudo-labels": {"*": f"'{DENSIFY_TEXT}' (or a Coarse map) in Train"},
-    "pseudo-source": {"*": "the Coarse map in Train > Coarse map as labels"},
-    "pseudo-class-field": {"*": "the Class field of the Coarse map in Train"},
-    "pseudo-class-map": {"*": "the Class mapping of the Coarse map in Train"},
-}
-
-
 def positional_class_map(classes: list[ClassDef]) -> str:
     """``1=first,2=second,...``: raster values as the task's class ids (1..K, in order)."""
     return ",".join(f"{i}={c.name}" for i, c in enumerate(classes, start=1))

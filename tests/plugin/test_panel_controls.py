@@ -396,11 +396,10 @@ def test_every_control_reaches_its_job_and_no_other(ctx) -> None:
         for kind, args in after.items():
             seen_keys.setdefault(kind, set()).update(args)
     # every field the panel sends has a name in the panel's own words (error messages)
-    from terraseg.plugin.panel_pseudo import PANEL_WORDING
     from terraseg.plugin.worker_errors import PANEL_CONTROLS
 
     assert {"train", "pseudo-label"} <= set(seen_keys)
-    worded = {**PANEL_CONTROLS, **PANEL_WORDING}  # (the pseudo-label fields' wording)
+    worded = PANEL_CONTROLS
     for kind, keys in seen_keys.items():
         unnamed = sorted(k for k in keys if k.replace("_", "-") not in worded)
         assert not unnamed, f"{kind} job fields without panel wording: {unnamed}"
