@@ -262,10 +262,28 @@ def analyst_overrides(opts: TrainOptions) -> bool:
     return is_vector_labels(opts.data.labels)
 
 
-def with_blocks_split(opts: TrainOptions, rep: Reporter) -> TrainOptions:
-    """Pseudo-labels cover the raster in a few huge regions: split by blocks instead."""
-    if opts.split.split == "blocks":
-        return opts
-    rep.log("pseudo-labels cover the whole raster: the train/validation split is by "
-            f"blocks of {opts.split.split_block_px} px (--split blocks)")
-    return dataclasses.replace(opts, split=dataclasses.replace(opts.split, split="blocks"))
+#: Pseudo-labels are split into at least this many blocks a side (small rasters).
+MIN_BLOCKS_PER_SIDE = 4
+MIN_SPLIT_BLOCK_PX = 16
+
+
+def with_blocks_split(opts: TrainOptions, rep: Reporter, grid_shape: tuple[int, int]
+                      ) -> TrainOptions:
+    """Pseudo-labels cover the whole raster: split by blocks small enough to deal out.
+
+    ``--split blocks`` with ``--split-block-size``, shrunk (logged) so that the raster's
+    shorter side holds :data:`MIN_BLOCKS_PER_SIDE` blocks: a 96 px raster in 256 px blocks
+    is one block, all of it training, and nothing would be validated.
+    """
+    sp = opts.split
+    block = sp.split_block_px
+    fitting = max(MIN_SPLIT_BLOCK_PX, min(grid_shape) // MIN_BLOCKS_PER_SIDE)
+    if block > fitting:
+        rep.log(f"split blocks of {fitting} px instead of {block} px, so the "
+                f"{grid_shape[1]}x{grid_shape[0]} px raster holds {MIN_BLOCKS_PER_SIDE} a "
+                "side to deal to training and validation")
+        block = fitting
+    rep.log(f"pseudo-labels cover the whole raster: the train/validation split is by blocks "
+            f"of {block} px (--split blocks)")
+    return dataclasses.replace(opts, split=dataclasses.replace(sp, split="blocks",
+                                                                split_block_px=block))

@@ -120,7 +120,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     labels = analyst
     pseudo_run = None
     if pseudo:
-        opts = with_blocks_split(opts, rep)
+        opts = with_blocks_split(opts, rep, (source.grid.height_px, source.grid.width_px))
         opts, pseudo_run = run_forest_step(opts, source, rep, classes, analyst)
         if opts.pseudo.pseudo_probability == "channel":
             mapping, source = build_source(opts, init_meta)

@@ -78,7 +78,9 @@ def test_densified_labels_cover_the_scene_and_match_the_truth(densified) -> None
     assert pl["strategy"] == "all" and pl["trees"] == 10
     assert pl["sampled_pixels"] == {"sealed": 576, "unsealed": 576}
     assert pl["agreement_accuracy"] > 0.99
-    assert "split is by blocks" in res["_logs"]
+    assert "split is by blocks of 24 px" in res["_logs"]  # 96 px: 4 blocks a side
+    assert "split blocks of 24 px instead of 256 px" in res["_logs"]
+    assert res["metrics"]["val"]["n_samples"] > 0  # validated on held-out blocks
     assert "override the pseudo-labels on 1152 px" in res["_logs"]
     # the network trained on every pixel of the scene, not only the polygons' 1,152
     assert sum(res["pixel_counts"].values()) == sc.height * sc.width
