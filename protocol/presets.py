@@ -25,6 +25,14 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "seed003": {"model": "unet_resnet50", "tile_size": 128, "optimizer": "adam",
                 "lr": 1e-3, "weight_decay": 0.0, "loss": "dice", "epochs": 40,
                 "patience": 40, "augment": "flip"},
+    # A few polygons on medium-resolution imagery (10-30 m): the patch CNN with a 5 px
+    # receptive field (one stage of 16 channels, a 7 px cutout predicting its 3 px centre,
+    # stride 1). Drawn polygons are pure, the pixels to map are mixed; a wide context
+    # learns the polygons' surroundings instead of their spectra. On the NC demo (28.5 m,
+    # 34 polygons, 1,000 independent points, seeds 0-2) it beat a random forest fitted on
+    # the same polygons on every seed, where the 25 px context did not (README, make demo).
+    "few_polygons": {"model": "patch_cnn", "patch_size": 7, "block_size": 3, "stride": 1,
+                     "planes": (16,), "blocks": (1,)},
 }
 
 
