@@ -5,7 +5,8 @@ nearest neighbour. 0 and the raster's nodata (or masked pixels) are unlabelled; 
 must be integers and are resolved to model classes by
 :mod:`terraseg.core.class_resolution`; a class raster TerraSeg wrote (predict, quickmap,
 pseudo-label) names its classes in a tag, used when no class map is given. Regions (for
-spatial splits) are the connected components of each class, with 8-connectivity; a
+spatial splits) are the connected components of each class, with 8-connectivity, within
+tiles of 256 px (a dense map's components would span the scene); a
 region's stable key (``LabelSet.region_keys``) is ``r:CLASS:row0,col0,row1,col1``, its
 model class and its pixel bounding box on the grid (end exclusive), so a region keeps its
 key across runs on the same grid as long as its extent does not change (one that grows, or
@@ -32,6 +33,8 @@ from terraseg.core.layer_spec import check_exists
 from terraseg.protocol.errors import LabelError
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+#: Label-raster regions are cut at tiles of this size (see :func:`raster_regions`).
+REGION_TILE_PX = 256
 
 
 def load_raster_labels(
@@ -132,16 +135,7 @@ def load_raster_labels(
     lut = np.array([0 if v == 0 else lookup[value_key(int(v))] for v in uniq], dtype=np.uint8)
     labels = lut[inverse.reshape(warped.shape)]
 
-    regions = np.zeros(labels.shape, dtype=np.int32)
-    keys: list[str] = []
-    offset = 0
-    for info in model_classes:
-        comp, n = ndimage.label(labels == info.id, structure=EIGHT_CONNECTED)
-        if n:
-            regions = np.where(comp > 0, comp.astype(np.int32) + offset, regions)
-            offset += n
-            keys.extend(raster_region_key(info.name, box)
-                        for box in ndimage.find_objects(comp))
+    regions, keys = raster_regions(labels, model_classes)
     return make_label_set(
         labels,
         regions,
@@ -156,6 +150,37 @@ def load_raster_labels(
         name=name,
         region_keys=tuple(keys),
     )
+
+
+def raster_regions(labels: np.ndarray, classes: tuple[ClassInfo, ...],
+                   tile_px: int = REGION_TILE_PX) -> tuple[np.ndarray, list[str]]:
+    """Regions of a label raster: connected components of each class within each tile.
+
+    A dense label raster (a coarse map, pseudo-labels) has components that span the scene;
+    whole, one of them would go to one side of any split and leave the other side scraps.
+    Cut at ``tile_px`` tiles on the grid, each piece is a region of its own. Keys name the
+    class and the piece's pixel bounding box (:func:`raster_region_key`).
+
+    Returns:
+        int32 region ids (0 = unlabelled) and the key of each id (index id - 1).
+    """
+    h, w = labels.shape
+    regions = np.zeros(labels.shape, dtype=np.int32)
+    keys: list[str] = []
+    for r0 in range(0, h, tile_px):
+        for c0 in range(0, w, tile_px):
+            tile = labels[r0:r0 + tile_px, c0:c0 + tile_px]
+            out = regions[r0:r0 + tile_px, c0:c0 + tile_px]
+            for info in classes:
+                comp, n = ndimage.label(tile == info.id, structure=EIGHT_CONNECTED)
+                if not n:
+                    continue
+                np.copyto(out, comp.astype(np.int32) + len(keys), where=comp > 0)
+                keys.extend(raster_region_key(info.name, (
+                    slice(box[0].start + r0, box[0].stop + r0),
+                    slice(box[1].start + c0, box[1].stop + c0)))
+                    for box in ndimage.find_objects(comp))
+    return regions, keys
 
 
 def tagged_class_map(tag: str | None) -> ClassMapping | None:

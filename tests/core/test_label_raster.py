@@ -136,3 +136,22 @@ def test_a_terraseg_class_raster_brings_its_class_names(grid: Grid, tmp_path: Pa
     with rasterio.open(path, "r+") as ds:
         ds.update_tags(TERRASEG_CLASSES="not json")
     assert [c.name for c in load_raster_labels(path, grid).classes] == ["1", "2"]
+
+
+def test_dense_label_raster_regions_are_cut_at_tiles() -> None:
+    """A dense map's one-class component spanning the scene becomes one region per tile, so
+    a split can send parts of it to validation (it went whole to one side before)."""
+    from terraseg.core.label_raster import raster_regions
+
+    labels = np.ones((600, 300), dtype=np.uint8)
+    labels[:, 200:] = 2
+    classes = tuple(make_classes(["a", "b"]))
+    regions, keys = raster_regions(labels, classes, tile_px=256)
+    # tiles: rows 0-255, 256-511, 512-599 x cols 0-255, 256-299; class b spans the column
+    # border (200-299): 3 x (a, b) in the left tiles + 3 b-only pieces on the right
+    assert len(keys) == int(regions.max()) == 9
+    assert keys[0] == "r:a:0,0,256,200" and keys[1] == "r:b:0,200,256,256"
+    for rid in range(1, 10):
+        rows, cols = np.nonzero(regions == rid)
+        assert rows.min() // 256 == rows.max() // 256 and cols.min() // 256 == cols.max() // 256
+    assert (regions > 0).all()
