@@ -282,7 +282,7 @@ def _prepare_features(
         kept.append((fid, mapping(g), value, category))
         keys.append(region_key(value, g))
     for note in notes:
-        log.warning("%s: %s", name, note)
+        log.warning("labels: %s", note)
     if not kept:
         return [], (), skipped, repaired, notes
     geoms = [k[1] for k in kept]
