@@ -16,7 +16,7 @@ DEMO_EPOCHS="${DEMO_EPOCHS:-30}"
 # (25 px = 712 m, the demo's earlier setting) learns the polygons' surroundings instead.
 # Seeds 0-2, the 1,000 points: it beats the forest fitted on the same polygons on every seed
 # (README); 25 px did not.
-DEMO_PRESET="${DEMO_PRESET:-few_polygons}"
+DEMO_PRESET="${DEMO_PRESET-few_polygons}"  # DEMO_PRESET= (empty): the engine defaults
 DEMO_PATCH="${DEMO_PATCH:-}"          # --patch-size in pixels (empty: the preset's)
 DEMO_BLOCK="${DEMO_BLOCK:-}"          # --block-size in pixels
 DEMO_BLOCKS="${DEMO_BLOCKS:-}"        # residual blocks per stage
