@@ -380,9 +380,9 @@ def best_sampling(rows: list[dict[str, Any]], task: Task) -> Sampling:
 
 def table1_markdown(rows: list[dict[str, Any]]) -> str:
     """Table 1 as Markdown, one line per task and strategy (mean ± std over seeds)."""
-    lines = ["| task | sampling | sampled px | fit s | F1 macro (held-out OSM) | "
+    lines = ["| task | sampling | sampled px | fit s | run s | F1 macro (held-out OSM) | "
              "F1 water (held-out OSM) | F1 macro (reference) | F1 water (reference) | "
-             "seeds |", "|---|---|---|---|---|---|---|---|---|"]
+             "seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for task in TASKS:
         for s in SAMPLINGS:
             rs = [r for r in rows if r["task"] == task.name and r["sampling"] == s.label]
@@ -393,6 +393,7 @@ def table1_markdown(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {task.name} | {label} | {mean_std([r['sampled_pixels'] for r in rs], 0)} | "
                 f"{mean_std([r['fit_seconds'] for r in rs], 1)} | "
+                f"{mean_std([r['wall_seconds'] for r in rs], 0)} | "
                 f"{mean_std([r['heldout']['f1_macro'] for r in rs])} | "
                 f"{mean_std([r['heldout']['f1_water'] for r in rs])} | "
                 f"{mean_std([x.get('f1_macro') for x in ref])} | "
