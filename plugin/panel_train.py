@@ -29,6 +29,7 @@ from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY, interactive_default
 from . import jobs, label_layer, modelinfo, presets, settings, train_summary
 from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
 from .panel_pseudo import PseudoPanelMixin, has_polygons, pseudo_summary
+from .panel_recipe import RecipePanelMixin
 from .presets import ClassDef
 
 # The panel's defaults are the engine's (protocol.options.DEFAULTS) except QGIS's
@@ -51,11 +52,12 @@ def _joined(values: tuple[int, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
-class TrainPanelMixin(PseudoPanelMixin):
+class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
     """Training options, start/cancel, metrics table and summary of the panel.
 
     Its pseudo-label controls (densify, a coarse map as labels) are
-    :class:`~.panel_pseudo.PseudoPanelMixin`'s.
+    :class:`~.panel_pseudo.PseudoPanelMixin`'s, its Recipe
+    :class:`~.panel_recipe.RecipePanelMixin`'s.
 
     Mixed into :class:`~.dock.TerraSegDock`; relies on the panel's shared state and helpers
     (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
@@ -65,6 +67,8 @@ class TrainPanelMixin(PseudoPanelMixin):
         box = group_box("Train", "TerraSegTrainBox")
         layout = QVBoxLayout(box)
         form = QFormLayout()
+        form.addRow("Recipe", self._build_recipe_combo())
+        form.addRow(self.recipe_note)  # why the raster's pixel size picked it
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(_minimum("epochs"), 100000)
         self.epochs_spin.setValue(PANEL_EPOCHS)
@@ -88,6 +92,11 @@ class TrainPanelMixin(PseudoPanelMixin):
         self.block_spin = odd_spin(_minimum("block_size"), 501, DEFAULTS.network.block_px)
         self.block_spin.setToolTip("Predicted centre block in pixels (odd).")
         form.addRow("Block size (px)", self.block_spin)
+        self.stride_spin = QSpinBox()
+        self.stride_spin.setRange(_minimum("stride"), int(SPEC_BY_JOB_KEY["stride"].maximum))
+        self.stride_spin.setValue(DEFAULTS.network.stride_px)
+        self.stride_spin.setToolTip("Patch CNN: the network's stride in pixels; 0 = the block "
+                                    "size (1: a prediction per pixel, e.g. few polygons).")
         self.scratch_check = QCheckBox("From scratch")
         self.scratch_check.setToolTip("Do not start from the last model: train a new network "
                                       "from random weights.")
@@ -122,6 +131,7 @@ class TrainPanelMixin(PseudoPanelMixin):
         self.planes_edit = QLineEdit(_joined(DEFAULTS.network.planes))
         self.planes_edit.setToolTip("Channels per stage, e.g. 4,8,16")
         adv_form.addRow("Channels per stage", self.planes_edit)
+        adv_form.addRow("Stride (px, 0 = block size)", self.stride_spin)
         self.val_spin = QDoubleSpinBox()
         self.val_spin.setRange(0.0, 0.9)
         self.val_spin.setSingleStep(0.05)
@@ -179,19 +189,36 @@ class TrainPanelMixin(PseudoPanelMixin):
     # Training
     # ------------------------------------------------------------------------------------
     def set_training_options(self, **options: Any) -> None:
-        """Set training options by engine name.
+        """Set training options by engine name (counts as the user's choice of recipe).
 
-        Keys: ``model``, ``tile_size``, ``epochs``, ``patch_size``, ``block_size``,
-        ``from_scratch``, ``patience``, ``lr``, ``batch_size``, ``samples_per_epoch``,
-        ``blocks``, ``planes``, ``val_fraction``, ``augment``, ``accelerator``, ``cache_dir``.
+        Keys: ``recipe`` (a Recipe title, applied first), ``model``, ``tile_size``,
+        ``epochs``, ``patch_size``, ``block_size``, ``stride``, ``from_scratch``,
+        ``patience``, ``lr``, ``batch_size``, ``samples_per_epoch``, ``blocks``, ``planes``,
+        ``val_fraction``, ``augment``, ``accelerator``, ``cache_dir``. A recipe the raster's
+        pixel size picked and nobody changed goes back to the panel's defaults first, so
+        the options mean the same on any raster.
         """
+        recipe = options.pop("recipe", None)
+        if recipe is not None:
+            self.set_recipe(str(recipe))
+        else:
+            self._withdraw_auto_recipe()
+        self._set_options(**options)
+
+    def _option_widgets(self) -> tuple[dict[str, Any], dict[str, QLineEdit]]:
+        """(spin boxes, line edits) by job key."""
         spins = {"epochs": self.epochs_spin, "patch_size": self.patch_spin,
-                 "tile_size": self.tile_spin,
-                 "block_size": self.block_spin, "patience": self.patience_spin,
+                 "tile_size": self.tile_spin, "block_size": self.block_spin,
+                 "stride": self.stride_spin, "patience": self.patience_spin,
                  "lr": self.lr_spin, "batch_size": self.batch_spin,
                  "samples_per_epoch": self.samples_spin, "val_fraction": self.val_spin}
         edits = {"blocks": self.blocks_edit, "planes": self.planes_edit,
                  "augment": self.augment_edit, "cache_dir": self.cache_edit}
+        return spins, edits
+
+    def _set_options(self, **options: Any) -> None:
+        """Fill the widgets of ``options`` (job keys); :meth:`set_training_options`'s work."""
+        spins, edits = self._option_widgets()
         for key, value in options.items():
             if key in spins:
                 spins[key].setValue(value)
@@ -209,8 +236,19 @@ class TrainPanelMixin(PseudoPanelMixin):
             else:
                 raise KeyError(f"Unknown training option {key!r}.")
 
+    def _widget_values(self) -> dict[str, Any]:
+        """Every option with a widget, as the widgets hold it (text for blocks, planes)."""
+        spins, edits = self._option_widgets()
+        return {"model": self.arch_combo.currentText(),
+                **{k: w.value() for k, w in spins.items()},
+                **{k: w.text().strip() for k, w in edits.items()}}
+
     def training_options(self) -> dict[str, Any]:
-        """The engine ``train`` options set in the panel (besides data and labels)."""
+        """The engine ``train`` options set in the panel (besides data and labels).
+
+        Patch CNNs send ``stride``, tile networks ``tile_size``; the chosen recipe adds its
+        options without widgets (:meth:`recipe_job_options`).
+        """
         opts: dict[str, Any] = {
             "epochs": self.epochs_spin.value(), "patch_size": self.patch_spin.value(),
             "block_size": self.block_spin.value(), "patience": self.patience_spin.value(),
@@ -226,7 +264,9 @@ class TrainPanelMixin(PseudoPanelMixin):
         }
         if self.is_tile_model():
             opts["tile_size"] = self.tile_spin.value()
-        return opts
+        else:
+            opts["stride"] = self.stride_spin.value()
+        return {**opts, **self.recipe_job_options()}
 
     def is_tile_model(self) -> bool:
         """Whether the chosen architecture is a tile network (U-Net family)."""
@@ -235,7 +275,8 @@ class TrainPanelMixin(PseudoPanelMixin):
     def _on_arch_changed(self, _name: str = "") -> None:
         tile = self.is_tile_model()
         self.tile_spin.setEnabled(tile)
-        for widget in (self.patch_spin, self.block_spin, self.blocks_edit, self.planes_edit):
+        for widget in (self.patch_spin, self.block_spin, self.stride_spin, self.blocks_edit,
+                       self.planes_edit):
             widget.setEnabled(not tile)
 
     def _apply_preset_defaults(self, preset: presets.Preset) -> None:
@@ -304,6 +345,8 @@ class TrainPanelMixin(PseudoPanelMixin):
                 value = params[key]
                 arch[option] = ",".join(str(v) for v in value) if isinstance(value, list) else (
                     int(value))
+        if params.get("patch_px"):  # a patch CNN keeps its stride (older files: 0 = block)
+            arch["stride"] = int(params.get("stride_px") or 0)
         if (meta.get("architecture") or {}).get("name"):
             arch["model"] = meta["architecture"]["name"]
         geometry = meta.get("geometry") or {}

@@ -143,7 +143,8 @@ CONTROLS = (
     Control("scratch_check", check(True), {"train": {"init_model": ABSENT}}),
     Control("epochs_spin", spin(7), {"train": {"epochs": 7}}),
     Control("patch_spin", spin(31), {"train": {"patch_size": 31}}),
-    Control("block_spin", spin(3), {"train": {"block_size": 3}}),
+    Control("block_spin", spin(9), {"train": {"block_size": 9}},
+            why="not 3: the scene's 10 m pixels start the panel at the few-polygon recipe"),
     Control("blocks_edit", text("1,1,1"), {"train": {"blocks": "1,1,1"}}),
     Control("planes_edit", text("2,4,8"), {"train": {"planes": "2,4,8"}}),
     Control("patience_spin", spin(4), {"train": {"patience": 4}}),
@@ -159,6 +160,19 @@ CONTROLS = (
     Control("arch_combo", text("unet_small"), {"train": {"model": "unet_small",
                                                          "tile_size": 64}}),
     Control("tile_spin", spin(96), {"train": {"tile_size": 96}}),
+    # Train > Recipe (issue 11): fills the widgets; what has no widget rides with the recipe
+    Control("recipe_combo", text("Coarse labels, U-Net ResNet-50 (study 003)"),
+            {"train": {"model": "unet_resnet50", "tile_size": 128, "epochs": 40,
+                       "patience": 40, "lr": 1e-3, "augment": "flip", "batch_size": 16,
+                       "samples_per_epoch": 512, "optimizer": "adam", "weight_decay": 0.0,
+                       "loss": "dice", "stride": ABSENT}}),
+    Control("recipe_combo", text("Few polygons, 10-30 m imagery (5 px context)"),
+            {"train": {"model": "patch_cnn", "patch_size": 7, "block_size": 3, "stride": 1,
+                       "planes": "16", "blocks": "1", "epochs": 50, "patience": 10,
+                       "batch_size": 128, "samples_per_epoch": 2048, "tile_size": ABSENT,
+                       "optimizer": ABSENT, "weight_decay": ABSENT, "loss": ABSENT}},
+            why="the second recipe row: every value the first one set changes back"),
+    Control("stride_spin", spin(2), {"train": {"stride": 2}}),
     # Train > pseudo-labels (issue 11); 'Show pseudo-labels' runs once a coarse map is chosen
     Control("densify_check", check(True), {"train": {"pseudo_labels": True}}),
     Control("coarse_combo", pick_layer("coarse"),
@@ -305,6 +319,8 @@ def ctx(qgis_iface, scene, tmp_path_factory):
     dock = TerraSegDock(qgis_iface)
     dock.auto_answer = True
     dock.set_raster_layer(raster)
+    # the scene's 10 m pixels: the panel starts at the few-polygon recipe (issue 11)
+    assert dock.recipe_name().startswith("Few polygons") and dock.stride_spin.value() == 1
     labels = dock.new_label_layer(tmp / "labels.gpkg")
     add_labels(labels, ["sealed", "unsealed", "landslide", "no landslide", "water"])
     shutil.copy(tmp / "labels.gpkg", tmp / "labels2.gpkg")
