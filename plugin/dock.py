@@ -118,10 +118,12 @@ class TerraSegDock(
         name_widgets(self)  # object names = attribute names (tests find controls by them)
         # connected once every widget exists (the combos signal while they are set up)
         self.raster_combo.layerChanged.connect(self._on_raster_changed)
+        self.raster_combo.layerChanged.connect(self._suggest_recipe)  # Train's Recipe
         self.label_combo.layerChanged.connect(self._on_label_combo_changed)
         self.set_preset(presets.SEALED)
         self.refresh_engine_status()
         self._on_raster_changed(self.raster_combo.currentLayer())
+        self._suggest_recipe(self.raster_combo.currentLayer())
         self._on_label_combo_changed(self.label_combo.currentLayer())
         self._update_buttons()
         project = QgsProject.instance()

@@ -61,6 +61,11 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
                        "Predict sets it)"},
     "patch-size": {ANY: "the Patch size in Train"},
     "block-size": {ANY: "the Block size in Train"},
+    "stride": {ANY: "the Stride in Train > Advanced"},
+    "optimizer": {ANY: "the Recipe in Train (it sets the optimiser; no control of its own)"},
+    "weight-decay": {ANY: "the Recipe in Train (it sets the weight decay; no control of "
+                          "its own)"},
+    "loss": {ANY: "the Recipe in Train (it sets the loss; no control of its own)"},
     "blocks": {ANY: "Blocks per stage in Train > Advanced"},
     "planes": {ANY: "Channels per stage in Train > Advanced"},
     "patience": {ANY: "Early-stopping patience in Train > Advanced"},
