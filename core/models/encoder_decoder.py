@@ -40,7 +40,7 @@ from terraseg.core.models.resnet_encoder import (
     ResNetEncoder,
     SafeBatchNorm2d,
 )
-from terraseg.core.models.unet import check_tile_size, valid_tile_sizes
+from terraseg.core.models.unet import TileNetwork, valid_tile_sizes
 from terraseg.protocol.errors import ConfigError
 
 #: Decoder name -> (title, encoder output stride).
@@ -290,7 +290,7 @@ DECODER_PARTS: dict[str, tuple[type[nn.Module], int, int]] = {
     "deeplabv3plus": (DeepLabV3PlusDecoder, 1, 4)}
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(TileNetwork):
     """ResNet encoder + U-Net / FPN / DeepLabV3+ decoder + conv head (module docstring).
 
     Shape:
@@ -317,24 +317,6 @@ class EncoderDecoder(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.head.weight)  # smp's initialize_head
         nn.init.zeros_(self.head.bias)
-
-    @property
-    def stride_px(self) -> int:
-        """Total stride: tile sizes must be multiples of it."""
-        return self.config.stride_px
-
-    def valid_tile_sizes(self, max_px: int = 1024) -> tuple[int, ...]:
-        """Tile sizes (px) this network accepts, up to ``max_px``."""
-        return self.config.valid_tile_sizes(max_px)
-
-    def check_tile(self, h: int, w: int) -> None:
-        """Refuse a tile whose height or width is not a multiple of the stride.
-
-        Raises:
-            ConfigError: Naming the size and the nearest valid sizes below and above.
-        """
-        for n in (h, w):
-            check_tile_size(n, self.stride_px)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for every pixel of ``x``."""

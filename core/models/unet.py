@@ -252,7 +252,35 @@ class Up(nn.Module):
         return self.block(torch.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(nn.Module):
+class TileNetwork(nn.Module):
+    """Base of the tile networks (U-Nets, encoder-decoders): geometry from ``self.config``.
+
+    ``stride_px`` and ``valid_tile_sizes`` come from the config; ``check_tile`` refuses a
+    tile the stride does not divide.
+    """
+
+    config: UNetConfig  # or any config with stride_px and valid_tile_sizes
+
+    @property
+    def stride_px(self) -> int:
+        """Total stride: tile sizes must be multiples of it."""
+        return self.config.stride_px
+
+    def valid_tile_sizes(self, max_px: int = 1024) -> tuple[int, ...]:
+        """Tile sizes (px) this network accepts, up to ``max_px``."""
+        return self.config.valid_tile_sizes(max_px)
+
+    def check_tile(self, h: int, w: int) -> None:
+        """Refuse a tile whose height or width is not a multiple of the stride.
+
+        Raises:
+            ConfigError: Naming the size and the nearest valid sizes below and above.
+        """
+        for n in (h, w):
+            check_tile_size(n, self.stride_px)
+
+
+class UNet(TileNetwork):
     """U-Net for dense segmentation (see module docstring).
 
     Shape:
@@ -280,23 +308,6 @@ class UNet(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(widths[k], cfg.num_classes, 1)
                                    for k in range(n_heads))
 
-    @property
-    def stride_px(self) -> int:
-        """Total stride: tile sizes must be multiples of it."""
-        return self.config.stride_px
-
-    def valid_tile_sizes(self, max_px: int = 1024) -> tuple[int, ...]:
-        """Tile sizes (px) this network accepts, up to ``max_px``."""
-        return self.config.valid_tile_sizes(max_px)
-
-    def check_tile(self, h: int, w: int) -> None:
-        """Refuse a tile whose height or width is not a multiple of the stride.
-
-        Raises:
-            ConfigError: Naming the size and the nearest valid sizes below and above.
-        """
-        for n in (h, w):
-            check_tile_size(n, self.stride_px)
 
     def decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder outputs, finest first.
