@@ -126,3 +126,17 @@ def clean_engine_setting():
     settings.remove(settings.ENGINE_DIR)
     yield settings
     settings.remove(settings.ENGINE_DIR)
+
+
+@pytest.fixture
+def sent_jobs(panel, monkeypatch) -> list[dict]:
+    """The jobs the panel starts, recorded instead of run."""
+    seen: list[dict] = []
+
+    def start(kind, job, on_result, wait=False, timeout_s=0.0):
+        seen.append(job)
+        return True
+
+    monkeypatch.setattr(panel, "_start_job", start)
+    monkeypatch.setattr(panel, "confirm_band_coverage", lambda: True)  # no inspect job
+    return seen

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from helpers.paths import run_engine_python
 from helpers.qgis_support import (
     TINY_TRAIN,
@@ -186,19 +185,6 @@ def test_densify_few_polygons(panel, tmp_path: Path, cache_dir: Path) -> None:
     assert pseudo["agreement_accuracy"] > 0.95  # on the 4 polygons
     assert "pseudo-labels of a random forest fitted on the label layer" in panel.log_text()
     assert "Trained on pseudo-labels of a random forest" in panel.train_summary.text()
-
-
-@pytest.fixture
-def sent_jobs(panel, monkeypatch) -> list[dict]:
-    """The jobs the panel starts, recorded instead of run."""
-    seen: list[dict] = []
-
-    def start(kind, job, on_result, wait=False, timeout_s=0.0):
-        seen.append(job)
-        return True
-
-    monkeypatch.setattr(panel, "_start_job", start)
-    return seen
 
 
 def test_empty_label_layer_sends_the_coarse_map_as_labels(panel, sent_jobs,

@@ -56,20 +56,6 @@ def rasters(tmp_path: Path) -> dict[str, QgsRasterLayer]:
                                 origin=(9.0, 47.0))}
 
 
-@pytest.fixture
-def sent_jobs(panel, monkeypatch) -> list[dict]:
-    """The jobs the panel starts, recorded instead of run."""
-    seen: list[dict] = []
-
-    def start(kind, job, on_result, wait=False, timeout_s=0.0):
-        seen.append(job)
-        return True
-
-    monkeypatch.setattr(panel, "_start_job", start)
-    monkeypatch.setattr(panel, "confirm_band_coverage", lambda: True)  # no inspect job
-    return seen
-
-
 def labelled(panel, layer: QgsRasterLayer, folder: Path) -> None:
     """Choose ``layer`` and a label layer with a polygon of each class inside it."""
     panel.set_raster_layer(layer)
