@@ -307,10 +307,12 @@ def brief(m: Metrics, positive: str = "water") -> dict[str, Any]:
 
 
 def mean_std(values: Sequence[float | None], digits: int = 3) -> str:
-    """``0.812 ± 0.004`` (sample std; ``-`` without values)."""
+    """``0.812 ± 0.004`` (sample std); one value alone; ``-`` without values."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return f"{statistics.fmean(vals):.{digits}f} ± {sd:.{digits}f}"
 

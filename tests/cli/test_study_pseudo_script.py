@@ -80,6 +80,7 @@ def test_split_polygons_keeps_every_class_in_both_folds(study, tmp_path: Path) -
 def test_mean_std_and_sampling_labels(study) -> None:
     assert study.mean_std([0.5, 0.7]) == "0.600 ± 0.141"
     assert study.mean_std([None]) == "-"
+    assert study.mean_std([0.25, None]) == "0.250"  # one seed: no spread to show
     assert [s.label for s in study.SAMPLINGS] == [
         "all", "random", "uniform", "kmeans-50", "kmeans-200", "kmeans-1000"]
 
