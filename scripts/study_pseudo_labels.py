@@ -483,12 +483,14 @@ def table2_markdown(rows: list[dict[str, Any]]) -> str:
                          f"{mean_std([x['f1_macro'] for x in ref])} | "
                          f"{mean_std([r['train_seconds'] for r in rs], 0)} | "
                          f"{','.join(str(r['seed']) for r in rs)} |")
-    forest = [r["forest_reference"] for r in rows if r.get("forest_reference")]
+    by_seed = {r["seed"]: r["forest_reference"] for r in rows if r.get("forest_reference")}
+    forest = list(by_seed.values())  # one seed, one forest: the same in every (b) run
     if forest:
         lines.append(f"| random forest (the pseudo-labels of the (b) runs) | OSM | "
                      f"{mean_std([x['f1_water'] for x in forest])} | "
                      f"{mean_std([x['iou_water'] for x in forest])} | "
-                     f"{mean_std([x['f1_macro'] for x in forest])} | - | {len(forest)} runs |")
+                     f"{mean_std([x['f1_macro'] for x in forest])} | - | "
+                     f"{','.join(str(k) for k in sorted(by_seed))} |")
     return "\n".join(lines)
 
 
