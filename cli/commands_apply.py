@@ -172,6 +172,9 @@ def _evaluate_args(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--threshold", type=float, help="as for predict")
     ev.add_argument("--tta", action="store_true", help="as for predict")
+    ev.add_argument("--hierarchy", metavar="CSV",
+                    help="class hierarchy (code,level1,level2,...; CORINE's legend): "
+                         "metrics at every level as well")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--baseline", choices=["rf"],
                     help="also score a random forest of pixels (rf), fitted on "
@@ -234,16 +237,24 @@ def _run_evaluate(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
 
     baseline = baseline_spec(a, read_meta(a.model)) if a.baseline or a.baseline_labels \
         else None
+    hierarchy = None
+    if a.hierarchy:
+        from terraseg.core.hierarchy import load_hierarchy
+
+        hierarchy = load_hierarchy(a.hierarchy)
     model, source = _model_and_source(a)
     return evaluate_model(model, source, a.reference, a.class_field, a.out_dir, reporter,
                           class_map=a.class_map, category_field=a.category_field,
                           overwrite=a.overwrite, device=a.device, threshold=a.threshold,
-                          tta=a.tta, baseline=baseline)
+                          tta=a.tta, baseline=baseline, hierarchy=hierarchy)
 
 
 def _print_evaluation(result: dict[str, Any]) -> str:
     text = (f"accuracy {result['accuracy']:.4f}  F1 weighted {result['f1_weighted']:.4f}  "
             f"n={result['n_samples']}  -> {result['metrics']}")
+    for level, m in (result.get("levels") or {}).items():
+        text += (f"\n{level}: accuracy {m['accuracy']:.4f}  F1 weighted "
+                 f"{m['f1_weighted']:.4f}  mean IoU {m['mean_iou']:.4f}")
     if "baseline" in result:
         from terraseg.core.baseline import side_by_side
 

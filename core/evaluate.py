@@ -17,6 +17,7 @@ from terraseg.core.baseline import (
 )
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.decision import check_finite, class_ids, resolve_threshold
+from terraseg.core.hierarchy import ClassHierarchy, level_lookup, metrics_by_level
 from terraseg.core.inference import no_valid_pixel_error
 from terraseg.core.labels import load_labels
 from terraseg.core.metrics import Metrics, compute_metrics, write_metrics
@@ -36,15 +37,17 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
                    class_map: str | None = None, category_field: str | None = None,
                    overwrite: bool = False, tile_px: int = 0,
                    device: str = "auto", threshold: float | None = None,
-                   tta: bool = False, baseline: BaselineSpec | None = None
-                   ) -> dict[str, Any]:
+                   tta: bool = False, baseline: BaselineSpec | None = None,
+                   hierarchy: ClassHierarchy | None = None) -> dict[str, Any]:
     """Predict at the reference pixels and write metrics.json plus CSV tables.
 
     Only tiles that contain reference pixels are predicted. Reference classes are mapped
     to the model's classes by name (after ``class_map``); unknown classes are refused.
     With ``baseline``, a random forest fitted on its labels is scored on the same
     reference pixels (core/baseline.py) into ``baseline_metrics.json`` and
-    ``result["baseline"]``, and the headline metrics are logged side by side.
+    ``result["baseline"]``, and the headline metrics are logged side by side. With
+    ``hierarchy`` (core/hierarchy.py) the metrics are also computed at every level of it
+    (``levels`` in metrics.json and the result).
 
     Raises:
         RasterError: No reference pixel lies on valid data of the raster (all nodata).
@@ -57,6 +60,8 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
         + ([BASELINE_FILE] if baseline else [])
     check_output_dir(out_dir, names, overwrite)
     classes = classes_from_dicts(meta.class_dicts)
+    if hierarchy is not None:
+        level_lookup(hierarchy, classes, 0)  # every model class in it, before any work
     ref = load_labels(reference, source.grid, class_field=class_field,
                       class_map=ClassMapping.parse(class_map), classes=classes,
                       category_field=category_field)
@@ -92,6 +97,11 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     extra = {"reference": str(reference), "raster": source.path,
              "n_reference_pixels": int(len(rows)),
              "n_outside_valid_data": outside}
+    if hierarchy is not None:
+        extra["levels"] = metrics_by_level(hierarchy, classes, truth, pred)
+        for level, m in extra["levels"].items():
+            reporter.log(f"{level}: accuracy {m['accuracy']:.4f}, F1 weighted "
+                         f"{m['f1_weighted']:.4f}, mean IoU {m['mean_iou']:.4f}")
     forest = None
     if baseline is not None:
         forest_metrics, info = baseline_metrics(baseline, source, classes, rows, cols, truth,
@@ -103,6 +113,8 @@ def evaluate_model(model: LoadedModel, source: RasterSource, reference: str,
     result = {"metrics": str(out_dir / "metrics.json"), "files": [str(p) for p in paths],
               "accuracy": metrics.accuracy, "f1_weighted": metrics.f1_weighted,
               "f1_per_class": dict(metrics.f1_per_class), "n_samples": metrics.n_samples}
+    if "levels" in extra:
+        result["levels"] = extra["levels"]
     if forest is not None:
         write_baseline(out_dir / BASELINE_FILE, forest)
         result["files"].append(str(out_dir / BASELINE_FILE))

@@ -395,3 +395,26 @@ def test_grid_ranks_all_combinations_with_class_map(trained):
         assert (opts["lr"], opts["weight_decay"], opts["augment"], opts["epochs"]) == (
             float(r["learning_rate"]), float(r["weight_decay"]), r["augmentation"], 2)
     assert not list(out.glob(".*.partial"))
+
+
+def test_evaluate_reports_every_level_of_a_hierarchy(trained, tmp_path) -> None:
+    """--hierarchy: metrics at each level; a level that merges both classes is all right."""
+    csv_path = tmp_path / "levels.csv"
+    csv_path.write_text("code,level1,level2\nsealed,surface,sealed\nunsealed,surface,unsealed\n")
+    out = tmp_path / "eval_levels"
+    proc = ok(terraseg("evaluate", "--model", trained["model"], "--raster",
+                       trained["scene"].raster, "--reference", trained["scene"].labels,
+                       "--class-field", "klass", "--hierarchy", csv_path, "--out-dir", out,
+                       cwd=trained["dir"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    levels = metrics["levels"]
+    assert list(levels) == ["level1", "level2"]
+    assert levels["level1"]["accuracy"] == 1.0 and levels["level1"]["class_names"] == ["surface"]
+    assert levels["level2"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert levels["level2"]["confusion_matrix"] == metrics["confusion_matrix"]
+    assert "level1: accuracy 1.0000" in proc.stdout
+    bad = terraseg("evaluate", "--model", trained["model"], "--raster", trained["scene"].raster,
+                   "--reference", trained["scene"].labels, "--class-field", "klass",
+                   "--hierarchy", "corine", "--out-dir", tmp_path / "bad", cwd=trained["dir"])
+    assert bad.returncode == 2 and "not in the hierarchy" in bad.stderr
+    assert not (tmp_path / "bad" / "metrics.json").exists()
