@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 from terraseg.cli.options import NODATA_HELP, add_extra_args, parse_window
@@ -144,6 +145,12 @@ def _predict_args(pr: argparse.ArgumentParser) -> None:
                             "class (0 = keep all)")
     small.add_argument("--min-region-px", type=int, default=0, metavar="PX",
                        help="as --min-area, in pixels")
+    pr.add_argument("--hierarchy", metavar="CSV",
+                    help="class hierarchy (code,level1,level2,...; 'corine' for the shipped "
+                         "CORINE legend) for --level")
+    pr.add_argument("--level", type=int, default=0,
+                    help="also write the map at this level of --hierarchy "
+                         "(levelN_probability.tif, levelN_classes.tif)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -151,11 +158,43 @@ def _run_predict(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     from terraseg.core.inference import predict_raster
 
     model, source = _model_and_source(a)
-    return predict_raster(model, source, a.out_dir, reporter, window=a.window,
-                          extent_layer=a.extent_layer, tile_px=a.tile_size,
-                          overwrite=a.overwrite, preview=a.preview, device=a.device,
-                          precision=a.precision, threshold=a.threshold, tta=a.tta,
-                          postprocess=postprocess_spec(a, model.meta, source))
+    hierarchy = _level_hierarchy(a, model.meta)
+    result = predict_raster(model, source, a.out_dir, reporter, window=a.window,
+                            extent_layer=a.extent_layer, tile_px=a.tile_size,
+                            overwrite=a.overwrite, preview=a.preview, device=a.device,
+                            precision=a.precision, threshold=a.threshold, tta=a.tta,
+                            postprocess=postprocess_spec(a, model.meta, source))
+    if hierarchy is not None:
+        from terraseg.core.classes import classes_from_dicts
+        from terraseg.core.hierarchy import write_level_map
+
+        result["level"] = write_level_map(result["probability"],
+                                          classes_from_dicts(model.meta.class_dicts),
+                                          hierarchy, a.level, a.out_dir, a.overwrite)
+        reporter.log(f"map at {result['level']['level_name']}: {result['level']['classes']}")
+    return result
+
+
+def _level_hierarchy(a: argparse.Namespace, meta: ModelMeta) -> Any:
+    """The ``--hierarchy``/``--level`` of predict, checked before any work (None without them).
+
+    Raises:
+        ConfigError: One without the other, a level the file lacks, model classes it does
+            not list, or level outputs that exist without ``--overwrite``.
+    """
+    if not a.level and not a.hierarchy:
+        return None
+    if not (a.level and a.hierarchy):
+        raise ConfigError("--level and --hierarchy go together.",
+                          "Give both, e.g. --hierarchy corine --level 1.")
+    from terraseg.core.classes import classes_from_dicts
+    from terraseg.core.hierarchy import check_level, level_output_names, load_hierarchy
+    from terraseg.core.output_targets import check_output_dir
+
+    hierarchy = load_hierarchy(a.hierarchy)
+    check_level(hierarchy, classes_from_dicts(meta.class_dicts), a.level)
+    check_output_dir(Path(a.out_dir), level_output_names(a.level), a.overwrite)
+    return hierarchy
 
 
 def _evaluate_args(ev: argparse.ArgumentParser) -> None:

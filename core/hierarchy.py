@@ -135,3 +135,75 @@ def metrics_by_level(hierarchy: ClassHierarchy, classes: tuple[ClassInfo, ...],
         lut, groups = level_lookup(hierarchy, classes, i)
         out[level] = compute_metrics(lut[truth], lut[pred], groups).to_dict()
     return out
+
+
+def level_output_names(level: int) -> tuple[str, str]:
+    """The files of the map at ``level`` (1-based): probability and classes."""
+    return f"level{level}_probability.tif", f"level{level}_classes.tif"
+
+
+def check_level(hierarchy: ClassHierarchy, classes: tuple[ClassInfo, ...], level: int) -> None:
+    """Refuse a level the hierarchy does not have, or model classes it does not list.
+
+    Raises:
+        ConfigError: Naming the valid levels or the missing classes.
+    """
+    if not 1 <= level <= len(hierarchy.levels):
+        raise ConfigError(f"--level {level} is not a level of {Path(hierarchy.path).name}, "
+                          f"which has {len(hierarchy.levels)}.",
+                          f"Use --level 1 to {len(hierarchy.levels)}.")
+    level_lookup(hierarchy, classes, level - 1)
+
+
+def write_level_map(probability_tif: str | Path, classes: tuple[ClassInfo, ...],
+                    hierarchy: ClassHierarchy, level: int, out_dir: str | Path,
+                    overwrite: bool = False) -> dict[str, Any]:
+    """The map at ``level`` (1-based) from a prediction's fine class probabilities.
+
+    A group's probability is the sum of its fine classes' probabilities, and its class is
+    the most probable group, so the coarse map is consistent with the fine probabilities.
+    Written window by window next to the fine outputs (``level{N}_probability.tif``,
+    ``level{N}_classes.tif``), both committed together or not at all.
+
+    Returns:
+        ``probability``, ``classes``, ``level``, ``level_name``, ``class_list``.
+    """
+    import json
+
+    import rasterio
+    from rasterio.windows import Window
+
+    from terraseg.core.atomic import AtomicOutputs
+    from terraseg.core.forest import map_windows
+    from terraseg.core.grid import Grid
+    from terraseg.core.inference import CLASS_NODATA, OUTPUT_BLOCK_PX, PROB_NODATA
+    from terraseg.core.preview import colormap_from_colours
+
+    lut, groups = level_lookup(hierarchy, classes, level - 1)
+    k = len(groups)
+    members = [np.array([c.id - 1 for c in classes if lut[c.id] == g.id]) for g in groups]
+    names = level_output_names(level)
+    dicts = [g.to_dict() for g in groups]
+    with rasterio.open(probability_tif) as src, \
+            AtomicOutputs(Path(out_dir), overwrite=overwrite) as outputs:
+        grid = Grid(src.height, src.width, src.transform, src.crs.to_wkt() if src.crs else "")
+        prob_w = outputs.geotiff(names[0], grid, k, "float32", PROB_NODATA,
+                                 [f"probability {g.name}" for g in groups],
+                                 block_px=OUTPUT_BLOCK_PX)
+        cls_w = outputs.geotiff(names[1], grid, 1, "uint8", CLASS_NODATA, ["class"],
+                                colormap=colormap_from_colours({g.id: g.colour
+                                                                for g in groups}),
+                                block_px=OUTPUT_BLOCK_PX)
+        for writer in (prob_w, cls_w):
+            writer.set_tags(TERRASEG_CLASSES=json.dumps(dicts))
+        for win in map_windows(Window(0, 0, src.width, src.height)):
+            p = src.read(window=win)
+            valid = p[0] != PROB_NODATA
+            coarse = np.stack([p[m].sum(axis=0) for m in members])
+            coarse[:, ~valid] = PROB_NODATA
+            cls = np.where(valid, coarse.argmax(axis=0) + 1, CLASS_NODATA).astype(np.uint8)
+            prob_w.write(coarse.astype(np.float32), win)
+            cls_w.write(cls[None], win)
+    out = Path(out_dir)
+    return {"probability": str(out / names[0]), "classes": str(out / names[1]),
+            "level": level, "level_name": hierarchy.levels[level - 1], "class_list": dicts}

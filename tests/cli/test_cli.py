@@ -418,3 +418,32 @@ def test_evaluate_reports_every_level_of_a_hierarchy(trained, tmp_path) -> None:
                    "--hierarchy", "corine", "--out-dir", tmp_path / "bad", cwd=trained["dir"])
     assert bad.returncode == 2 and "not in the hierarchy" in bad.stderr
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_predict_writes_the_map_at_a_level_of_the_hierarchy(trained, predicted,
+                                                             tmp_path) -> None:
+    """--level sums the fine probabilities of each group; the coarse map follows them."""
+    csv_path = tmp_path / "levels.csv"
+    csv_path.write_text("code,level1,level2\nsealed,surface,sealed\nunsealed,surface,unsealed\n")
+    out = tmp_path / "pred_level"
+    proc = ok(terraseg("predict", "--model", trained["model"], "--raster",
+                       trained["scene"].raster, "--out-dir", out, "--hierarchy", csv_path,
+                       "--level", 1, cwd=trained["dir"]))
+    with rasterio.open(out / "probability.tif") as fine, \
+            rasterio.open(out / "level1_probability.tif") as coarse, \
+            rasterio.open(out / "level1_classes.tif") as cls:
+        p, q, c = fine.read(), coarse.read(), cls.read(1)
+        assert json.loads(cls.tags()["TERRASEG_CLASSES"])[0]["name"] == "surface"
+    valid = p[0] >= 0
+    assert q.shape == (1, *p.shape[1:])
+    np.testing.assert_allclose(q[0][valid], p[:, valid].sum(axis=0), atol=1e-6)
+    assert (c[valid] == 1).all() and (q[0][~valid] == -1).all()
+    assert "map at level1" in proc.stderr
+    # refused before any work: a level the file lacks, and --level without --hierarchy
+    for extra, words in ((["--hierarchy", csv_path, "--level", 3], "Use --level 1 to 2"),
+                         (["--level", 1], "go together")):
+        bad = terraseg("predict", "--model", trained["model"], "--raster",
+                       trained["scene"].raster, "--out-dir", tmp_path / "bad", *extra,
+                       cwd=trained["dir"])
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+        assert not (tmp_path / "bad").exists()
