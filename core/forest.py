@@ -30,6 +30,8 @@ from sklearn.ensemble import RandomForestClassifier
 from terraseg.core.atomic import AtomicOutputs
 from terraseg.core.classes import ClassInfo
 from terraseg.core.decision import class_ids
+from terraseg.core.geotiff import GeoTiffWriter
+from terraseg.core.grid import Grid
 from terraseg.core.inference import (
     CLASS_NODATA,
     OUTPUT_BLOCK_PX,
@@ -271,6 +273,31 @@ def map_windows(region: Window) -> list[Window]:
     return out
 
 
+def class_map_writers(outputs: AtomicOutputs, grid: Grid, classes: tuple[ClassInfo, ...],
+                      names: tuple[str, str]) -> tuple[GeoTiffWriter, GeoTiffWriter]:
+    """Writers of a probability raster and a class raster, as predict writes them.
+
+    One float band per class and a uint8 class band with the classes' colour table, both
+    tagged with the classes (``TERRASEG_CLASSES``), tracked by ``outputs``.
+
+    Args:
+        outputs: The atomic outputs the two files belong to.
+        grid: Their grid.
+        classes: Classes (ids 1..K) in band order.
+        names: (probability file, class file).
+    """
+    dicts = json.dumps([c.to_dict() for c in classes])
+    prob_w = outputs.geotiff(names[0], grid, len(classes), "float32", PROB_NODATA,
+                             [f"probability {c.name}" for c in classes],
+                             block_px=OUTPUT_BLOCK_PX)
+    cls_w = outputs.geotiff(names[1], grid, 1, "uint8", CLASS_NODATA, ["class"],
+                            colormap=colormap_from_colours({c.id: c.colour for c in classes}),
+                            block_px=OUTPUT_BLOCK_PX)
+    for writer in (prob_w, cls_w):
+        writer.set_tags(TERRASEG_CLASSES=dicts)
+    return prob_w, cls_w
+
+
 def write_forest_map(forest: RandomForestClassifier, source: RasterSource,
                      classes: tuple[ClassInfo, ...], out_dir: Path, region: Window,
                      reporter: Reporter, overwrite: bool,
@@ -303,21 +330,12 @@ def write_forest_map(forest: RandomForestClassifier, source: RasterSource,
         RasterError: The region holds no valid pixel (nothing is written).
     """
     k = len(classes)
-    dicts = [c.to_dict() for c in classes]
     grid = source.grid.window_grid(region)
     counts = np.zeros(k + 1, dtype=np.int64)
     windows = map_windows(region)
     with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_MB), \
             AtomicOutputs(out_dir, overwrite=overwrite) as outputs:
-        prob_w = outputs.geotiff(OUTPUT_NAMES[0], grid, k, "float32", PROB_NODATA,
-                                 [f"probability {c.name}" for c in classes],
-                                 block_px=OUTPUT_BLOCK_PX)
-        cls_w = outputs.geotiff(OUTPUT_NAMES[1], grid, 1, "uint8", CLASS_NODATA, ["class"],
-                                colormap=colormap_from_colours({c.id: c.colour
-                                                                for c in classes}),
-                                block_px=OUTPUT_BLOCK_PX)
-        for writer in (prob_w, cls_w):
-            writer.set_tags(TERRASEG_CLASSES=json.dumps(dicts))
+        prob_w, cls_w = class_map_writers(outputs, grid, classes, OUTPUT_NAMES)
         for i, win in enumerate(windows, start=1):
             data, valid = source.read(win)
             p = np.full((k, *valid.shape), PROB_NODATA, dtype=np.float32)

@@ -168,34 +168,21 @@ def write_level_map(probability_tif: str | Path, classes: tuple[ClassInfo, ...],
     Returns:
         ``probability``, ``classes``, ``level``, ``level_name``, ``class_list``.
     """
-    import json
-
     import rasterio
     from rasterio.windows import Window
 
     from terraseg.core.atomic import AtomicOutputs
-    from terraseg.core.forest import map_windows
+    from terraseg.core.forest import class_map_writers, map_windows
     from terraseg.core.grid import Grid
-    from terraseg.core.inference import CLASS_NODATA, OUTPUT_BLOCK_PX, PROB_NODATA
-    from terraseg.core.preview import colormap_from_colours
+    from terraseg.core.inference import CLASS_NODATA, PROB_NODATA, WRITE_CACHE_MB
 
     lut, groups = level_lookup(hierarchy, classes, level - 1)
-    k = len(groups)
     members = [np.array([c.id - 1 for c in classes if lut[c.id] == g.id]) for g in groups]
     names = level_output_names(level)
-    dicts = [g.to_dict() for g in groups]
-    with rasterio.open(probability_tif) as src, \
+    with rasterio.open(probability_tif) as src, rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_MB), \
             AtomicOutputs(Path(out_dir), overwrite=overwrite) as outputs:
         grid = Grid(src.height, src.width, src.transform, src.crs.to_wkt() if src.crs else "")
-        prob_w = outputs.geotiff(names[0], grid, k, "float32", PROB_NODATA,
-                                 [f"probability {g.name}" for g in groups],
-                                 block_px=OUTPUT_BLOCK_PX)
-        cls_w = outputs.geotiff(names[1], grid, 1, "uint8", CLASS_NODATA, ["class"],
-                                colormap=colormap_from_colours({g.id: g.colour
-                                                                for g in groups}),
-                                block_px=OUTPUT_BLOCK_PX)
-        for writer in (prob_w, cls_w):
-            writer.set_tags(TERRASEG_CLASSES=json.dumps(dicts))
+        prob_w, cls_w = class_map_writers(outputs, grid, groups, names)
         for win in map_windows(Window(0, 0, src.width, src.height)):
             p = src.read(window=win)
             valid = p[0] != PROB_NODATA
@@ -206,4 +193,5 @@ def write_level_map(probability_tif: str | Path, classes: tuple[ClassInfo, ...],
             cls_w.write(cls[None], win)
     out = Path(out_dir)
     return {"probability": str(out / names[0]), "classes": str(out / names[1]),
-            "level": level, "level_name": hierarchy.levels[level - 1], "class_list": dicts}
+            "level": level, "level_name": hierarchy.levels[level - 1],
+            "class_list": [g.to_dict() for g in groups]}
