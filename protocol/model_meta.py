@@ -406,22 +406,26 @@ class TrainingRecord:
     best_score: float | None = None
     device: Mapping[str, Any] = field(default_factory=dict)
     init_model: str | None = None
+    encoder: Mapping[str, Any] | None = None
 
     @staticmethod
     def from_dict(d: Any) -> TrainingRecord:
         """Lenient: a record only."""
         d = d if isinstance(d, Mapping) else {}
+        enc = d.get("encoder")
         return TrainingRecord(dict(d.get("options") or {}), d.get("epochs_run"),
                               d.get("best_epoch"), _opt_str(d.get("monitor")),
                               d.get("best_score"), dict(d.get("device") or {}),
-                              _opt_str(d.get("init_model")))
+                              _opt_str(d.get("init_model")),
+                              dict(enc) if isinstance(enc, Mapping) else None)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form (``encoder``: the pretrained encoder's file and provenance, or None)."""
         return {"options": dict(self.options), "epochs_run": self.epochs_run,
                 "best_epoch": self.best_epoch, "monitor": self.monitor,
                 "best_score": self.best_score, "device": dict(self.device),
-                "init_model": self.init_model}
+                "init_model": self.init_model,
+                "encoder": dict(self.encoder) if self.encoder is not None else None}
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,14 @@ class NetworkOptions:
     base_width: int = opt(0, "tile networks: channels of the first level (0 = the model's "
                              "default)", minimum=0)
     init_model: str | None = opt(None, "fine-tune from this model file")
+    encoder: str | None = opt(None, "tile networks with a ResNet encoder: initialise the encoder "
+                                    "from this encoder file (terraseg pretrain) or model file "
+                                    "(its head is rebuilt for these classes)")
+    freeze_epochs: int = opt(0, "with --encoder: epochs with the encoder frozen (decoder and head "
+                                "train) before all layers train", minimum=0)
+    encoder_lr: float = opt(0.1, "with --encoder: the encoder's learning rate relative to --lr "
+                                 "once unfrozen (discriminative rates; 1 = same)", minimum=0.0,
+                            above=0.0)
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,15 @@ class TrainOptions:
         if sp.k_folds and sp.fold >= sp.k_folds:
             raise ConfigError(f"Fold {sp.fold} is outside 0..{sp.k_folds - 1}.",
                               "Folds are numbered from 0.")
+        net = self.network
+        if net.encoder and net.init_model:
+            raise ConfigError("--encoder and --init-model both set the starting weights.",
+                              "Use --init-model to fine-tune a model with the same classes, "
+                              "or --encoder to start a new network from a pretrained encoder.")
+        if net.freeze_epochs and not net.encoder:
+            raise ConfigError(f"--freeze-epochs {net.freeze_epochs} needs a pretrained encoder.",
+                              "Add --encoder FILE (from terraseg pretrain, or a model file), "
+                              "or leave out --freeze-epochs.")
         check_devices(self.runtime.devices)
         if self.runtime.precision not in PRECISIONS:
             raise ConfigError(f"--precision '{self.runtime.precision}' is not a precision "

@@ -54,12 +54,14 @@ class SegmentationTask(L.LightningModule):
         cutmix: Probability of applying cutmix to a training batch (tile networks).
         pixel_weights: Training targets carry per-pixel loss weights
             (training/pixel_weights.py); validation and test targets do not.
+        encoder_lr_factor: The network's ``encoder`` trains at ``lr`` times this
+            (discriminative rates for a pretrained encoder; 1 = one rate for all).
     """
 
     def __init__(self, network: nn.Module, class_weights: torch.Tensor, lr: float = 1e-3,
                  weight_decay: float = 1e-2, loss: str = "ce", optimizer: str = "adamw",
                  lr_schedule: str = "none", max_epochs: int = 1, cutmix: float = 0.0,
-                 pixel_weights: bool = False) -> None:
+                 pixel_weights: bool = False, encoder_lr_factor: float = 1.0) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer '{optimizer}'.",
@@ -72,6 +74,7 @@ class SegmentationTask(L.LightningModule):
                               "Use e.g. --cutmix 0.5 (0 = off).")
         self.optimizer, self.lr_schedule, self.max_epochs = optimizer, lr_schedule, max_epochs
         self.cutmix, self.pixel_weights = cutmix, pixel_weights
+        self.encoder_lr_factor = encoder_lr_factor
         self.network = network
         self.loss_fn = build_loss(loss, int(class_weights.numel()), class_weights.float(),
                                   IGNORE_INDEX)
@@ -116,10 +119,19 @@ class SegmentationTask(L.LightningModule):
         """Test step."""
         self._step(batch, "test")
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group at ``lr``; with an encoder LR factor, the encoder's own group first."""
+        encoder = getattr(self.network, "encoder", None)
+        if self.encoder_lr_factor == 1.0 or not isinstance(encoder, nn.Module):
+            return [{"params": list(self.parameters())}]
+        enc_ids = {id(p) for p in encoder.parameters()}
+        return [{"params": list(encoder.parameters()), "lr": self.lr * self.encoder_lr_factor},
+                {"params": [p for p in self.parameters() if id(p) not in enc_ids]}]
+
     def configure_optimizers(self) -> Any:
         """AdamW (the studies' default) or Adam, optionally with a learning-rate schedule."""
         cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        opt = cls(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = cls(self.param_groups(), lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -69,6 +69,7 @@ from terraseg.training.pseudo import (
     with_blocks_split,
 )
 from terraseg.training.sampling import SPLITS, SplitConfig, build_index, count_split_units
+from terraseg.training.transfer import FreezeEncoder, apply_encoder, check_encoder_option
 
 
 def last_model_path(out: Path) -> Path:
@@ -103,6 +104,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
         opts = dataclasses.replace(opts, network=kind.keep_shape(init_meta, opts.network))
     entry = get_entry(opts.network.model)
     kind = entry.kind
+    if opts.network.encoder:
+        check_encoder_option(opts.network.model, opts.network.encoder, opts.network.base_width)
     loss_spec = opts.optim.loss or kind.default_loss
 
     rep.progress(0.0, "prepare", "reading raster and labels")
@@ -173,6 +176,12 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     if init_meta is not None:
         network.load_state_dict(load_model(opts.network.init_model).network.state_dict())
         rep.log(f"fine-tuning from {opts.network.init_model}")
+    encoder_record = None
+    if opts.network.encoder:
+        encoder_record = apply_encoder(network, opts.network.model, opts.network.encoder,
+                                       tuple(source.bands.names), rep)
+        encoder_record.update(freeze_epochs=opts.network.freeze_epochs,
+                              encoder_lr=opts.network.encoder_lr)
     all_origins = np.concatenate([o for o in index.origins.values() if len(o)])
     store = ImageWindowStore(cache, all_origins, PatchGeometry(sample_px, block_px), stats)
     rep.log(f"cache {cache.path} ({cache.chunks_read} chunk(s) read from the raster now)")
@@ -187,7 +196,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
                             loss=loss_spec, optimizer=optim.optimizer,
                             lr_schedule=optim.lr_schedule, max_epochs=optim.epochs,
                             cutmix=optim.cutmix if kind.uses_cutmix else 0.0,
-                            pixel_weights=weights is not None)
+                            pixel_weights=weights is not None,
+                            encoder_lr_factor=opts.network.encoder_lr if encoder_record else 1.0)
     rep.log(f"model {opts.network.model} ({sum(p.numel() for p in network.parameters()):,} "
             f"parameters), loss {loss_spec}")
     has_val = "val" in datasets
@@ -196,12 +206,15 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
         rep.log("no validation region (too few polygons per class): early stopping watches "
                 "the training loss", "warning")
     best = BestWeights(monitor)
+    stopper = EarlyStopping(monitor, patience=optim.patience, mode="min")
+    callbacks: list[Any] = [stopper, best, ReporterCallback(rep, optim.epochs)]
+    if encoder_record and opts.network.freeze_epochs:
+        callbacks.append(FreezeEncoder(opts.network.freeze_epochs, stopper, rep))
     rt = opts.runtime
     trainer = L.Trainer(
         max_epochs=optim.epochs, accelerator=rt.accelerator, devices=parse_devices(rt.devices),
         num_nodes=rt.num_nodes, strategy=rt.strategy, precision=rt.precision,  # type: ignore[arg-type]
-        callbacks=[EarlyStopping(monitor, patience=optim.patience, mode="min"), best,
-                   ReporterCallback(rep, optim.epochs)],
+        callbacks=callbacks,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, deterministic=False, default_root_dir=str(out.parent),
         num_sanity_val_steps=0,
@@ -256,7 +269,7 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
     record = {"epochs_run": trainer.current_epoch, "best_epoch": best.best_epoch,
               "monitor": best.monitor,
               "best_score": best.best_score if best.best_epoch > 0 else None,
-              "device": device}
+              "device": device, "encoder": encoder_record}
     meta = build_model_meta(opts, source, list(mapping.indices), stats, labels, arch_params,
                             kind.geometry(opts.network, network), loss_spec, evaluation,
                             index, cache, record, threshold, split_record)
@@ -283,6 +296,8 @@ def run_train(opts: TrainOptions, reporter: Reporter | None = None) -> dict[str,
         result["previous"] = previous
     if pseudo_run is not None:
         result["pseudo_labels"] = pseudo_summary(pseudo_run)
+    if encoder_record is not None:
+        result["encoder"] = encoder_record
     return result
 
 
