@@ -66,6 +66,7 @@ OPTION_PARAMETERS: dict[str, str] = {
     "BLOCKS": "blocks", "PLANES": "planes", "LR": "lr", "WEIGHT_DECAY": "weight_decay",
     "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
     "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator",
+    "FREEZE_EPOCHS": "freeze_epochs", "ENCODER_LR": "encoder_lr",
 }
 # Pseudo-label options with a parameter of their own (sent only with pseudo-labels on).
 PSEUDO_OPTION_PARAMETERS: dict[str, str] = {
@@ -148,6 +149,16 @@ class TrainModel(TerraSegAlgorithm):
         self.addParameter(advanced(model_parameter(
             "INIT_MODEL", "Fine-tune from model (NAME.last.tsm: resume from the last epoch)",
             optional=True)))
+        encoder = QgsProcessingParameterFile(
+            "ENCODER", self.tr("Pretrained encoder (terraseg pretrain's .tse, or a model of a "
+                               "U-Net/FPN/DeepLabV3+ ResNet network)"),
+            fileFilter="TerraSeg encoder or model (*.tse *.tsm)", optional=True)
+        encoder.setHelp(self.tr("Starts the network's encoder from these weights; the head is "
+                                "built for this run's classes. Freeze it for the first epochs "
+                                "with FREEZE_EPOCHS."))
+        self.addParameter(advanced(encoder))
+        self.addParameter(advanced(option_parameter("freeze_epochs")))
+        self.addParameter(advanced(option_parameter("encoder_lr")))
         self.addParameter(advanced(QgsProcessingParameterFile(
             "CACHE_DIR", self.tr("Cache folder (default ~/.cache/terraseg)"),
             QgsProcessingParameterFile.Folder, optional=True)))
@@ -266,6 +277,7 @@ class TrainModel(TerraSegAlgorithm):
             "bands": self.text(parameters, "BANDS", context),
             **terrain_options(self, parameters, context),
             "init_model": self.file(parameters, "INIT_MODEL", context),
+            "encoder": self.file(parameters, "ENCODER", context),
             "cache_dir": self.file(parameters, "CACHE_DIR", context),
             "overwrite": True,
             **options,

@@ -107,7 +107,8 @@ TRAIN_OPTION_PARAMETERS = {
     "TILE_SIZE": "tile_size", "PATCH_SIZE": "patch_size", "BLOCK_SIZE": "block_size",
     "BLOCKS": "blocks", "PLANES": "planes", "LR": "lr", "WEIGHT_DECAY": "weight_decay",
     "BATCH_SIZE": "batch_size", "SAMPLES_PER_EPOCH": "samples_per_epoch",
-    "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator"}
+    "AUGMENT": "augment", "SEED": "seed", "ACCELERATOR": "accelerator",
+    "FREEZE_EPOCHS": "freeze_epochs", "ENCODER_LR": "encoder_lr"}
 
 
 def test_train_parameters_default_to_the_protocol_spec(terraseg_provider):
@@ -121,7 +122,8 @@ def test_train_parameters_default_to_the_protocol_spec(terraseg_provider):
         "ARCHITECTURE", "TILE_SIZE", "DEM", "SLOPE_FROM_DEM", "PATCH_SIZE", "BLOCK_SIZE",
         "BLOCKS", "PLANES", "LR", "WEIGHT_DECAY", "BATCH_SIZE", "SAMPLES_PER_EPOCH", "AUGMENT",
         "SEED", "ACCELERATOR", "PSEUDO_LABELS", "PSEUDO_SOURCE", "PSEUDO_CLASS_FIELD",
-        "PSEUDO_CLASS_MAP", "PSEUDO_STRATEGY", "PSEUDO_PROBABILITY", "INIT_MODEL", "CACHE_DIR",
+        "PSEUDO_CLASS_MAP", "PSEUDO_STRATEGY", "PSEUDO_PROBABILITY", "INIT_MODEL", "ENCODER",
+        "FREEZE_EPOCHS", "ENCODER_LR", "CACHE_DIR",
         "EXTRA_OPTIONS", "OUTPUT"]
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "VAL_ACCURACY", "EPOCHS_RUN", "BEST_EPOCH", "DEVICE", "METRICS"]
@@ -154,6 +156,8 @@ def test_train_parameters_default_to_the_protocol_spec(terraseg_provider):
     assert default("ARCHITECTURE") == options.default("model") == "patch_cnn"
     assert default("AUGMENT") == options.default("augment") == "flip,rotate"
     assert default("ACCELERATOR") == options.default("accelerator") == "auto"
+    assert default("FREEZE_EPOCHS") == options.default("freeze_epochs") == 0
+    assert default("ENCODER_LR") == options.default("encoder_lr") == pytest.approx(0.1)
     for name, key in TRAIN_OPTION_PARAMETERS.items():
         spec = options.SPEC_BY_JOB_KEY[key]
         if key in ("batch_size", "samples_per_epoch"):

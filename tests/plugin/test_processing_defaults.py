@@ -188,3 +188,17 @@ def test_coarse_polygon_source_with_its_class_field(processing, captured_jobs, s
     assert args["pseudo_source"].split("|")[0] == str(scene.labels)
     assert args["pseudo_class_field"] == "cat"
     assert "pseudo_class_map" not in args  # empty: the engine takes CLASS_MAP's
+
+
+def test_pretrained_encoder_parameters_reach_the_job(processing, captured_jobs, scene,
+                                                     tmp_path):
+    encoder = tmp_path / "enc.tse"
+    encoder.write_bytes(b"weights")  # the engine reads it; here only the job is checked
+    processing.run("terraseg:train_model", {
+        "INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels), "CLASS_FIELD": "klass",
+        "ARCHITECTURE": len(presets.PATCH_MODELS), "ENCODER": str(encoder),
+        "FREEZE_EPOCHS": 5, "ENCODER_LR": 0.2, "OUTPUT": str(tmp_path / "m.tsm")})
+    [job] = captured_jobs
+    assert job["args"]["encoder"] == str(encoder)
+    assert job["args"]["freeze_epochs"] == 5
+    assert job["args"]["encoder_lr"] == pytest.approx(0.2)
