@@ -4,11 +4,18 @@ The engine's ``evaluate`` command predicts at the reference pixels and writes
 ``metrics.json``, ``per_class.csv`` and ``confusion_matrix.csv`` into a new folder beside the
 prediction results (``<model>_results/<time>_evaluation``); the panel reads ``metrics.json``
 back and shows overall accuracy, precision/recall/F1 per class and the confusion matrix.
+
+With a *Class hierarchy* (none, the shipped CORINE Land Cover legend, or a CSV of code,
+level1, level2, ...) the job carries ``hierarchy`` and the engine scores every level too
+(``levels`` in ``metrics.json``); the panel shows accuracy, F1 and IoU per level. Predict's
+"Also map level" uses the same choice (panel_predict.py).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +24,10 @@ from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -35,6 +45,39 @@ CLASS_FIELD_GUESSES = ("class", "klass", "class_name", "label", "classname")
 
 PER_CLASS_COLUMNS = (("Precision", "precision_per_class"), ("Recall", "recall_per_class"),
                      ("F1", "f1_per_class"))
+
+#: The per-level table: header and metrics.json key (F1 weighted by support, mean IoU).
+LEVEL_COLUMNS = (("Accuracy", "accuracy"), ("F1", "f1_weighted"), ("IoU", "mean_iou"))
+#: The hierarchy choices: label, engine value (None: no hierarchy; FILE_CHOICE: the CSV).
+FILE_CHOICE = "file"
+HIERARCHY_CHOICES = (("None", None), ("CORINE Land Cover", "corine"), ("File…", FILE_CHOICE))
+#: Levels of the hierarchies the engine ships (``--hierarchy corine``).
+SHIPPED_LEVELS = {"corine": 3}
+_LEVEL_COLUMN = re.compile(r"level\d+(_label)?", re.IGNORECASE)
+
+
+def hierarchy_levels(value: str | None) -> int | None:
+    """How many levels a hierarchy has: shipped ones by name, a CSV by its header.
+
+    Only sets the range of Predict's level box; the engine checks the file itself.
+
+    Args:
+        value: ``corine`` or a CSV path (``code,level1,level2,...``).
+
+    Returns:
+        The number of ``levelN`` columns; None without a hierarchy or for a file that
+        cannot be read (the engine then says what is wrong with it).
+    """
+    if not value:
+        return None
+    if value.lower() in SHIPPED_LEVELS:
+        return SHIPPED_LEVELS[value.lower()]
+    try:
+        with open(value, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sum(1 for h in header if _LEVEL_COLUMN.fullmatch(h.strip())) or None
 
 
 def _number_item(text: str) -> QTableWidgetItem:
@@ -99,6 +142,7 @@ class EvaluatePanelMixin:
             "Maps the reference's class names to the model's classes: name=class pairs, "
             "'*' for every other name. Empty: the names must match the model's classes.")
         form.addRow("Class mapping", self.reference_map_edit)
+        self._build_hierarchy_rows(form)
         self.evaluate_button = QPushButton("Evaluate model")
         self.evaluate_button.clicked.connect(lambda: self.evaluate())
         form.addRow("", self.evaluate_button)
@@ -107,6 +151,16 @@ class EvaluatePanelMixin:
         self.evaluation_summary.setTextInteractionFlags(
             Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.evaluation_summary)
+        self.level_table = _table(1 + len(LEVEL_COLUMNS),
+                                  ["Level (classes)", *(name for name, _ in LEVEL_COLUMNS)])
+        self.level_table.verticalHeader().setVisible(False)
+        self.level_table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.Stretch)
+        self.level_table.setToolTip("Each level of the class hierarchy: overall accuracy, F1 "
+                                    "(weighted by reference pixels) and mean IoU, with the "
+                                    "model's classes merged into the level's groups.")
+        self.level_table.setVisible(False)
+        form.addRow(self.level_table)
         self.per_class_table = _table(4, ["Class", *(name for name, _ in PER_CLASS_COLUMNS)])
         self.per_class_table.verticalHeader().setVisible(False)
         self.per_class_table.horizontalHeader().setSectionResizeMode(
@@ -125,6 +179,79 @@ class EvaluatePanelMixin:
             Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.evaluation_files)
         return box
+
+    def _build_hierarchy_rows(self, form: QFormLayout) -> None:
+        """'Class hierarchy': none, CORINE Land Cover or a CSV file (its row shown for File…)."""
+        self.hierarchy_combo = QComboBox()
+        for label, value in HIERARCHY_CHOICES:
+            self.hierarchy_combo.addItem(label, value)
+        self.hierarchy_combo.setToolTip(
+            "Fine classes grouped into coarser levels: Evaluate also scores every level, "
+            "Predict can also map one ('Also map level'). The model's class names must be "
+            "the hierarchy's codes or finest names (CORINE: 111, 112, ... or their names).")
+        form.addRow("Class hierarchy", self.hierarchy_combo)
+        self.hierarchy_file_row = QWidget()
+        row = QHBoxLayout(self.hierarchy_file_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.hierarchy_file_edit = QLineEdit()
+        self.hierarchy_file_edit.setPlaceholderText("CSV: code,level1,level2,...")
+        self.hierarchy_file_edit.setToolTip("Hierarchy CSV: one row per fine class, a 'code' "
+                                            "column, then one name column per level from "
+                                            "the coarsest (CORINE's published legend reads "
+                                            "as it is).")
+        self.hierarchy_browse_button = QPushButton("…")
+        self.hierarchy_browse_button.setMaximumWidth(32)
+        self.hierarchy_browse_button.setToolTip("Choose the hierarchy CSV.")
+        self.hierarchy_browse_button.clicked.connect(self._browse_hierarchy)
+        row.addWidget(self.hierarchy_file_edit, 1)
+        row.addWidget(self.hierarchy_browse_button)
+        form.addRow("", self.hierarchy_file_row)
+        self.hierarchy_file_row.setVisible(False)
+        self.hierarchy_combo.currentIndexChanged.connect(self._on_hierarchy_changed)
+        self.hierarchy_file_edit.editingFinished.connect(self._on_hierarchy_changed)
+
+    def _browse_hierarchy(self) -> None:
+        start = self.hierarchy_file_edit.text().strip() or str(Path.home())
+        chosen, _ = QFileDialog.getOpenFileName(self, "Class hierarchy", start,
+                                                "CSV (*.csv);;All files (*)")
+        if chosen:
+            self.set_hierarchy(chosen)
+
+    def _on_hierarchy_changed(self, *_args: Any) -> None:
+        self.hierarchy_file_row.setVisible(self.hierarchy_combo.currentData() == FILE_CHOICE)
+        update = getattr(self, "_update_level_controls", None)  # Predict's 'Also map level'
+        if update is not None:
+            update()
+
+    def set_hierarchy(self, value: str | Path | None) -> None:
+        """Choose the class hierarchy: None, ``corine`` (the shipped one) or a CSV path."""
+        text = str(value) if value else ""
+        index = next((i for i, (_, v) in enumerate(HIERARCHY_CHOICES)
+                      if v == text.lower() and v != FILE_CHOICE), None)
+        if value and index is None:
+            index = self.hierarchy_combo.findData(FILE_CHOICE)
+            self.hierarchy_file_edit.setText(text)
+        self.hierarchy_combo.setCurrentIndex(index or 0)
+        self._on_hierarchy_changed()
+
+    def hierarchy(self) -> str | None:
+        """The engine's ``hierarchy`` value chosen: None, ``corine`` or the CSV path.
+
+        ``""`` when File… is chosen without a path (the actions refuse then).
+        """
+        value = self.hierarchy_combo.currentData()
+        if value == FILE_CHOICE:
+            return self.hierarchy_file_edit.text().strip()
+        return value
+
+    def hierarchy_name(self) -> str:
+        """The chosen hierarchy in words (``CORINE Land Cover``, a file name), or ""."""
+        value = self.hierarchy()
+        if not value:
+            return ""
+        if self.hierarchy_combo.currentData() == FILE_CHOICE:
+            return Path(value).name
+        return self.hierarchy_combo.currentText()
 
     def _on_reference_changed(self, layer: Any) -> None:
         self.reference_field_combo.setLayer(layer)
@@ -149,7 +276,8 @@ class EvaluatePanelMixin:
     # ------------------------------------------------------------------------------------
     def evaluate(self, reference_layer: QgsVectorLayer | None = None,
                  class_field: str | None = None, class_map: str | None = None,
-                 wait: bool = False, timeout_s: float = 3600.0) -> bool:
+                 hierarchy: str | Path | None = None, wait: bool = False,
+                 timeout_s: float = 3600.0) -> bool:
         """Evaluate :attr:`last_model` on the panel's raster against a reference layer.
 
         The report (``metrics.json``, ``per_class.csv``, ``confusion_matrix.csv``) goes to
@@ -161,6 +289,8 @@ class EvaluatePanelMixin:
                 chosen in the panel); chosen in the panel when given.
             class_field: Class attribute (default: the panel's choice).
             class_map: Reference-to-model class mapping (default: the panel's text).
+            hierarchy: Class hierarchy, ``corine`` or a CSV (default: the panel's choice);
+                chosen in the panel when given.
             wait: Block until the job has ended.
             timeout_s: Longest wait.
 
@@ -176,6 +306,8 @@ class EvaluatePanelMixin:
                 self.reference_field_combo.setField(class_field)
         if class_map is not None:
             self.reference_map_edit.setText(class_map)
+        if hierarchy is not None:
+            self.set_hierarchy(hierarchy)
         ready = self._model_and_raster("Evaluate")
         if ready is None:
             return False
@@ -200,16 +332,20 @@ class EvaluatePanelMixin:
                 bands = spec
         except ValueError:
             bands = None
+        levels = self.hierarchy()
+        if levels == "":
+            return self._refuse("Evaluate", "Choose the class hierarchy CSV under Evaluate "
+                                "(or Class hierarchy: None).")
         threshold = self.prediction_options().get("threshold")
         out_dir = self.results_dir("evaluation")
         mapping = self.reference_map_edit.text().strip() or None
         job = jobs.evaluate_job(model=self.last_model, raster=raster_path, reference=reference,
                                 out_dir=str(out_dir), class_field=field, class_map=mapping,
-                                bands=bands, threshold=threshold, **terrain)
+                                bands=bands, threshold=threshold, hierarchy=levels, **terrain)
         request = {"model": self.last_model, "raster": raster_path, "reference": reference,
                    "reference_layer": reference_layer.name(),
                    "reference_layer_id": reference_layer.id(), "class_field": field,
-                   "class_map": mapping, "folder": str(out_dir)}
+                   "class_map": mapping, "hierarchy": levels, "folder": str(out_dir)}
         self._log("info", f"Evaluating {Path(self.last_model).name} against "
                           f"'{reference_layer.name()}' ({field}) into {out_dir}")
         return self._start_job("evaluate", job,
@@ -231,6 +367,8 @@ class EvaluatePanelMixin:
     def show_evaluation(self, evaluation: dict[str, Any] | None) -> None:
         """Show an evaluation (:attr:`last_evaluation`) in the panel; None clears it."""
         self.per_class_table.setRowCount(0)
+        self.level_table.setRowCount(0)
+        self.level_table.setVisible(False)
         self.confusion_table.setRowCount(0)
         self.confusion_table.setColumnCount(0)
         if not evaluation:
@@ -240,6 +378,7 @@ class EvaluatePanelMixin:
         metrics = evaluation["metrics"]
         names = [str(n) for n in metrics.get("class_names") or []]
         self.evaluation_summary.setText(evaluation_summary(metrics))
+        self._show_levels(metrics.get("levels") or {})
         self.per_class_table.setRowCount(len(names))
         for r, name in enumerate(names):
             self.per_class_table.setItem(r, 0, QTableWidgetItem(name))
@@ -260,6 +399,30 @@ class EvaluatePanelMixin:
         files = ", ".join(Path(p).name for p in evaluation.get("files") or [])
         self.evaluation_files.setText(f"Report saved in {folder}" + (f" ({files})" if files
                                                                      else ""))
+
+    def _show_levels(self, levels: dict[str, Any]) -> None:
+        """One row per hierarchy level (``levels`` of metrics.json).
+
+        Columns: the level and its number of groups, accuracy, F1 weighted, mean IoU.
+        """
+        self.level_table.setRowCount(len(levels))
+        self.level_table.setVisible(bool(levels))
+        for r, (level, m) in enumerate(levels.items()):
+            groups = len(m.get("class_names") or [])
+            item = QTableWidgetItem(f"{level} ({groups})")
+            item.setToolTip(", ".join(str(n) for n in m.get("class_names") or []))
+            self.level_table.setItem(r, 0, item)
+            for c, (_, key) in enumerate(LEVEL_COLUMNS, start=1):
+                value = m.get(key)
+                text = f"{value:.3f}" if isinstance(value, int | float) else ""
+                self.level_table.setItem(r, c, _number_item(text))
+
+    def level_metrics_shown(self) -> dict[str, tuple[str, ...]]:
+        """The per-level table as shown: level label -> (accuracy, F1, IoU) texts."""
+        return {self.level_table.item(r, 0).text():
+                tuple(self.level_table.item(r, c).text()
+                      for c in range(1, self.level_table.columnCount()))
+                for r in range(self.level_table.rowCount())}
 
     def evaluation_table(self) -> list[list[int]]:
         """The confusion matrix as shown in the panel (rows reference, columns predicted)."""

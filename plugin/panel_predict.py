@@ -1,4 +1,10 @@
-"""Panel section 'Prediction': model files, predict modes and result layers."""
+"""Panel section 'Prediction': model files, predict modes and result layers.
+
+"Also map level N" (enabled when a Class hierarchy is chosen under Evaluate) adds the
+job's ``hierarchy`` and ``level``: the engine also writes ``levelN_probability.tif`` and
+``levelN_classes.tif`` (fine probabilities summed per group), and the panel adds the level's
+class map to the results with its group names and colours.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QPushButton,
     QRadioButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -86,6 +93,20 @@ class PredictPanelMixin:
         threshold_row.addWidget(self.threshold_spin)
         threshold_row.addWidget(self.threshold_label, 1)
         form.addRow("Threshold", threshold_row)
+        level_row = QHBoxLayout()
+        self.level_check = QCheckBox("Also map level")
+        self.level_spin = QSpinBox()
+        self.level_spin.setRange(1, 9)
+        self.level_spin.setEnabled(False)
+        self.level_check.toggled.connect(lambda _on: self._update_level_controls())
+        self.level_note = QLabel()  # never widens the dock: a long file name is cut
+        self.level_note.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                      QSizePolicy.Policy.Preferred)
+        level_row.addWidget(self.level_check)
+        level_row.addWidget(self.level_spin)
+        level_row.addWidget(self.level_note, 1)
+        form.addRow("Hierarchy", level_row)
+        self._update_level_controls()
         clean = group_box("Clean-up of the class map", "TerraSegCleanupBox", collapsed=True)
         clean_form = QFormLayout(clean)
         self.opening_spin = _radius_spin("Opening of the first class with a disk of this "
@@ -161,6 +182,44 @@ class PredictPanelMixin:
         self.opening_spin.setValue(opening)
         self.closing_spin.setValue(closing)
         self.min_region_spin.setValue(min_area)
+
+    def _update_level_controls(self) -> None:
+        """'Also map level' follows the Class hierarchy chosen under Evaluate."""
+        chooser = getattr(self, "hierarchy", None)  # Evaluate's box may not be built yet
+        value = chooser() if chooser is not None and hasattr(self, "hierarchy_combo") else None
+        self.level_check.setEnabled(bool(value))
+        self.level_spin.setEnabled(bool(value) and self.level_check.isChecked())
+        if not value:
+            self.level_note.setText("(hierarchy: see Evaluate)")
+            self.level_check.setToolTip("Choose a Class hierarchy under Evaluate first: then "
+                                        "Predict can also map one of its coarser levels.")
+            return
+        from .panel_evaluate import hierarchy_levels
+
+        levels = hierarchy_levels(value)
+        self.level_spin.setMaximum(levels or 9)
+        self.level_note.setText(f"of {self.hierarchy_name()}")
+        self.level_note.setToolTip(str(value))
+        self.level_check.setToolTip(
+            f"Also write the map at this level of {self.hierarchy_name()} (1 = coarsest; "
+            "probabilities of the model's classes summed per group) and add its class map "
+            "to the results.")
+
+    def set_level_map(self, level: int | None) -> None:
+        """Also map this level of the Class hierarchy (None: only the model's classes)."""
+        self.level_check.setChecked(level is not None)
+        if level is not None:
+            self.level_spin.setValue(level)
+        self._update_level_controls()
+
+    def level_options(self) -> dict[str, Any]:
+        """The engine ``predict`` options ``hierarchy`` and ``level`` (empty: no level map).
+
+        ``hierarchy`` is ``""`` when File… is chosen without a path (predict refuses).
+        """
+        if not (self.level_check.isEnabled() and self.level_check.isChecked()):
+            return {}
+        return {"hierarchy": self.hierarchy(), "level": self.level_spin.value()}
 
     def prediction_options(self) -> dict[str, Any]:
         """The engine ``predict`` options set in the panel (threshold, clean-up)."""
@@ -350,11 +409,15 @@ class PredictPanelMixin:
                 bands = spec
         except ValueError:
             bands = None
+        level = self.level_options()
+        if level.get("hierarchy") == "":
+            return self._refuse("Predict", "Choose the class hierarchy CSV under Evaluate, or "
+                                "untick 'Also map level'.")
         out_dir = self.results_dir(mode)
         job = jobs.predict_job(model=self.last_model, raster=raster_path, out_dir=str(out_dir),
                                bands=bands, window=list(window) if window else None,
                                extent_layer=extent_layer, **terrain,
-                               **self.prediction_options())
+                               **self.prediction_options(), **level)
         self._log("info", f"Predicting ({mode}) with {Path(self.last_model).name} into "
                           f"{out_dir}")
         return self._start_job("predict", job, self._on_predict_result, wait, timeout_s)
@@ -380,6 +443,7 @@ class PredictPanelMixin:
                              "folder": str(Path(cls).parent), "layers": layers,
                              "result": result, "model": self.last_model,
                              "class_list": classes}
+        level_text = self._add_level_result(result.get("level"), layers[1])
         if result.get("device"):
             self.device = str(result["device"])
             self.device_label.setText(f"Device: {self.device} (prediction)")
@@ -393,6 +457,30 @@ class PredictPanelMixin:
             notes.append("clean-up changed " + ", ".join(
                 f"{v} px ({k.replace('_px', '').replace('_', ' ')})" for k, v in changed.items()))
         self.predict_summary.setText(f"Results in {Path(cls).parent}\n{share_text}"
-                                     + (f"\n{'; '.join(notes)}" if notes else ""))
+                                     + (f"\n{'; '.join(notes)}" if notes else "")
+                                     + level_text)
         self.iface.messageBar().pushMessage(TITLE, f"Prediction added to '{results.GROUP_NAME}'",
                                             Qgis.MessageLevel.Success, 5)
+
+    def _add_level_result(self, level: dict[str, Any] | None, fine: QgsRasterLayer) -> str:
+        """Add the map at a hierarchy level (``level`` of the result) above the fine one.
+
+        Its groups take the panel's colours where their names match the panel's classes,
+        else the engine's. Returns the summary's line about it ("" without a level map).
+        """
+        if not level:
+            return ""
+        colours = {c.name.lower(): c.colour for c in self.classes()}
+        groups = [{**g, "colour": colours.get(str(g["name"]).lower(), g.get("colour"))}
+                  for g in level.get("class_list") or []]
+        name = level.get("level_name") or f"level{level.get('level')}"
+        layer = QgsRasterLayer(str(level["classes"]), f"{fine.name()} at {name}", "gdal")
+        if not layer.isValid():
+            raise results.ResultLayerError(f"Cannot open result {level['classes']}.")
+        results.style_classes(layer, groups)
+        project = QgsProject.instance()
+        project.addMapLayer(layer, False)
+        results.results_group(project).insertLayer(0, layer)
+        if self.last_results is not None:
+            self.last_results["level"] = {**level, "class_list": groups, "layer": layer}
+        return f"\nMap at {name}: {', '.join(str(g['name']) for g in groups)}"

@@ -32,6 +32,7 @@ from .base import (
     terrain_options,
     warn_if_checkpoint,
 )
+from .evaluate import hierarchy_parameter
 
 
 class Predict(TerraSegAlgorithm):
@@ -43,7 +44,10 @@ class Predict(TerraSegAlgorithm):
             "class) and classes.tif (class ids with a colour table) into the output folder. "
             "Optionally only over an extent. Both rasters are added to the project. "
             "Training writes NAME.tsm (the best epoch: predict with it) and may write "
-            "NAME.last.tsm beside it (the last epoch: a checkpoint to resume training).")
+            "NAME.last.tsm beside it (the last epoch: a checkpoint to resume training). "
+            "With a class hierarchy (a CSV of code,level1,level2,... or 'corine') and a "
+            "LEVEL, levelN_probability.tif (the model's class probabilities summed per "
+            "group) and levelN_classes.tif are written and added too.")
 
     DEVICES = ["auto", "cpu", "cuda"]
 
@@ -77,10 +81,18 @@ class Predict(TerraSegAlgorithm):
             "DEVICE", self.tr("Device"), self.DEVICES, defaultValue=0)))
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             "PREVIEW", self.tr("Also write preview.png"), False)))
+        self.addParameter(hierarchy_parameter())
+        self.addParameter(QgsProcessingParameterNumber(
+            "LEVEL", self.tr("Also map this level of the hierarchy (1 = coarsest)"),
+            QgsProcessingParameterNumber.Integer, None, optional=True, minValue=1))
         self.addParameter(QgsProcessingParameterFolderDestination(
             "OUTPUT_FOLDER", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", self.tr("Probability")))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", self.tr("Classes")))
+        self.addOutput(QgsProcessingOutputRasterLayer(
+            "LEVEL_PROBABILITY", self.tr("Probability at the level (one band per group)")))
+        self.addOutput(QgsProcessingOutputRasterLayer("LEVEL_CLASSES",
+                                                      self.tr("Classes at the level")))
         self.addOutput(QgsProcessingOutputFile("PREVIEW_PNG", self.tr("Preview")))
         self.addOutput(QgsProcessingOutputString("CLASS_SHARES",
                                                  self.tr("Class shares (JSON)")))
@@ -125,12 +137,24 @@ class Predict(TerraSegAlgorithm):
             opening=self.parameterAsInt(parameters, "OPENING", context) or None,
             closing=self.parameterAsInt(parameters, "CLOSING", context) or None,
             min_area=self.parameterAsDouble(parameters, "MIN_AREA", context) or None,
+            hierarchy=self.text(parameters, "HIERARCHY", context),
+            level=(self.parameterAsInt(parameters, "LEVEL", context)
+                   if parameters.get("LEVEL") not in (None, "") else None),
             **terrain_options(self, parameters, context))
         warn_if_checkpoint(job["args"]["model"], feedback)
         result = self.run_engine(job, feedback)
         prob, classes = result["probability"], result["classes"]
         self.load_on_completion(context, prob, "TerraSeg probability", "PROBABILITY")
         self.load_on_completion(context, classes, "TerraSeg classes", "CLASSES")
+        level = result.get("level") or {}
+        if level:
+            name = level.get("level_name") or f"level{level.get('level')}"
+            self.load_on_completion(context, level["probability"],
+                                    f"TerraSeg probability at {name}", "LEVEL_PROBABILITY")
+            self.load_on_completion(context, level["classes"], f"TerraSeg classes at {name}",
+                                    "LEVEL_CLASSES")
         return {"OUTPUT_FOLDER": out_dir, "PROBABILITY": prob, "CLASSES": classes,
+                "LEVEL_PROBABILITY": level.get("probability"),
+                "LEVEL_CLASSES": level.get("classes"),
                 "PREVIEW_PNG": result.get("preview"),
                 "CLASS_SHARES": json.dumps(result.get("class_shares", {}))}
