@@ -88,12 +88,13 @@ def suspect_text(suspect: dict[str, Any]) -> str:
 
 
 def review_summary(result: dict[str, Any]) -> str:
-    """One line on a review: how many polygons were flagged, by which ranking and folds."""
+    """One line on a review: regions ranked, by what, how many confident learning flags."""
     ranking = result.get("ranking", "loss")
     how = "confident learning" if ranking == "cleanlab" else "mean out-of-fold loss"
     listed = len(result.get("suspects") or [])
-    return (f"{result.get('flagged', 0)} of {result.get('regions', 0)} labelled regions "
-            f"flagged ({how}, {result.get('k')} folds); the {listed} most suspicious listed")
+    return (f"{result.get('regions', 0)} labelled regions ranked by {how} "
+            f"({result.get('k')} folds), {result.get('flagged', 0)} flagged by confident "
+            f"learning; the {listed} most suspicious listed")
 
 
 def style_by_score(layer: QgsVectorLayer, field: str = "score") -> None:
@@ -175,8 +176,10 @@ class ReviewPanelMixin:
         self.review_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.review_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.review_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.review_table.horizontalHeader().setSectionResizeMode(
-            1, QHeaderView.ResizeMode.Stretch)
+        header = self.review_table.horizontalHeader()
+        for column in range(len(COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 1
+                                        else QHeaderView.ResizeMode.ResizeToContents)
         self.review_table.setMaximumHeight(220)
         self.review_table.setToolTip("Click a polygon to zoom to it and select it in the label "
                                      "layer.")

@@ -95,7 +95,7 @@ class ReviewLabels(TrainModel):
         self.addOutput(QgsProcessingOutputNumber(
             "REGIONS", self.tr("Labelled regions scored")))
         self.addOutput(QgsProcessingOutputNumber(
-            "FLAGGED", self.tr("Regions flagged as probably mislabelled")))
+            "FLAGGED", self.tr("Regions flagged as mislabelled by confident learning")))
 
     def add_review_parameters(self) -> None:
         """K (folds), RANKING and TOP."""
@@ -141,9 +141,10 @@ class ReviewLabels(TrainModel):
         named.update(self.extra_options(parameters, context))  # the JSON options win
         result = self.run_engine(jobs.make_job("review", **named), feedback)
         suspects = result.get("suspects") or []
-        feedback.pushInfo(f"{result.get('flagged')} of {result.get('regions')} labelled "
-                          f"regions flagged ({result.get('ranking')}, {result.get('k')} "
-                          f"folds); the most suspicious:")
+        feedback.pushInfo(f"{result.get('regions')} labelled regions ranked by "
+                          f"{result.get('ranking')} ({result.get('k')} folds), "
+                          f"{result.get('flagged')} flagged by confident learning; the most "
+                          "suspicious:")
         for suspect in suspects[:LOGGED]:
             feedback.pushInfo(suspect_line(suspect))
         gpkg = str(result["review_gpkg"])

@@ -191,7 +191,9 @@ def test_suspects_zoom_select_change_and_delete(panel, started, scene, qgis_ifac
         ("1", "unsealed → sealed", "0.80", "2.000"),   # fid 3: a sealed box, flipped
         ("2", "sealed → unsealed", "0.70", "1.000"),   # fid 12: an unsealed box, flipped
         ("3", "sealed → sealed", "0.60", "0.000")]     # fid 5: right
-    assert "3 of 18 labelled regions flagged" in panel.review_summary.text()
+    assert panel.review_summary.text().startswith(
+        "18 labelled regions ranked by mean out-of-fold loss (3 folds), 3 flagged by confident "
+        "learning; the 3 most suspicious listed.")
     review = panel.review_layer()
     assert review is not None and review.featureCount() == 3
     assert isinstance(review.renderer(), QgsGraduatedSymbolRenderer)
