@@ -35,6 +35,7 @@ from .panel_label_areas import LabelAreasPanelMixin
 from .panel_labels import LabelsPanelMixin
 from .panel_predict import PredictPanelMixin
 from .panel_quick import QuickMapPanelMixin
+from .panel_review import ReviewPanelMixin
 from .panel_terrain import TerrainPanelMixin
 from .panel_train import TrainPanelMixin
 from .presets import ClassDef
@@ -48,6 +49,7 @@ class TerraSegDock(
     LabelsPanelMixin,
     LabelAreasPanelMixin,
     QuickMapPanelMixin,
+    ReviewPanelMixin,
     TrainPanelMixin,
     PredictPanelMixin,
     EvaluatePanelMixin,
@@ -146,6 +148,7 @@ class TerraSegDock(
         layout.addWidget(self._build_labels_box())
         layout.addWidget(self._build_quick_box())
         layout.addWidget(self._build_train_box())
+        layout.addWidget(self._build_review_box())
         layout.addWidget(self._build_predict_box())
         layout.addWidget(self._build_evaluate_box())
         layout.addWidget(self._build_export_box())
@@ -280,6 +283,7 @@ class TerraSegDock(
         self.save_labels_button.setEnabled(self._label_layer is not None)
         self.scratch_check.setEnabled(bool(self.last_model))
         self._update_pseudo_controls(busy, has_raster)
+        self._update_review_controls(busy, has_raster, has_labels)
         self._explain_buttons()  # tooltips say why a button is disabled
 
     def shutdown(self) -> None:

@@ -91,7 +91,9 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
                  ANY: "the Minimum region in Predict's clean-up"},
     "window": {ANY: "Predict's Current map extent"},
     "extent-layer": {ANY: "Predict's Extent of layer"},
-    "out-dir": {ANY: "the results folder (Predict makes a new one next to the model)"},
+    "out-dir": {"review": "the review folder (Review labels makes a new one next to the "
+                          "models folder)",
+                ANY: "the results folder (Predict makes a new one next to the model)"},
     # Export
     "classes": {ANY: "the class map of the last prediction"},
     "out-csv": {ANY: "the CSV chosen for Area statistics"},
@@ -101,6 +103,13 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "overwrite": {ANY: "'Yes' when the panel asks to replace files"},
     # Evaluate
     "reference": {ANY: "the reference layer of Evaluate"},
+    "hierarchy": {ANY: "the Class hierarchy in Evaluate"},
+    "level": {ANY: "the level of 'Also map level' in Predict"},
+    # Review labels
+    "k": {"review": "the Folds in Review labels",
+          ANY: "the engine's 'k' setting (not in the panel)"},
+    "ranking": {ANY: "the Ranking in Review labels"},
+    "top": {ANY: "Polygons listed in Review labels"},
 }
 
 # "--flag" with the value that follows it, when it is one (a number, a quoted text, a

@@ -15,12 +15,14 @@ from .evaluate import Evaluate
 from .predict import Predict
 from .pseudo_label import PseudoLabels
 from .rasterise import RasteriseLabels
+from .review_labels import ReviewLabels
 from .train import TrainModel
 from .vectorise import Vectorise
 
 ICON = PLUGIN_DIR / "resources" / "icon.png"
 ALGORITHMS: tuple[type[TerraSegAlgorithm], ...] = (
-    RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics, PseudoLabels)
+    RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics, PseudoLabels,
+    ReviewLabels)
 
 
 def plugin_version() -> str:
@@ -34,10 +36,10 @@ def plugin_version() -> str:
 
 
 class TerraSegProvider(QgsProcessingProvider):
-    """Processing provider ``terraseg`` with TerraSeg's seven algorithms.
+    """Processing provider ``terraseg`` with TerraSeg's eight algorithms.
 
     Rasterise labels, Train model, Predict, Evaluate, Vectorise, Area statistics and
-    Pseudo-labels from coarse labels (random forest).
+    Pseudo-labels from coarse labels (random forest) and Review labels.
     """
 
     def id(self) -> str:

@@ -45,7 +45,9 @@ ABSENT = object()
 """Expected value: the key is not in the job."""
 # job fields that change on every run (time-stamped names, temporary copies of layers)
 VOLATILE = {"out", "out_dir", "extent_layer", "zones"}
-# the panel's action buttons and the job kind each one starts
+# the panel's action buttons and the job kind each one starts; 'review' is not among them:
+# it sends Train's settings (so every Train row changes it too, by design) plus its own
+# folds, ranking and length, whose rows name it
 ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap",
            "pseudo-label")
 INPUT_TYPES = (QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QLineEdit)
@@ -225,6 +227,23 @@ CONTROLS = (
     Control("reference_field_combo", pick_field("cat"), {"evaluate": {"class_field": "cat"}}),
     Control("reference_map_edit", text("1=sealed,*=unsealed"),
             {"evaluate": {"class_map": "1=sealed,*=unsealed"}}),
+    # Class hierarchy (issue 12): Evaluate scores every level; Predict maps one when ticked
+    Control("hierarchy_combo", text("CORINE Land Cover"), {"evaluate": {"hierarchy": "corine"}},
+            why="Predict follows only with 'Also map level' ticked"),
+    Control("level_check", check(True), {"predict": {"hierarchy": "corine", "level": 1}}),
+    Control("level_spin", spin(3), {"predict": {"level": 3}}),
+    Control("hierarchy_file_edit", lambda w, ctx: (
+        (ctx.tmp / "levels.csv").write_text("code,level1,level2\nsealed,s,sealed\n"),
+        w.setText(str(ctx.tmp / "levels.csv")), ctx.dock.hierarchy_combo.setCurrentText(
+            "File…")),
+            {"evaluate": {"hierarchy": lambda v, ctx: v == str(ctx.tmp / "levels.csv")},
+             "predict": {"hierarchy": lambda v, ctx: v == str(ctx.tmp / "levels.csv"),
+                         "level": 2}},
+            why="the file's row shows for File…; the level box follows its 2 levels"),
+    # Review labels (issue 12): Train's settings plus its own folds, ranking and length
+    Control("review_folds_spin", spin(3), {"review": {"k": 3}}),
+    Control("review_ranking_combo", text("cleanlab"), {"review": {"ranking": "cleanlab"}}),
+    Control("review_top_spin", spin(20), {"review": {"top": 20}}),
     # Data & task, Labels
     Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS}),
     Control("band_table", cell(3, 3, "nir_b"),
@@ -360,7 +379,7 @@ def ctx(qgis_iface, scene, tmp_path_factory):
 
 
 ACTION_BUTTONS = ("train_button", "predict_button", "vectorise_button", "areas_button",
-                  "evaluate_button", "quick_button")
+                  "evaluate_button", "quick_button", "review_button")
 
 
 def run_actions(ctx: Any) -> dict[str, dict[str, Any]]:
