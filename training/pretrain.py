@@ -140,6 +140,7 @@ def run_ssl_pretrain(opts: PretrainOptions, rep: Reporter) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
+        warnings.filterwarnings("ignore", ".*IterableDataset. has .__len__. defined.*")
         start = time.perf_counter()
         trainer.fit(task, loader)
         seconds = time.perf_counter() - start
