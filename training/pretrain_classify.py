@@ -370,10 +370,24 @@ def run_classify_pretrain(opts: PretrainOptions, reporter: Reporter | None = Non
     rep.progress(0.0, "prepare", "reading rasters and labels")
     sources = [assemble_source(r, opts.bands, (), None, nodata=opts.nodata)[1]
                for r in opts.rasters]
-    if len({s.count for s in sources}) > 1:
-        raise ConfigError("The --raster files give different band counts "
-                          f"({[s.count for s in sources]}).",
-                          "Pretrain on rasters with the same bands, or map them with --bands.")
+    try:
+        names = tuple(sources[0].bands.names)
+        for path, src in zip(opts.rasters[1:], sources[1:], strict=True):
+            if tuple(src.bands.names) != names:
+                raise ConfigError(f"--raster {path} maps bands {list(src.bands.names)}, the "
+                                  f"first raster {list(names)}.",
+                                  "Pretrain on rasters with the same bands (map them with "
+                                  "--bands), or pretrain one encoder per sensor.")
+        return _classify(opts, sources, rep, start)
+    finally:
+        for src in sources:
+            src.close()
+
+
+def _classify(opts: PretrainOptions, sources: list[RasterSource], rep: Reporter,
+              start: float) -> dict[str, Any]:
+    """The run of :func:`run_classify_pretrain` once its rasters are open."""
+    out = Path(opts.out)
     labels, classes = load_class_labels(opts, sources, rep)
     caches = [ImageCache(s, opts.cache_dir, rep.log) for s in sources]
     k, mode = len(classes), opts.label_mode

@@ -179,6 +179,11 @@ def test_bad_input(scene: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(LabelError, match="single class"):
         run_classify_pretrain(options(scene, "x.tse").replace(labels=str(tmp_path / "one.tif")),
                               Log())
+    other = write_raster(tmp_path / "other.tif", np.zeros((4, 64, 64), np.uint8),
+                         descriptions=("blue", "green", "red", "nir"))
+    with pytest.raises(ConfigError, match="maps bands \\['blue'"):
+        run_classify_pretrain(options(scene, "x.tse").replace(
+            rasters=(str(scene["image"]), str(other))), Log())
     with pytest.raises(LabelError, match="two or more are needed"):
         run_classify_pretrain(options(scene, "x.tse", patch_px=128), Log())
     assert not (scene["dir"] / "x.tse").exists()
