@@ -341,6 +341,29 @@ def predict_sets(network: nn.Module, loader: DataLoader, mode: str, n_classes: i
         n_classes if mode == "multi" else 1)
 
 
+def prior_baseline(train: list[Patch], truth: np.ndarray, mode: str) -> dict[str, float]:
+    """Scores of one constant prediction for every held-out patch, learnt from the priors.
+
+    Multi-label: the classes in at least half the training patches (else the most frequent
+    one); single-label: the most frequent class. A classifier worth keeping beats it.
+
+    Shape:
+        truth: (N, K) bool.
+    """
+    k = truth.shape[1]
+    if mode == "multi":
+        share = np.mean([q.target for q in train], axis=0)
+        const = share >= 0.5
+        if not const.any():
+            const[share.argmax()] = True
+    else:
+        const = one_hot(np.array([np.bincount([int(q.target) for q in train],
+                                              minlength=k).argmax()]), k)[0]
+    m = multilabel_metrics(truth, np.broadcast_to(const, truth.shape))
+    return {key: getattr(m, key) for key in ("exact_match", "hamming_loss", "f1_examples",
+                                              "f1_micro", "f1_macro")}
+
+
 def _labels_path(labels: str) -> str:
     file_path, _ = split_layer_spec(labels)
     return labels.replace(file_path, str(Path(file_path).resolve()), 1)
@@ -353,7 +376,9 @@ def run_classify_pretrain(opts: PretrainOptions, reporter: Reporter | None = Non
     Returns:
         ``encoder_file``, ``task``, ``method``, ``epochs``, ``loss`` (held-out, of the
         kept weights), ``train_loss``, ``metrics`` (held-out multi-label metrics),
-        ``classes``, ``device``, ``seconds``; empty on non-zero ranks of a multi-GPU run.
+        ``baseline`` (the same for a constant prediction, :func:`prior_baseline`),
+        ``classes``, ``label_mode``, ``device``, ``seconds``; empty on non-zero ranks of a
+        multi-GPU run.
 
     Raises:
         TerraSegError: Bad options, rasters or labels, before training starts.
@@ -434,11 +459,16 @@ def _classify(opts: PretrainOptions, sources: list[RasterSource], rep: Reporter,
             f"{metrics['exact_match']:.3f}, partial {metrics['partial']:.3f}, incorrect "
             f"{metrics['incorrect']:.3f}, F1 examples {metrics['f1_examples']:.3f}, micro "
             f"{metrics['f1_micro']:.3f}, macro {metrics['f1_macro']:.3f}")
+    baseline = prior_baseline(train, truth, mode)
+    rep.log("a constant prediction from the training priors scores exact match "
+            f"{baseline['exact_match']:.3f}, F1 examples {baseline['f1_examples']:.3f}, "
+            f"micro {baseline['f1_micro']:.3f}")
     pre = Pretraining(method="classify", rasters=tuple(str(Path(r).resolve())
                                                        for r in opts.rasters),
                       epochs=epochs_run, samples=opts.samples_per_epoch,
                       labels=_labels_path(str(opts.labels)), classes=tuple(names),
-                      metrics={"val_loss": val_loss, "train_loss": train_loss, **metrics},
+                      metrics={"val_loss": val_loss, "train_loss": train_loss, **metrics,
+                               "baseline": baseline},
                       options=opts.to_dict())
     meta = EncoderMeta(encoder=opts.encoder, in_channels=sources[0].count,
                        base_width=opts.width, band_names=tuple(sources[0].bands.names),
@@ -448,5 +478,6 @@ def _classify(opts: PretrainOptions, sources: list[RasterSource], rep: Reporter,
     rep.log(f"encoder written to {out}")
     return {"encoder_file": str(out.resolve()), "task": "classify", "method": "classify",
             "epochs": epochs_run, "loss": val_loss, "train_loss": train_loss,
-            "metrics": metrics, "classes": names, "label_mode": mode, "device": device,
+            "metrics": metrics, "baseline": baseline, "classes": names, "label_mode": mode,
+            "device": device,
             "seconds": round(time.perf_counter() - start, 1)}

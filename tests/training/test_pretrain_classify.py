@@ -19,9 +19,11 @@ from terraseg.protocol.pretrain_options import PretrainOptions
 from terraseg.training.cache import ImageCache
 from terraseg.training.pretrain_classify import (
     BLOCK_PATCHES,
+    Patch,
     index_patches,
     load_class_labels,
     patch_target,
+    prior_baseline,
     run_classify_pretrain,
 )
 from terraseg.training.train import run_train
@@ -103,6 +105,15 @@ def test_patch_targets() -> None:
     assert patch_target(sparse, 3, "multi").tolist() == [1.0, 1.0, 0.0]
 
 
+def test_prior_baseline() -> None:
+    train = [Patch(0, 0, 0, np.array(t, np.float32)) for t in ([1, 0], [1, 1], [1, 0])]
+    truth = np.array([[1, 0], [0, 1]], dtype=bool)  # constant prediction: class 1 only
+    b = prior_baseline(train, truth, "multi")
+    assert b["exact_match"] == 0.5 and b["hamming_loss"] == 0.5
+    single = [Patch(0, 0, 0, np.array(c)) for c in (1, 1, 0)]
+    assert prior_baseline(single, truth, "single")["exact_match"] == 0.5  # class 2 always
+
+
 def test_classifier_learns_and_its_encoder_trains_a_unet(scene: dict[str, Path]) -> None:
     log = Log()
     res = run_classify_pretrain(options(scene, "clf.tse", hierarchy=str(scene["legend"])), log)
@@ -115,6 +126,7 @@ def test_classifier_learns_and_its_encoder_trains_a_unet(scene: dict[str, Path])
     # predicting every class would score a Hamming loss of 1 - density (about 0.5 here)
     assert m["exact_match"] >= 0.8 and m["hamming_loss"] <= 0.1, m
     assert m["f1_micro"] >= 0.9 and m["f1_examples"] >= 0.9, m
+    assert res["baseline"]["exact_match"] <= m["exact_match"] - 0.3, res["baseline"]
     assert m["exact_match"] + m["partial"] + m["incorrect"] == pytest.approx(1.0)
     assert any("held out" in line for line in log.lines)
     enc = load_encoder(res["encoder_file"])
