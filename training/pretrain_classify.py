@@ -13,15 +13,16 @@ classify`` does it on the analyst's rasters and labels:
   is every class holding at least :data:`MIN_CLASS_SHARE` of the patch's labelled pixels,
   plus its majority class (so no patch has an empty set); the **single-label** target is
   the majority class.
-- **hold-out**: the rasters are cut into blocks of ``BLOCK_PATCHES x BLOCK_PATCHES`` patches;
+- **hold-out**: the rasters are cut into blocks of ``BLOCK_PATCHES x BLOCK_PATCHES`` patches
+  (a strip narrower than a block at the right and bottom edges is not used);
   :data:`VAL_FRACTION` of the blocks with labels are held out. Training patches lie wholly
   inside training blocks (random positions on a quarter-patch lattice, random flips and
   quarter turns), held-out patches inside held-out blocks (half-patch steps), so no
   held-out metric is scored on pixels the classifier trained on.
 - **network**: core/models/resnet_encoder.ResNetEncoder + global average pooling + a linear
   head; BCE-with-logits (multi) or cross-entropy (single); AdamW with a cosine schedule;
-  Lightning with the runtime options; the weights of the epoch with the lowest held-out
-  loss are kept.
+  Lightning with the runtime options; the last epoch's weights are kept (the held-out
+  patches choose nothing, so their scores are not biased by a choice).
 - **output**: the encoder saved with core/encoder_file.save_encoder; its provenance records
   the classes and the held-out metrics (core/multilabel_metrics.py: exact match, partial,
   incorrect, F1, cardinality, ... as in seed 004's Table 3; predicted set = probability
@@ -62,7 +63,7 @@ from terraseg.core.reporting import ConsoleReporter, Reporter
 from terraseg.protocol.errors import ConfigError, LabelError
 from terraseg.protocol.pretrain_options import PretrainOptions
 from terraseg.training.cache import ImageCache
-from terraseg.training.callbacks import BestWeights, ReporterCallback
+from terraseg.training.callbacks import ReporterCallback
 from terraseg.training.device import describe_device
 from terraseg.training.inputs import parse_devices
 
@@ -375,7 +376,7 @@ def run_classify_pretrain(opts: PretrainOptions, reporter: Reporter | None = Non
 
     Returns:
         ``encoder_file``, ``task``, ``method``, ``epochs``, ``loss`` (held-out, of the
-        kept weights), ``train_loss``, ``metrics`` (held-out multi-label metrics),
+        last epoch), ``train_loss``, ``metrics`` (held-out multi-label metrics),
         ``baseline`` (the same for a constant prediction, :func:`prior_baseline`),
         ``classes``, ``label_mode``, ``device``, ``seconds``; empty on non-zero ranks of a
         multi-GPU run.
@@ -427,12 +428,11 @@ def _classify(opts: PretrainOptions, sources: list[RasterSource], rep: Reporter,
     val_ds = ClassifyDataset(val, caches, stats, opts.patch_px, s)
     network = PatchClassifier(ResNetEncoder(opts.encoder, sources[0].count, opts.width), k)
     task = ClassifyTask(network, mode, opts.lr, opts.weight_decay, opts.epochs)
-    best = BestWeights("val_loss")
     trainer = L.Trainer(
         max_epochs=opts.epochs, accelerator=opts.accelerator,
         devices=parse_devices(opts.devices), num_nodes=opts.num_nodes,
         strategy=opts.strategy, precision=opts.precision,  # type: ignore[arg-type]
-        callbacks=[best, ReporterCallback(rep, opts.epochs)], logger=False,
+        callbacks=[ReporterCallback(rep, opts.epochs)], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(out.parent), num_sanity_val_steps=0)
     device = describe_device(trainer)
@@ -450,7 +450,6 @@ def _classify(opts: PretrainOptions, sources: list[RasterSource], rep: Reporter,
         return {}
     epochs_run = trainer.current_epoch
     train_loss = float(trainer.callback_metrics.get("train_loss", math.nan))
-    network.load_state_dict(best.best_state or best.last_state)
     names = [c.name for c in classes]
     truth, pred, val_loss = predict_sets(network, loaders[1], mode, k,
                                          trainer.strategy.root_device)
