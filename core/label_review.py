@@ -76,8 +76,70 @@ class ConfidentLearning:
     warnings: tuple[str, ...] = ()
 
 
+class RegionAccumulator:
+    """Per-region sums of pixel probabilities, losses and labels, added batch by batch.
+
+    Memory is per region (ids up to ``max_region``), not per pixel, so dense label rasters
+    can be scored block by block.
+
+    Args:
+        max_region: Largest region id that may be added.
+        n_classes: K, the number of classes.
+    """
+
+    def __init__(self, max_region: int, n_classes: int) -> None:
+        self.k = n_classes
+        self.sums = np.zeros((max_region + 1, n_classes))
+        self.votes = np.zeros((max_region + 1, n_classes), dtype=np.int64)
+        self.loss = np.zeros(max_region + 1)
+
+    def add(self, probs: np.ndarray, given: np.ndarray, regions: np.ndarray) -> None:
+        """Add pixels.
+
+        Args:
+            probs: Class probabilities of labelled pixels. Shape: (N, K).
+            given: Given class id 1..K of each pixel. Shape: (N,).
+            regions: Region id (1..max_region) of each pixel. Shape: (N,).
+
+        Raises:
+            ValueError: Mismatched lengths, or a class or region id out of range.
+        """
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1, self.k)
+        given = np.asarray(given, dtype=np.int64)
+        regions = np.asarray(regions, dtype=np.int64)
+        n = len(probs)
+        if len(given) != n or len(regions) != n:
+            raise ValueError(f"need one class and region per pixel: probs {n}, given "
+                             f"{len(given)}, regions {len(regions)}")
+        if n == 0:
+            return
+        if given.min() < 1 or given.max() > self.k:
+            raise ValueError(f"given class ids must be 1..{self.k}")
+        if regions.min() < 1 or regions.max() >= len(self.loss):
+            raise ValueError(f"region ids must be 1..{len(self.loss) - 1}")
+        np.add.at(self.sums, regions, probs)
+        np.add.at(self.votes, (regions, given - 1), 1)
+        p_given = np.clip(probs[np.arange(n), given - 1], EPS, 1.0)
+        self.loss += np.bincount(regions, weights=-np.log(p_given), minlength=len(self.loss))
+
+    def result(self) -> RegionScores:
+        """The scores of every region with pixels.
+
+        Raises:
+            ValueError: No pixel was added.
+        """
+        counts = self.votes.sum(axis=1)
+        ids = np.flatnonzero(counts)
+        if len(ids) == 0:
+            raise ValueError("need N > 0 pixels to score regions")
+        c = counts[ids].astype(np.float64)
+        return RegionScores(region_ids=ids, given=self.votes[ids].argmax(axis=1) + 1,
+                            mean_probs=self.sums[ids] / c[:, None], loss=self.loss[ids] / c,
+                            pixels=counts[ids])
+
+
 def region_scores(probs: np.ndarray, given: np.ndarray, regions: np.ndarray) -> RegionScores:
-    """Aggregate pixel probabilities per region.
+    """Aggregate pixel probabilities per region (:class:`RegionAccumulator` in one go).
 
     Args:
         probs: Class probabilities of labelled pixels. Shape: (N, K).
@@ -87,26 +149,11 @@ def region_scores(probs: np.ndarray, given: np.ndarray, regions: np.ndarray) -> 
     Raises:
         ValueError: Mismatched lengths, a class id outside 1..K, or no pixel.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    given = np.asarray(given, dtype=np.int64)
+    probs = np.asarray(probs)
     regions = np.asarray(regions, dtype=np.int64)
-    n, k = probs.shape
-    if n == 0 or len(given) != n or len(regions) != n:
-        raise ValueError(f"need N > 0 pixels with one class and region each: probs {n}, "
-                         f"given {len(given)}, regions {len(regions)}")
-    if given.min() < 1 or given.max() > k:
-        raise ValueError(f"given class ids must be 1..{k}")
-    ids, inverse = np.unique(regions, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
-    sums = np.zeros((len(ids), k))
-    np.add.at(sums, inverse, probs)
-    pixel_loss = -np.log(np.clip(probs[np.arange(n), given - 1], EPS, 1.0))
-    loss = np.bincount(inverse, weights=pixel_loss, minlength=len(ids)) / counts
-    votes = np.zeros((len(ids), k), dtype=np.int64)
-    np.add.at(votes, (inverse, given - 1), 1)
-    return RegionScores(region_ids=ids, given=votes.argmax(axis=1) + 1,
-                        mean_probs=sums / counts[:, None], loss=loss,
-                        pixels=counts.astype(np.int64))
+    acc = RegionAccumulator(int(regions.max(initial=0)), probs.shape[1])
+    acc.add(probs, given, regions)
+    return acc.result()
 
 
 def confident_learning(given: np.ndarray, mean_probs: np.ndarray) -> ConfidentLearning:

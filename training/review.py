@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,13 @@ from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.classes import ClassMapping, classes_from_dicts
 from terraseg.core.grid import Grid
 from terraseg.core.label_review import (
+    Ranking,
+    RegionAccumulator,
     RegionScores,
     check_ranking,
     check_review_numbers,
     confident_learning,
     rank_order,
-    region_scores,
     suspicion,
 )
 from terraseg.core.label_set import LabelSet
@@ -68,19 +68,6 @@ SUSPECT_KEYS = ("rank", "feature_id", "region_key", "given_class", "predicted_cl
 GPKG_TYPES = {"rank": "int", "cleanlab_issue": "int", "pixels": "int", "fold": "int",
               "feature_id": "str", "region_key": "str", "given_class": "str",
               "predicted_class": "str"}
-
-
-@dataclass(frozen=True)
-class FoldPixels:
-    """Out-of-fold probabilities of one fold's test pixels.
-
-    Shape:
-        probs (N, K) float32; given (N,) class ids 1..K; regions (N,) region ids.
-    """
-
-    probs: np.ndarray
-    given: np.ndarray
-    regions: np.ndarray
 
 
 def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, top: int,
@@ -112,7 +99,7 @@ def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, to
     reporter.progress(0.0, "prepare", "reading raster and labels")
     labels, cache = review_inputs(base, reporter)
     check_regions_per_class(labels, k, base)
-    folds: list[FoldPixels] = []
+    acc = RegionAccumulator(int(labels.regions.max()), len(labels.classes))
     fold_of: dict[int, int] = {}
     for fold in range(k):
         reporter.log(f"fold {fold + 1}/{k}")
@@ -121,14 +108,11 @@ def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, to
         res = run_train(cfg, reporter)
         if not res:  # not the main process of a multi-device run
             return {}
-        pixels = fold_pixels(res["model"], labels, cfg, cache)
-        folds.append(pixels)
-        fold_of.update((int(r), fold) for r in np.unique(pixels.regions))
+        scored = score_fold(res["model"], labels, cfg, cache, acc)
+        fold_of.update((int(r), fold) for r in scored)
         reporter.progress((fold + 1) / k, "review", f"fold {fold + 1}/{k} scored")
         reporter.check_cancelled()
-    scores = region_scores(np.concatenate([f.probs for f in folds]),
-                           np.concatenate([f.given for f in folds]),
-                           np.concatenate([f.regions for f in folds]))
+    scores = acc.result()
     rows = score_rows(scores, labels, rank_by, fold_of, reporter)
     unscored = sorted(set(np.unique(labels.regions[labels.regions > 0]).tolist())
                       - set(scores.region_ids.tolist()))
@@ -199,12 +183,15 @@ def check_regions_per_class(labels: LabelSet, k: int, opts: TrainOptions) -> Non
                   f"with --class-map.")
 
 
-def fold_pixels(model_path: str, labels: LabelSet, cfg: TrainOptions,
-                cache: ImageCache) -> FoldPixels:
-    """The fold model's probabilities on its test regions' labelled pixels.
+def score_fold(model_path: str, labels: LabelSet, cfg: TrainOptions, cache: ImageCache,
+               acc: RegionAccumulator) -> np.ndarray:
+    """Add the fold model's probabilities on its test regions' labelled pixels to ``acc``.
 
     The split is rebuilt from the same options (training/sampling.py) and checked against
     the test regions recorded in the model file.
+
+    Returns:
+        The ids of the regions scored.
     """
     loaded = load_model(model_path)
     meta, kind = loaded.meta, loaded.kind
@@ -218,26 +205,27 @@ def fold_pixels(model_path: str, labels: LabelSet, cfg: TrainOptions,
         raise TerraSegError(f"The test regions of {Path(model_path).name} differ from the "
                             "split review rebuilt.",
                             "This is a TerraSeg bug: copy the log into a bug report.")
-    test = SPLITS.index("test")
     origins = index.origins["test"]
-    k_classes = len(labels.classes)
     if len(origins) == 0:
-        return FoldPixels(np.zeros((0, k_classes), np.float32), np.zeros(0, np.int64),
-                          np.zeros(0, np.int64))
+        return np.zeros(0, dtype=np.int64)
     stats = BandStats(tuple(meta.normalisation.mean), tuple(meta.normalisation.std))
     store = ImageWindowStore(cache, origins, PatchGeometry(sample_px, block_px), stats)
-    ds = PatchDataset(store, labels.labels, index.split_map, test, origins)
-    return test_pixel_probabilities(loaded.network, ds, labels.regions)
+    ds = PatchDataset(store, labels.labels, index.split_map, SPLITS.index("test"), origins)
+    return add_test_pixels(loaded.network, ds, labels.regions, acc)
 
 
 @torch.inference_mode()
-def test_pixel_probabilities(network: torch.nn.Module, ds: PatchDataset,
-                             regions: np.ndarray) -> FoldPixels:
-    """Probabilities, given class and region of every labelled pixel of a dataset's blocks."""
+def add_test_pixels(network: torch.nn.Module, ds: PatchDataset, regions: np.ndarray,
+                    acc: RegionAccumulator) -> np.ndarray:
+    """Add the probabilities, given class and region of a dataset's labelled pixels to ``acc``.
+
+    Returns:
+        The ids of the regions seen.
+    """
     network.eval()
     k = ds.store.geom.block_px
     batch = 512 if ds.store.geom.patch_px <= 64 else 16
-    probs, given, region = [], [], []
+    seen: set[int] = set()
     for i in range(0, len(ds.origins), batch):
         idx = range(i, min(i + batch, len(ds.origins)))
         x = torch.stack([ds[j][0] for j in idx])
@@ -245,10 +233,9 @@ def test_pixel_probabilities(network: torch.nn.Module, ds: PatchDataset,
         p = torch.softmax(network(x).float(), dim=1).permute(0, 2, 3, 1).numpy()
         r = np.stack([region_block(regions, *(int(v) for v in ds.origins[j]), k) for j in idx])
         keep = y >= 0
-        probs.append(p[keep])
-        given.append(y[keep] + 1)
-        region.append(r[keep])
-    return FoldPixels(np.concatenate(probs), np.concatenate(given), np.concatenate(region))
+        acc.add(p[keep], y[keep] + 1, r[keep])
+        seen.update(np.unique(r[keep]).tolist())
+    return np.array(sorted(seen), dtype=np.int64)
 
 
 def region_block(regions: np.ndarray, row: int, col: int, k: int) -> np.ndarray:
@@ -261,13 +248,13 @@ def region_block(regions: np.ndarray, row: int, col: int, k: int) -> np.ndarray:
     return out
 
 
-def score_rows(scores: RegionScores, labels: LabelSet, ranking: str,
+def score_rows(scores: RegionScores, labels: LabelSet, ranking: Ranking,
                fold_of: dict[int, int], rep: Reporter) -> list[dict[str, Any]]:
     """One row per scored region, sorted from most to least suspicious (rank 1 first)."""
     cl = confident_learning(scores.given, scores.mean_probs)
     for note in cl.warnings:
         rep.log(f"cleanlab: {note}", "warning")
-    score = suspicion(ranking, scores.loss, cl.quality)  # type: ignore[arg-type]
+    score = suspicion(ranking, scores.loss, cl.quality)
     other = 1.0 - cl.quality if ranking == "loss" else scores.loss
     names = [c.name for c in labels.classes]
     given_p, predicted = scores.given_probability, scores.predicted

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from terraseg.core.label_review import (
+    RegionAccumulator,
     check_ranking,
     check_review_numbers,
     confident_learning,
@@ -39,8 +40,29 @@ def test_region_scores_take_the_majority_label_and_clip_zero_probabilities() -> 
     assert s.loss[0] == pytest.approx(-np.log(1e-12) / 3)
     with pytest.raises(ValueError, match="1..3"):
         region_scores(probs, np.array([0, 1, 1]), np.array([1, 1, 1]))
-    with pytest.raises(ValueError, match="N > 0"):
+    with pytest.raises(ValueError, match="one class and region per pixel"):
         region_scores(probs, np.array([1, 1]), np.array([1, 1, 1]))
+    with pytest.raises(ValueError, match="N > 0"):
+        region_scores(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+
+
+def test_accumulated_batches_score_as_all_pixels_at_once() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), 200)
+    given = rng.integers(1, 4, 200)
+    regions = rng.choice([2, 5, 9], 200)
+    acc = RegionAccumulator(12, 3)
+    for part in np.array_split(np.arange(200), 7):
+        acc.add(probs[part], given[part], regions[part])
+    acc.add(np.zeros((0, 3)), np.zeros(0), np.zeros(0))  # an empty batch changes nothing
+    a, b = acc.result(), region_scores(probs, given, regions)
+    assert a.region_ids.tolist() == [2, 5, 9]
+    for field in ("given", "mean_probs", "loss", "pixels"):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field))
+    sel = regions == 5
+    assert a.loss[1] == pytest.approx(-np.log(probs[sel, given[sel] - 1]).mean())
+    with pytest.raises(ValueError, match="region ids must be 1..12"):
+        acc.add(probs[:1], given[:1], np.array([13]))
 
 
 def _regions_with_one_flip() -> tuple[np.ndarray, np.ndarray]:
