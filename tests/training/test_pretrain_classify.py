@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.synthetic import PIXEL_M, write_raster
+from helpers.synthetic import PIXEL_M, make_scene, write_raster
 from rasterio.transform import from_origin
 
 from terraseg.core.encoder_file import load_encoder
@@ -160,6 +160,20 @@ def test_coarser_level_and_single_label(scene: dict[str, Path]) -> None:
     m = res["metrics"]
     assert m["cardinality_true"] == 1.0 and m["cardinality_pred"] == 1.0  # one class each
     assert m["partial"] == 0.0
+
+
+def test_polygon_labels(tmp_path: Path) -> None:
+    sc = make_scene(tmp_path, size=128)  # polygons in EPSG:4326 over a UTM raster
+    opts = PretrainOptions(rasters=(str(sc.raster),), labels=str(sc.labels),
+                           class_field="klass", out=str(tmp_path / "p.tse"),
+                           cache_dir=str(tmp_path / "cache"),
+                           **{**TINY, "epochs": 1, "samples_per_epoch": 32})  # type: ignore[arg-type]
+    res = run_classify_pretrain(opts, Log())
+    assert res["classes"] == ["sealed", "unsealed"]
+    assert res["metrics"]["n_samples"] == 9  # 4 blocks of 64 px, one held out
+    assert load_encoder(res["encoder_file"]).meta.pretraining.labels == str(sc.labels.resolve())
+    with pytest.raises(LabelError, match="no class field"):
+        run_classify_pretrain(opts.replace(class_field=None, overwrite=True), Log())
 
 
 def test_held_out_blocks_never_meet_training_patches(scene: dict[str, Path]) -> None:
