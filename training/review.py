@@ -152,7 +152,7 @@ def review_inputs(opts: TrainOptions, rep: Reporter) -> tuple[LabelSet, ImageCac
 
 
 def check_regions_per_class(labels: LabelSet, k: int, opts: TrainOptions) -> None:
-    """Each class needs at least k regions (each fold then trains on every class).
+    """Each class needs at least k regions (every fold tests and trains on every class).
 
     A region's class is that of its first pixel, as the split deals them
     (training/sampling.py). With ``--split blocks`` the blocks holding labels count instead.
@@ -177,7 +177,8 @@ def check_regions_per_class(labels: LabelSet, k: int, opts: TrainOptions) -> Non
         if 0 < n < k:
             raise ConfigError(
                 f"Class '{info.name}' has {n} labelled region(s) (polygons), fewer than the "
-                f"k = {k} folds: a fold would train without it and could not judge its labels.",
+                f"k = {k} folds; review needs k per class, so that every fold holds out "
+                "polygons of each class and still trains on others of it.",
                 (f"Use --k {n} or fewer, " if n >= 2 else "")
                 + f"draw more polygons of '{info.name}', or merge it into another class "
                   f"with --class-map.")
