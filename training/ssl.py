@@ -22,7 +22,8 @@ lightly's default). Masked-image objectives need a ViT and many more epochs.
 
 The augmentations are the paper's, made band-agnostic (no RGB-only colour operations):
 random resized crop (area 25-100 % of the tile, aspect 3/4-4/3) with flips and 90 degree
-rotations, per-band brightness and contrast jitter (p = 0.8, the paper's colour jitter),
+rotations, brightness and contrast jitter (p = 0.8, the paper's colour jitter) shared by
+all bands with a small change per band on top (so band relations survive),
 Gaussian blur (p = 0.5), Gaussian noise and band dropout (one band set to its mean, in
 place of the paper's random greyscale). They run on whole batches on the training device.
 """
@@ -97,8 +98,11 @@ class ViewConfig:
         crop_scale: Share of the tile's area a crop covers (min, max).
         crop_ratio: Aspect ratio of a crop (min, max).
         jitter_p: Probability of brightness/contrast jitter.
-        brightness: Largest shift per band (standard deviations).
-        contrast: Largest relative change of contrast per band.
+        brightness: Largest shift of all bands together (standard deviations).
+        contrast: Largest relative change of contrast of all bands together.
+        band_jitter: Largest further change of each band's contrast (relative) and
+            brightness (standard deviations) on its own; small, so the spectral shape
+            (the bands' relations, what land cover is told by) survives.
         blur_p: Probability of Gaussian blur.
         blur_sigma: Blur sigma range in pixels.
         noise_p: Probability of Gaussian noise.
@@ -111,6 +115,7 @@ class ViewConfig:
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
+    band_jitter: float = 0.1
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 1.5)
     noise_p: float = 0.5
@@ -169,11 +174,18 @@ class ViewAugment(nn.Module):
                              align_corners=False)
 
     def jitter(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-band contrast (around the tile's band mean) and brightness, p = jitter_p."""
+        """Contrast (around the tile's band means) and brightness, p = jitter_p.
+
+        One change for all bands (as a change of illumination or haze), times a small one
+        per band (``band_jitter``).
+        """
         cfg, (n, c) = self.config, x.shape[:2]
         mean = x.mean(dim=(2, 3), keepdim=True)
-        gain = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, x, c)[..., None, None]
-        shift = _uniform(n, -cfg.brightness, cfg.brightness, x, c)[..., None, None]
+        bj = cfg.band_jitter
+        gain = (_uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, x, 1)
+                * _uniform(n, 1 - bj, 1 + bj, x, c))[..., None, None]
+        shift = (_uniform(n, -cfg.brightness, cfg.brightness, x, 1)
+                 + _uniform(n, -bj, bj, x, c))[..., None, None]
         out = (x - mean) * gain + mean + shift
         return torch.where(_chance(n, cfg.jitter_p, x)[:, None, None, None], out, x)
 

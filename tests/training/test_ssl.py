@@ -84,10 +84,22 @@ def test_band_dropout_zeroes_exactly_one_band_and_jitter_moves_band_means() -> N
     drop = ViewAugment(ViewConfig(band_drop_p=1.0)).drop_band(x)
     zero_bands = (drop.abs().amax(dim=(2, 3)) == 0).sum(1)
     assert zero_bands.tolist() == [1] * 8
-    jitter = ViewAugment(ViewConfig(jitter_p=1.0, contrast=0.0, brightness=0.4)).jitter(x)
-    shift = (jitter - x).mean(dim=(2, 3))
-    assert (shift.abs() <= 0.4 + 1e-5).all() and shift.std() > 0.05
-    assert torch.allclose((jitter - x).std(dim=(2, 3)), torch.zeros(8, 5), atol=1e-5)
+    # brightness shared by the bands: one shift per tile, the same in every band
+    shared = ViewConfig(jitter_p=1.0, contrast=0.0, brightness=0.4, band_jitter=0.0)
+    shift = (ViewAugment(shared).jitter(x) - x).mean(dim=(2, 3))
+    assert (shift.abs() <= 0.4 + 1e-5).all() and shift[:, 0].std() > 0.05
+    assert torch.allclose(shift, shift[:, :1].expand(8, 5), atol=1e-5)
+    # contrast alone: each band's spread scales by the shared gain times 1 +- band_jitter
+    contrast = ViewConfig(jitter_p=1.0, contrast=0.3, brightness=0.0, band_jitter=0.0)
+    y = ViewAugment(contrast).jitter(x)
+    gain = (y - y.mean(dim=(2, 3), keepdim=True)).std(dim=(2, 3)) / (
+        x - x.mean(dim=(2, 3), keepdim=True)).std(dim=(2, 3))
+    assert torch.allclose(gain, gain[:, :1].expand(8, 5), atol=1e-4)
+    assert ((gain >= 0.7 - 1e-4) & (gain <= 1.3 + 1e-4)).all()
+    y = ViewAugment(ViewConfig(jitter_p=1.0, contrast=0.0, brightness=0.0,
+                               band_jitter=0.1)).jitter(x)
+    assert ((y - x).mean(dim=(2, 3)).abs() <= 0.1 + 1e-5).all()
+    assert not torch.allclose(y, x)
 
 
 def test_blur_keeps_a_constant_tile_and_smooths_noise() -> None:
