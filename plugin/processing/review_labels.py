@@ -30,9 +30,9 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from .. import jobs, presets
+from .. import jobs
 from .base import terrain_options
-from .train import OPTION_PARAMETERS, TrainModel, architecture_defaults
+from .train import TrainModel
 
 #: Rankings of ``terraseg review --ranking``.
 RANKINGS = ("loss", "cleanlab")
@@ -115,13 +115,7 @@ class ReviewLabels(TrainModel):
         out_dir = self.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context)
         if not out_dir:
             raise QgsProcessingException("No output folder given.")
-        options = {key: self.option_value(parameters, name, context)
-                   for name, key in OPTION_PARAMETERS.items()}
-        for key, value in architecture_defaults(options["model"]).items():
-            if options[key] is None:
-                options[key] = value
-        if options["model"] in presets.PATCH_MODELS:
-            del options["tile_size"]  # tile networks only
+        options = self.training_option_values(parameters, context)
         named = {
             "raster": self.raster_path(parameters, "INPUT_RASTER", context),
             "labels": self.vector_path(parameters, "LABELS", context, feedback),

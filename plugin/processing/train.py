@@ -256,12 +256,9 @@ class TrainModel(TerraSegAlgorithm):
             raise QgsProcessingException("Further engine options must be a JSON object.")
         return extra
 
-    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        """Run ``terraseg train``."""
-        out = check_suffix(self.parameterAsFileOutput(parameters, "OUTPUT", context),
-                           ".tsm", "Model file")
-        extra = self.extra_options(parameters, context)
+    def training_option_values(self, parameters: dict[str, Any],
+                               context: QgsProcessingContext) -> dict[str, Any]:
+        """The training options' job values; blank ones by architecture (as the panel)."""
         options = {key: self.option_value(parameters, name, context)
                    for name, key in OPTION_PARAMETERS.items()}
         for key, value in architecture_defaults(options["model"]).items():
@@ -269,6 +266,15 @@ class TrainModel(TerraSegAlgorithm):
                 options[key] = value
         if options["model"] in presets.PATCH_MODELS:
             del options["tile_size"]  # tile networks only
+        return options
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """Run ``terraseg train``."""
+        out = check_suffix(self.parameterAsFileOutput(parameters, "OUTPUT", context),
+                           ".tsm", "Model file")
+        extra = self.extra_options(parameters, context)
+        options = self.training_option_values(parameters, context)
         named = {
             "raster": self.raster_path(parameters, "INPUT_RASTER", context),
             "labels": self.vector_path(parameters, "LABELS", context, feedback),
