@@ -420,12 +420,14 @@ class TrainingRecord:
                               dict(enc) if isinstance(enc, Mapping) else None)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (``encoder``: the pretrained encoder's file and provenance, or None)."""
-        return {"options": dict(self.options), "epochs_run": self.epochs_run,
-                "best_epoch": self.best_epoch, "monitor": self.monitor,
-                "best_score": self.best_score, "device": dict(self.device),
-                "init_model": self.init_model,
-                "encoder": dict(self.encoder) if self.encoder is not None else None}
+        """JSON form (``encoder``: the pretrained encoder's file and provenance, when used)."""
+        d = {"options": dict(self.options), "epochs_run": self.epochs_run,
+             "best_epoch": self.best_epoch, "monitor": self.monitor,
+             "best_score": self.best_score, "device": dict(self.device),
+             "init_model": self.init_model}
+        if self.encoder is not None:  # absent, not null, without one: older files round-trip
+            d["encoder"] = dict(self.encoder)
+        return d
 
 
 @dataclass(frozen=True)

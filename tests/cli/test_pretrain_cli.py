@@ -44,7 +44,9 @@ def test_pretrain_writes_an_encoder_that_train_starts_from(scenes: tuple) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "simclr (ssl), 2 epoch(s), loss" in proc.stdout and str(enc) in proc.stdout
-    assert "epoch 2: loss=" in proc.stderr and "ETA" in proc.stderr
+    # progress and per-epoch metrics (an ETA shows only once a stage has run 0.5 s: on an
+    # idle machine these two tiny epochs are faster, so it is not required here)
+    assert "epoch 2: loss=" in proc.stderr and "[train]" in proc.stderr
     loaded = load_encoder(enc)
     meta = loaded.meta
     assert (meta.encoder, meta.in_channels, meta.base_width) == ("resnet18", 4, 8)
