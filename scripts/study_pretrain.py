@@ -347,7 +347,8 @@ def learning_curve_svg(rows: list[dict[str, Any]], datasets: Sequence[Dataset],
             x, _ = px(f, lo)
             parts.append(f'<text x="{x:.1f}" y="{y0 + panel_h + 16}" text-anchor="middle">'
                          f'{int(f * 100)} %</text>')
-        for j, variant in enumerate((*VARIANTS, "forest")):
+        shown_lines = 0
+        for variant in (*VARIANTS, "forest"):
             pts = []
             for f in fracs:
                 d = summary.get((ds.name, variant, f))
@@ -366,8 +367,9 @@ def learning_curve_svg(rows: list[dict[str, Any]], datasets: Sequence[Dataset],
                 dash = ' stroke-dasharray="5,3"' if variant == "forest" else ""
                 parts.append(f'<polyline points="{path}" fill="none" stroke-width="2" '
                              f'stroke="{COLOURS[variant]}"{dash}/>')
-                parts.append(f'<text x="{x0 + 8}" y="{y0 + 16 + 14 * j}" '
+                parts.append(f'<text x="{x0 + 8}" y="{y0 + 16 + 14 * shown_lines}" '
                              f'fill="{COLOURS[variant]}">{variant}</text>')
+                shown_lines += 1
     parts.append(f'<text x="{pad}" y="{panel_h + 2 * pad + 20}">share of the training '
                  'polygons (seeded draw per class); bars: ± 1 sd over seeds</text>')
     parts.append("</svg>")
