@@ -128,6 +128,10 @@ def test_levels_scored_and_mapped_by_the_engine(processing, scene, tiny_model, l
     assert to_load["level1_classes.tif"] == "TerraSeg classes at level1"
     assert to_load["level1_probability.tif"] == "TerraSeg probability at level1"
 
+
+@pytest.mark.slow  # one worker run
+@needs_engine
+def test_corine_refuses_a_model_of_other_classes(processing, scene, tiny_model, tmp_path):
     # the model's classes are no CORINE codes: the engine's message, before any work
     with pytest.raises(QgsProcessingException, match="not in the hierarchy"):
         processing.run("terraseg:evaluate", {
