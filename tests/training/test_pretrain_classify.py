@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.recording import LogRecorder as Log
 from helpers.synthetic import PIXEL_M, make_scene, write_raster
 from rasterio.transform import from_origin
 
 from terraseg.core.encoder_file import load_encoder
 from terraseg.core.model_input import assemble_source
-from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError, LabelError
 from terraseg.protocol.options import TrainOptions
 from terraseg.protocol.pretrain_options import PretrainOptions
@@ -33,17 +33,6 @@ CELL = 16  # label cells of 16 x 16 label pixels (320 m): a 32-px patch meets 1 
 TINY = {"task": "classify", "encoder": "resnet18", "base_width": 8, "patch_px": 32,
         "epochs": 8, "samples_per_epoch": 256, "batch_size": 32, "lr": 3e-3,
         "accelerator": "cpu", "seed": 0}
-
-
-class Log(Reporter):
-    """Keeps log lines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.lines.append(message)
 
 
 @pytest.fixture(scope="module", autouse=True)

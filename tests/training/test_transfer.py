@@ -8,6 +8,7 @@ from pathlib import Path
 import fiona
 import pytest
 import torch
+from helpers.recording import LogRecorder as Log
 from helpers.synthetic import make_scene
 from safetensors import safe_open
 
@@ -19,7 +20,6 @@ from terraseg.core.encoder_file import (
     save_encoder,
 )
 from terraseg.core.models.resnet_encoder import ResNetEncoder
-from terraseg.core.reporting import Reporter
 from terraseg.protocol.errors import ConfigError, ModelFileError
 from terraseg.protocol.options import TrainOptions
 from terraseg.training.module import SegmentationTask
@@ -27,17 +27,6 @@ from terraseg.training.train import run_train
 
 TINY = {"model": "unet_resnet18", "base_width": 8, "tile_px": 32, "epochs": 2,
         "samples_per_epoch": 32, "batch_size": 8, "accelerator": "cpu", "patience": 50}
-
-
-class Log(Reporter):
-    """Keeps log lines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.lines.append(message)
 
 
 def encoder_meta(in_channels: int = 4, width: int = 8) -> EncoderMeta:
