@@ -283,6 +283,7 @@ class TerraSegDock(
         self.save_labels_button.setEnabled(self._label_layer is not None)
         self.scratch_check.setEnabled(bool(self.last_model))
         self._update_pseudo_controls(busy, has_raster)
+        self._update_encoder_controls(busy, has_raster)
         self._update_review_controls(busy, has_raster, has_labels)
         self._explain_buttons()  # tooltips say why a button is disabled
 

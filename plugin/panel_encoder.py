@@ -226,14 +226,6 @@ class EncoderPanelMixin:
             widget.setToolTip(widget.property("terraseg_help") if resnet else reason)
         self.pretrain_button.setEnabled(resnet and not busy and has_raster)
 
-    def _update_pseudo_controls(self, busy: bool, has_raster: bool) -> None:
-        """Train's controls as the inputs allow (called by ``dock._update_buttons``).
-
-        The pseudo-label ones (:class:`~.panel_pseudo.PseudoPanelMixin`), then this group's.
-        """
-        super()._update_pseudo_controls(busy, has_raster)  # type: ignore[misc]
-        self._update_encoder_controls(busy, has_raster)
-
     def button_blockers(self) -> dict[str, list[str]]:
         """The other sections' blockers and 'Pretrain on this raster''s."""
         blockers = super().button_blockers()  # type: ignore[misc]

@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
 from ..protocol.options import DEFAULTS, SPEC_BY_JOB_KEY, interactive_default
 from . import jobs, label_layer, modelinfo, presets, settings, train_summary
 from .panel_common import METRIC_COLUMNS, TITLE, group_box, odd_spin, unique_path
+from .panel_encoder import EncoderPanelMixin
 from .panel_pseudo import PseudoPanelMixin, has_polygons, pseudo_summary
 from .panel_recipe import RecipePanelMixin
 from .presets import ClassDef
@@ -52,12 +53,13 @@ def _joined(values: tuple[int, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
-class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
+class TrainPanelMixin(EncoderPanelMixin, PseudoPanelMixin, RecipePanelMixin):
     """Training options, start/cancel, metrics table and summary of the panel.
 
     Its pseudo-label controls (densify, a coarse map as labels) are
     :class:`~.panel_pseudo.PseudoPanelMixin`'s, its Recipe
-    :class:`~.panel_recipe.RecipePanelMixin`'s.
+    :class:`~.panel_recipe.RecipePanelMixin`'s, its Pretrained encoder
+    :class:`~.panel_encoder.EncoderPanelMixin`'s.
 
     Mixed into :class:`~.dock.TerraSegDock`; relies on the panel's shared state and helpers
     (``_log``, ``_refuse``, ``_start_job``, ``_update_buttons``, ...).
@@ -104,6 +106,7 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
         form.addRow(self._build_densify_check())  # spans the form: a long text
         layout.addLayout(form)
         layout.addWidget(self._build_pseudo_box())
+        layout.addWidget(self._build_encoder_box())
 
         adv = group_box("Advanced", "TerraSegTrainAdvanced", collapsed=True)
         adv_form = QFormLayout(adv)
@@ -384,6 +387,12 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
             terrain = self.terrain_options()
         except ValueError as exc:
             return self._refuse("Train", str(exc))
+        init_model, arch, how = self._init_model_for(classes, bands)
+        try:  # a missing encoder file is refused before any job
+            encoder, encoder_note = self.encoder_train_args(
+                arch.get("model") or self.arch_combo.currentText(), init_model)
+        except ValueError as exc:
+            return self._refuse("Train", str(exc))
         if not self.save_label_edits():
             return False
         stats = label_layer.class_stats(layer, classes)
@@ -402,7 +411,6 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
             return self._refuse("Train", "Save the project (or the label layer) first: "
                                 "models are kept in a 'models' folder next to it.")
         out.parent.mkdir(parents=True, exist_ok=True)
-        init_model, arch, how = self._init_model_for(classes, bands)
         options = {**self.training_options(), **arch}
         try:
             labels_path = jobs.vector_layer_path(layer, self._temp_folder(), layer_spec=True)
@@ -414,7 +422,7 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
         job = jobs.train_job(
             raster=raster_path, labels=labels_path, out=str(out),
             class_field=label_layer.CLASS_FIELD, class_map=presets.class_map(classes),
-            bands=bands, init_model=init_model, **terrain, **options, **pseudo)
+            bands=bands, init_model=init_model, **terrain, **options, **pseudo, **encoder)
         self.pending_model = str(out)
         self.epoch_metrics = []
         self.metrics_table.setRowCount(0)
@@ -424,7 +432,7 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
         self._log("info", f"Training {out.name} ({how}, {options.get('model')}) on "
                           f"{raster.name()} with labels {layer.name()}; bands {bands}"
                           + (f"; terrain {extras}" if extras else "")
-                          + note)
+                          + note + encoder_note)
         return self._start_job("train", job, self._on_train_result, wait, timeout_s)
 
     def cancel_training(self) -> None:
@@ -475,6 +483,9 @@ class TrainPanelMixin(PseudoPanelMixin, RecipePanelMixin):
         self._log("info", compared.text)
 
     def _on_metrics(self, epoch: int, values: dict[str, Any]) -> None:
+        if self.job_kind == "pretrain":  # SimCLR's loss: the log, not the training table
+            self._on_pretrain_metrics(epoch, values)
+            return
         self.epoch_metrics.append((epoch, dict(values)))
         r = self.metrics_table.rowCount()
         self.metrics_table.insertRow(r)

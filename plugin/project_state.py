@@ -2,11 +2,12 @@
 
 What is kept: the raster, band mapping, task preset and classes, label layer, last model,
 last prediction (file paths, engine payload, probability and class layers), last
-evaluation and Train's pseudo-label inputs (densify, the coarse map, its class field and
-mapping). It is one versioned JSON document in the project (scope ``TerraSeg``, key
-``panel_state``), written when the project is saved and applied when it is read. Layers are
-found by layer id, then by data source; file paths are stored as the project stores its own
-paths (relative to the project file unless the project uses absolute paths).
+evaluation, Train's pseudo-label inputs (densify, the coarse map, its class field and
+mapping) and its pretrained encoder (file, frozen epochs, learning-rate factor). It is one
+versioned JSON document in the project (scope ``TerraSeg``, key ``panel_state``), written
+when the project is saved and applied when it is read. Layers are found by layer id, then by
+data source; file paths are stored as the project stores its own paths (relative to the
+project file unless the project uses absolute paths).
 
 Reading never raises for a bad document: unknown or malformed entries and documents of
 another version are left out with a log line; a missing model or result file is a problem
@@ -30,6 +31,7 @@ KEY = "panel_state"
 STATE_VERSION = 1
 RESULT_PATHS = ("probability", "classes", "folder", "model")
 EVALUATION_PATHS = ("folder", "metrics_file", "model")
+ENCODER_PATHS = ("file",)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class PanelState:
         evaluation: Last evaluation (:attr:`~.dock.TerraSegDock.last_evaluation`).
         pseudo: Train's pseudo-label inputs: ``densify`` (bool), ``coarse`` (the coarse
             map's LayerRef as a dict, or None), ``class_field`` and ``class_map`` (text).
+        encoder: Train's Pretrained encoder: ``file`` (absolute), ``freeze_epochs``,
+            ``encoder_lr``, ``pretrain_epochs``
+            (:meth:`~.panel_encoder.EncoderPanelMixin.encoder_state`).
     """
 
     raster: LayerRef | None = None
@@ -86,6 +91,7 @@ class PanelState:
     results: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
     pseudo: dict[str, Any] | None = None
+    encoder: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Entries left out while reading (log lines); not stored."""
 
@@ -107,7 +113,8 @@ def panel_state(panel: Any) -> PanelState:
         model=panel.last_model,
         results=res,
         evaluation=evaluation,
-        pseudo=_pseudo_inputs(panel))
+        pseudo=_pseudo_inputs(panel),
+        encoder=panel.encoder_state())
 
 
 def _pseudo_inputs(panel: Any) -> dict[str, Any]:
@@ -148,6 +155,7 @@ def to_json(state: PanelState, project: QgsProject) -> str:
         "results": _map_paths(state.results, RESULT_PATHS, write),
         "evaluation": _map_paths(state.evaluation, EVALUATION_PATHS, write),
         "pseudo": state.pseudo,
+        "encoder": _map_paths(state.encoder, ENCODER_PATHS, write),
     }
     return json.dumps(doc, default=str)
 
@@ -199,6 +207,7 @@ def from_json(text: str, project: QgsProject) -> PanelState | None:
         "results": lambda v: _map_paths(_dict_or_none(v), RESULT_PATHS, read),
         "evaluation": lambda v: _map_paths(_dict_or_none(v), EVALUATION_PATHS, read),
         "pseudo": _dict_or_none,
+        "encoder": lambda v: _map_paths(_dict_or_none(v), ENCODER_PATHS, read),
     }
     values: dict[str, Any] = {}
     notes = []
@@ -275,6 +284,8 @@ def apply_state(panel: Any, state: PanelState, project: QgsProject) -> list[str]
             panel.set_reference_layer(reference, field if isinstance(field, str) else None)
     if state.pseudo:
         problems.extend(_apply_pseudo(panel, state.pseudo, project))
+    if state.encoder:
+        problems.extend(panel.apply_encoder_state(state.encoder))
     panel._update_buttons()
     return problems
 

@@ -54,8 +54,10 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "init-model": {ANY: "the last model, which Train starts from unless 'From scratch' "
                         "is ticked"},
     "out": {"train": "the new model file (saved in 'models' next to the project)",
+            "pretrain": "the new encoder file (saved in 'encoders' next to the project)",
             ANY: "the file chosen for the export"},
-    "epochs": {ANY: "Epochs (max) in Train"},
+    "epochs": {"pretrain": "Pretraining epochs in Train > Pretrained encoder",
+               ANY: "Epochs (max) in Train"},
     "tile-size": {"train": "the Tile size in Train",
                   ANY: "the processing tile size (the panel uses the model's; Processing's "
                        "Predict sets it)"},
@@ -83,6 +85,12 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "pseudo-source": {ANY: "the Coarse map in Train > Coarse map as labels"},
     "pseudo-class-field": {ANY: "the Class field of the Coarse map in Train"},
     "pseudo-class-map": {ANY: "the Class mapping of the Coarse map in Train"},
+    "encoder": {"pretrain": "the Architecture in Train (its ResNet is the encoder pretrained)",
+                ANY: "the Encoder file in Train > Pretrained encoder"},
+    "freeze-epochs": {ANY: "'Freeze encoder for N epochs' in Train > Pretrained encoder"},
+    "encoder-lr": {ANY: "the Encoder learning rate in Train > Pretrained encoder"},
+    "task": {ANY: "'Pretrain on this raster' in Train > Pretrained encoder (self-supervised)"},
+    "base-width": {ANY: "the Recipe in Train (it sets the base width; no control of its own)"},
     # Predict
     "threshold": {ANY: "the Own threshold in Predict"},
     "opening": {ANY: "the Opening radius in Predict's clean-up"},

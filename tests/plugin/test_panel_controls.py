@@ -49,7 +49,7 @@ VOLATILE = {"out", "out_dir", "extent_layer", "zones"}
 # it sends Train's settings (so every Train row changes it too, by design) plus its own
 # folds, ranking and length, whose rows name it
 ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap",
-           "pseudo-label")
+           "pseudo-label", "pretrain")
 INPUT_TYPES = (QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QLineEdit)
 
 # Input widgets that reach no job, each with the reason.
@@ -123,7 +123,8 @@ class Control:
         widget: The widget's object name (its attribute name in the panel).
         set: Sets a non-default value through the widget, as a user would.
         expect: Per job kind, JSON key -> value, :data:`ABSENT`, or a predicate
-            ``(value, ctx) -> bool``. Jobs of kinds not named here must not change.
+            ``(value, ctx) -> bool``; :data:`ABSENT` for a kind: no such job is sent any
+            more. Jobs of kinds not named here must not change.
         prepare: A step before the baseline (another control the row needs).
         why: Why the row looks as it does, when it is not obvious.
     """
@@ -167,13 +168,31 @@ CONTROLS = (
             {"train": {"model": "unet_resnet50", "tile_size": 128, "epochs": 40,
                        "patience": 40, "lr": 1e-3, "augment": "flip", "batch_size": 16,
                        "samples_per_epoch": 512, "optimizer": "adam", "weight_decay": 0.0,
-                       "loss": "dice", "stride": ABSENT}}),
+                       "loss": "dice", "stride": ABSENT},
+             "pretrain": {"encoder": "resnet50", "task": "ssl", "epochs": 30,
+                          "base_width": ABSENT, "accelerator": "cpu",
+                          "bands": "red=1,green=2,blue=3,nir=4",
+                          "raster": lambda v, ctx: v == [ctx.dock.raster_layer().source()],
+                          "out": lambda v, ctx: "encoders" in v and v.endswith(".tse")}},
+            why="a ResNet network: 'Pretrain on this raster' runs from now on (issue 12)"),
+    # Train > Pretrained encoder (issue 12): sent while the run starts anew ('From scratch')
+    Control("pretrain_epochs_spin", spin(3), {"pretrain": {"epochs": 3}}),
+    Control("encoder_edit", lambda w, ctx: (ctx.tmp / "scene.tse").write_bytes(b"tse") and (
+        w.setText(str(ctx.tmp / "scene.tse"))),
+            {"train": {"encoder": lambda v, ctx: v == str(ctx.tmp / "scene.tse"),
+                       "freeze_epochs": 5, "encoder_lr": 0.1}},
+            why="a file that exists: a missing one is refused before any job"),
+    Control("freeze_spin", spin(8), {"train": {"freeze_epochs": 8}}),
+    Control("encoder_lr_spin", spin(0.5), {"train": {"encoder_lr": 0.5}}),
     Control("recipe_combo", text("Few polygons, 10-30 m imagery (5 px context)"),
             {"train": {"model": "patch_cnn", "patch_size": 7, "block_size": 3, "stride": 1,
                        "planes": "16", "blocks": "1", "epochs": 50, "patience": 10,
                        "batch_size": 128, "samples_per_epoch": 2048, "tile_size": ABSENT,
-                       "optimizer": ABSENT, "weight_decay": ABSENT, "loss": ABSENT}},
-            why="the second recipe row: every value the first one set changes back"),
+                       "optimizer": ABSENT, "weight_decay": ABSENT, "loss": ABSENT,
+                       "encoder": ABSENT, "freeze_epochs": ABSENT, "encoder_lr": ABSENT},
+             "pretrain": ABSENT},
+            why="the second recipe row: every value the first one set changes back; the "
+                "patch CNN has no ResNet encoder, so the encoder group is off"),
     Control("stride_spin", spin(2), {"train": {"stride": 2}}),
     # Train > pseudo-labels (issue 11); 'Show pseudo-labels' runs once a coarse map is chosen
     Control("densify_check", check(True), {"train": {"pseudo_labels": True}}),
@@ -394,6 +413,11 @@ def run_actions(ctx: Any) -> dict[str, dict[str, Any]]:
         ctx.dock.pseudo_preview_button.click()
     else:
         assert not ctx.dock.pseudo_preview_button.isEnabled()
+    if ctx.dock.chosen_encoder() is not None:  # 'Pretrain on this raster' needs a ResNet
+        assert ctx.dock.pretrain_button.isEnabled(), ctx.dock.pretrain_button.toolTip()
+        ctx.dock.pretrain_button.click()
+    else:
+        assert not ctx.dock.pretrain_button.isEnabled()
     return {kind: dict(job["args"]) for kind, job in RecordingWorker.jobs.items()}
 
 
@@ -412,8 +436,12 @@ def test_every_control_reaches_its_job_and_no_other(ctx) -> None:
         assert widget is not None, f"no widget named {row.widget!r} in the panel"
         row.set(widget, ctx)
         after = run_actions(ctx)
-        assert set(row.expect) <= set(after), (row.widget, sorted(after), dock.log_text())
+        sent = {kind for kind, fields in row.expect.items() if fields is not ABSENT}
+        assert sent <= set(after), (row.widget, sorted(after), dock.log_text())
         for kind, fields in row.expect.items():
+            if fields is ABSENT:
+                assert kind not in after, f"{row.widget}: a {kind} job is still sent"
+                continue
             for key, want in fields.items():
                 got = after[kind].get(key, ABSENT)
                 if want is ABSENT:
