@@ -3,7 +3,8 @@
 What is kept: the raster, band mapping, task preset and classes, label layer, last model,
 last prediction (file paths, engine payload, probability and class layers), last
 evaluation, Train's pseudo-label inputs (densify, the coarse map, its class field and
-mapping) and its pretrained encoder (file, frozen epochs, learning-rate factor). It is one
+mapping), its pretrained encoder (file, frozen epochs, learning-rate factor), Evaluate's
+class hierarchy (none, CORINE Land Cover or a CSV file) and Predict's "Also map level". It is one
 versioned JSON document in the project (scope ``TerraSeg``, key ``panel_state``), written
 when the project is saved and applied when it is read. Layers are found by layer id, then by
 data source; file paths are stored as the project stores its own paths (relative to the
@@ -24,6 +25,7 @@ from typing import Any
 from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from . import presets, results
+from .panel_evaluate import FILE_CHOICE, SHIPPED_LEVELS
 from .presets import ClassDef
 
 SCOPE = "TerraSeg"
@@ -32,6 +34,7 @@ STATE_VERSION = 1
 RESULT_PATHS = ("probability", "classes", "folder", "model")
 EVALUATION_PATHS = ("folder", "metrics_file", "model")
 ENCODER_PATHS = ("file",)
+HIERARCHY_PATHS = ("file",)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class PanelState:
         encoder: Train's Pretrained encoder: ``file`` (absolute), ``freeze_epochs``,
             ``encoder_lr``, ``pretrain_epochs``
             (:meth:`~.panel_encoder.EncoderPanelMixin.encoder_state`).
+        hierarchy: Evaluate's Class hierarchy and Predict's level map: ``kind`` (None,
+            ``corine`` or ``file``), ``file`` (the CSV, absolute; None unless ``file``) and
+            ``level`` (the level Predict also maps, or None).
     """
 
     raster: LayerRef | None = None
@@ -92,6 +98,7 @@ class PanelState:
     evaluation: dict[str, Any] | None = None
     pseudo: dict[str, Any] | None = None
     encoder: dict[str, Any] | None = None
+    hierarchy: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Entries left out while reading (log lines); not stored."""
 
@@ -114,7 +121,8 @@ def panel_state(panel: Any) -> PanelState:
         results=res,
         evaluation=evaluation,
         pseudo=_pseudo_inputs(panel),
-        encoder=panel.encoder_state())
+        encoder=panel.encoder_state(),
+        hierarchy=_hierarchy_choice(panel))
 
 
 def _pseudo_inputs(panel: Any) -> dict[str, Any]:
@@ -124,6 +132,14 @@ def _pseudo_inputs(panel: Any) -> dict[str, Any]:
             "coarse": asdict(coarse) if coarse else None,
             "class_field": panel.coarse_field_combo.currentField() or "",
             "class_map": panel.coarse_map_edit.text().strip()}
+
+
+def _hierarchy_choice(panel: Any) -> dict[str, Any]:
+    """Evaluate's Class hierarchy and Predict's 'Also map level' as stored."""
+    kind = panel.hierarchy_combo.currentData()
+    file = panel.hierarchy_file_edit.text().strip() if kind == FILE_CHOICE else ""
+    level = panel.level_spin.value() if panel.level_check.isChecked() else None
+    return {"kind": kind, "file": file or None, "level": level}
 
 
 # ----------------------------------------------------------------------------------------
@@ -156,6 +172,7 @@ def to_json(state: PanelState, project: QgsProject) -> str:
         "evaluation": _map_paths(state.evaluation, EVALUATION_PATHS, write),
         "pseudo": state.pseudo,
         "encoder": _map_paths(state.encoder, ENCODER_PATHS, write),
+        "hierarchy": _map_paths(state.hierarchy, HIERARCHY_PATHS, write),
     }
     return json.dumps(doc, default=str)
 
@@ -208,6 +225,7 @@ def from_json(text: str, project: QgsProject) -> PanelState | None:
         "evaluation": lambda v: _map_paths(_dict_or_none(v), EVALUATION_PATHS, read),
         "pseudo": _dict_or_none,
         "encoder": lambda v: _map_paths(_dict_or_none(v), ENCODER_PATHS, read),
+        "hierarchy": lambda v: _map_paths(_dict_or_none(v), HIERARCHY_PATHS, read),
     }
     values: dict[str, Any] = {}
     notes = []
@@ -286,6 +304,8 @@ def apply_state(panel: Any, state: PanelState, project: QgsProject) -> list[str]
         problems.extend(_apply_pseudo(panel, state.pseudo, project))
     if state.encoder:
         problems.extend(panel.apply_encoder_state(state.encoder))
+    if state.hierarchy:
+        problems.extend(_apply_hierarchy(panel, state.hierarchy))
     panel._update_buttons()
     return problems
 
@@ -307,6 +327,29 @@ def _apply_pseudo(panel: Any, saved: dict[str, Any], project: QgsProject) -> lis
     panel.set_coarse_map(layer, field if isinstance(field, str) else None,
                          class_map if isinstance(class_map, str) else "")
     return []
+
+
+def _apply_hierarchy(panel: Any, saved: dict[str, Any]) -> list[str]:
+    """Restore :func:`_hierarchy_choice`; a missing CSV is a problem and gives no hierarchy."""
+    kind, file, level = saved.get("kind"), saved.get("file"), saved.get("level")
+    problems = []
+    if kind == FILE_CHOICE and isinstance(file, str) and file:
+        if Path(file).is_file():
+            panel.set_hierarchy(file)
+        else:
+            panel.hierarchy_file_edit.setText(file)  # kept for File…, not chosen
+            panel.set_hierarchy(None)
+            problems.append(f"The project's class hierarchy file {file} is missing (moved or "
+                            "deleted): choose it again under Evaluate > Class hierarchy.")
+    elif isinstance(kind, str) and kind in SHIPPED_LEVELS:
+        panel.set_hierarchy(kind)
+    else:
+        if kind not in (None, FILE_CHOICE):
+            panel._log("warning", f"Unknown class hierarchy '{kind}' in the project; ignored.")
+        panel.set_hierarchy(None)
+    valid_level = isinstance(level, int) and not isinstance(level, bool) and level >= 1
+    panel.set_level_map(level if valid_level else None)
+    return problems
 
 
 def _apply_task(panel: Any, state: PanelState) -> None:
