@@ -19,6 +19,7 @@ from terraseg.core.reporting import Reporter
 #: Rankings (core/label_review.py's RANKINGS; listed here so the parser is built without
 #: importing the engine's core).
 RANKING_CHOICES = ("loss", "cleanlab")
+SCORER_CHOICES = ("network", "forest")
 
 
 def _review_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,11 @@ def _review_args(p: argparse.ArgumentParser) -> None:
                         "cleanlab's label quality (confident learning); both are written")
     p.add_argument("--top", type=int, default=50,
                    help="how many of the most suspicious regions the result lists")
+    p.add_argument("--scorer", choices=SCORER_CHOICES, default="network",
+                   help="what predicts the held-out regions: k networks with the training "
+                        "options, or k random forests of pixels (seconds, no training)")
+    p.add_argument("--trees", type=int, default=100, help="trees of each forest (--scorer "
+                                                         "forest)")
 
 
 def _run_review(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
@@ -43,11 +49,12 @@ def _run_review(a: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     from terraseg.training.review import run_review
 
     return run_review(opts, a.out_dir, a.k, a.ranking, a.top, reporter,
-                      overwrite=a.overwrite)
+                      overwrite=a.overwrite, scorer=a.scorer, trees=a.trees)
 
 
 def _print_review(result: dict[str, Any]) -> str:
-    lines = [f"{result['regions']} region(s) ranked by {result['ranking']} "
+    lines = [f"{result['regions']} region(s) scored by {result.get('scorer', 'network')} "
+             f"models, ranked by {result['ranking']} "
              f"({result['flagged']} flagged by cleanlab) -> {result['review_gpkg']}"]
     for s in result["suspects"][:10]:
         lines.append(f"{s['rank']:>4}  feature {s['feature_id'] or s['region_key']}: "

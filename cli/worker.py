@@ -13,6 +13,8 @@ the worker stops quietly.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import traceback
 from typing import TextIO
@@ -101,11 +103,15 @@ def _run(reporter: WorkerReporter) -> int:
                                 "Write the job as UTF-8 JSON.") from None
         argv = Job.from_json(text).to_argv()
         command = argv[0]
+        said = io.StringIO()
         try:
-            args = build_parser().parse_args(argv)
+            with contextlib.redirect_stderr(said):
+                args = build_parser().parse_args(argv)
         except SystemExit:
-            raise TerraSegError(f"Invalid arguments for {argv[0]}: {argv[1:]}.",
-                                "See 'terraseg <command> --help' for the options.") from None
+            lines = [ln for ln in said.getvalue().splitlines() if ": error: " in ln]
+            why = lines[-1].split(": error: ", 1)[1] if lines else "see the options"
+            raise TerraSegError(f"Invalid arguments for {argv[0]}: {why} ({argv[1:]}).",
+                                f"See 'terraseg {argv[0]} --help' for the options.") from None
         reporter.log(f"worker started: {command}")
         result = run_command(args, reporter)
         reporter.result({"command": command, **result})

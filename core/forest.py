@@ -101,11 +101,13 @@ class PixelSample:
         x: float32 channel values. Shape: (N, C).
         y: Class ids 1..K. Shape: (N,).
         on_nodata: Sampled pixels dropped because the image is nodata there.
+        positions: Flat indices of the kept pixels, in the order of ``x`` and ``y``.
     """
 
     x: np.ndarray
     y: np.ndarray
     on_nodata: int
+    positions: np.ndarray | None = None
 
 
 def sample_positions(labels: np.ndarray, mask: np.ndarray, max_total: int,
@@ -149,7 +151,7 @@ def read_pixels(source: RasterSource, labels: np.ndarray, positions: np.ndarray
     rows, cols = positions // width, positions % width
     b = READ_BLOCK_PX
     block = (rows // b) * (-(-width // b)) + cols // b
-    xs, ys, dropped = [], [], 0
+    xs, ys, ps, dropped = [], [], [], 0
     for key in np.unique(block):
         sel = block == key
         r, c = rows[sel], cols[sel]
@@ -159,9 +161,12 @@ def read_pixels(source: RasterSource, labels: np.ndarray, positions: np.ndarray
         dropped += int((~ok).sum())
         xs.append(data[:, r[ok] - r0, c[ok] - c0].T)
         ys.append(labels[r[ok], c[ok]])
+        ps.append(r[ok] * width + c[ok])
     if not xs:
-        return PixelSample(np.zeros((0, source.count), np.float32), np.zeros(0, np.uint8), 0)
-    return PixelSample(np.concatenate(xs), np.concatenate(ys), dropped)
+        return PixelSample(np.zeros((0, source.count), np.float32), np.zeros(0, np.uint8), 0,
+                           np.zeros(0, np.int64))
+    return PixelSample(np.concatenate(xs), np.concatenate(ys), dropped,
+                       np.concatenate(ps).astype(np.int64))
 
 
 def class_probabilities(forest: RandomForestClassifier, x: np.ndarray, n_classes: int
@@ -204,6 +209,12 @@ def check_two_classes(sample: PixelSample, classes: tuple[ClassInfo, ...], needs
             f"(labelled pixels on nodata: {sample.on_nodata}).", fix)
 
 
+def new_forest(settings: ForestSettings) -> RandomForestClassifier:
+    """An unfitted forest of ``settings`` (class-balanced, seeded)."""
+    return RandomForestClassifier(n_estimators=settings.trees, n_jobs=settings.threads,
+                                  class_weight="balanced", random_state=settings.seed)
+
+
 def fit_forest(source: RasterSource, labels: LabelSet, split_map: np.ndarray,
                settings: ForestSettings, reporter: Reporter) -> tuple[RandomForestClassifier,
                                                                      dict[str, Any]]:
@@ -234,8 +245,7 @@ def fit_forest(source: RasterSource, labels: LabelSet, split_map: np.ndarray,
     check_two_classes(train, labels.classes, "The quick map needs training pixels",
                       "Draw polygons of at least two classes where the raster has data in "
                       "every chosen band, or choose other bands.")
-    forest = RandomForestClassifier(n_estimators=settings.trees, n_jobs=settings.threads,
-                                    class_weight="balanced", random_state=settings.seed)
+    forest = new_forest(settings)
     start = time.perf_counter()
     forest.fit(train.x, train.y)
     seconds = time.perf_counter() - start

@@ -28,6 +28,9 @@ from terraseg.protocol.errors import ConfigError
 
 Ranking = Literal["loss", "cleanlab"]
 RANKINGS: tuple[str, ...] = ("loss", "cleanlab")
+Scorer = Literal["network", "forest"]
+#: What predicts the held-out regions: k trained networks, or k random forests of pixels.
+SCORERS: tuple[str, ...] = ("network", "forest")
 #: Probabilities are clipped here before the logarithm (a loss of at most ~27.6).
 EPS = 1e-12
 
@@ -200,6 +203,17 @@ def check_ranking(ranking: str) -> Ranking:
     if ranking not in RANKINGS:
         raise ConfigError(f"Unknown ranking '{ranking}'.", f"Use one of: {', '.join(RANKINGS)}.")
     return ranking  # type: ignore[return-value]
+
+
+def check_scorer(scorer: str) -> Scorer:
+    """``network`` or ``forest``.
+
+    Raises:
+        ConfigError: Any other name (listing the valid ones).
+    """
+    if scorer not in SCORERS:
+        raise ConfigError(f"Unknown scorer '{scorer}'.", f"Use one of: {', '.join(SCORERS)}.")
+    return scorer  # type: ignore[return-value]
 
 
 def suspicion(ranking: Ranking, loss: np.ndarray, quality: np.ndarray) -> np.ndarray:

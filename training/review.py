@@ -2,7 +2,9 @@
 
 k models are trained as ``terraseg cv`` trains them (fold i holds out every k-th region of
 each class as its test set, training/cv.py), so every labelled region (a polygon, or a
-piece of a label raster) is predicted once by a model that never trained on it. Its
+piece of a label raster) is predicted once by a model that never trained on it. The models
+are networks with the training options (``--scorer network``), or random forests of pixels
+fitted on the same folds (``--scorer forest``: seconds instead of k trainings). Its
 labelled pixels' out-of-fold probabilities become the scores of
 :mod:`terraseg.core.label_review`: the mean loss of the given class (the study's way) and
 confident learning (``cleanlab``). The regions are sorted by the chosen ranking and written
@@ -31,6 +33,14 @@ from shapely.ops import unary_union
 
 from terraseg.core.atomic import atomic_path, write_csv_atomic
 from terraseg.core.classes import ClassMapping, classes_from_dicts
+from terraseg.core.forest import (
+    ForestSettings,
+    check_two_classes,
+    class_probabilities,
+    new_forest,
+    read_pixels,
+    sample_positions,
+)
 from terraseg.core.grid import Grid
 from terraseg.core.label_review import (
     Ranking,
@@ -38,6 +48,7 @@ from terraseg.core.label_review import (
     RegionScores,
     check_ranking,
     check_review_numbers,
+    check_scorer,
     confident_learning,
     rank_order,
     suspicion,
@@ -71,7 +82,8 @@ GPKG_TYPES = {"rank": "int", "cleanlab_issue": "int", "pixels": "int", "fold": "
 
 
 def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, top: int,
-               reporter: Reporter, overwrite: bool = False) -> dict[str, Any]:
+               reporter: Reporter, overwrite: bool = False, scorer: str = "network",
+               trees: int = 100) -> dict[str, Any]:
     """Rank the labelled regions by how likely their class is wrong.
 
     Args:
@@ -82,18 +94,24 @@ def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, to
         top: How many of the most suspicious regions the result lists.
         reporter: Progress, log and cancel.
         overwrite: Replace existing outputs.
+        scorer: ``network`` (k networks with ``base``'s options) or ``forest`` (k random
+            forests of pixels with ``trees`` trees, seeded by ``base``'s seed).
+        trees: Trees of each forest (``forest`` only).
 
     Raises:
         TerraSegError: Bad options, outputs that exist, too few regions per class, or any
             training input problem, before any model is trained.
     """
     rank_by = check_ranking(ranking)
+    by = check_scorer(scorer)
     check_review_numbers(k, top)
+    forest = ForestSettings(trees=trees, seed=base.split.seed) if by == "forest" else None
     if base.pseudo.pseudo_labels:
         raise ConfigError("review scores the analyst's labels; --pseudo-labels replaces them.",
                           "Leave out --pseudo-labels (and its options).")
     out = Path(out_dir)
-    models = [p.name for f in range(k) for p in model_file_paths(out / f"fold_{f}.tsm")]
+    models = ([] if forest else
+              [p.name for f in range(k) for p in model_file_paths(out / f"fold_{f}.tsm")])
     check_output_dir(out, [*OUTPUT_NAMES, *models], overwrite)
     start = time.perf_counter()
     reporter.progress(0.0, "prepare", "reading raster and labels")
@@ -105,10 +123,13 @@ def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, to
         reporter.log(f"fold {fold + 1}/{k}")
         cfg = base.replace(k_folds=k, fold=fold, test_fraction=0.0,
                            out=str(out / f"fold_{fold}.tsm"), overwrite=True)
-        res = run_train(cfg, reporter)
-        if not res:  # not the main process of a multi-device run
-            return {}
-        scored = score_fold(res["model"], labels, cfg, cache, acc)
+        if forest is not None:
+            scored = forest_fold(labels, cfg, cache, acc, forest, reporter)
+        else:
+            res = run_train(cfg, reporter)
+            if not res:  # not the main process of a multi-device run
+                return {}
+            scored = score_fold(res["model"], labels, cfg, cache, acc)
         fold_of.update((int(r), fold) for r in scored)
         reporter.progress((fold + 1) / k, "review", f"fold {fold + 1}/{k} scored")
         reporter.check_cancelled()
@@ -125,17 +146,20 @@ def run_review(base: TrainOptions, out_dir: str | Path, k: int, ranking: str, to
         row["bbox"] = [float(v) for v in shape(by_region[row["region_id"]]).bounds]
     paths = [out / name for name in OUTPUT_NAMES]
     flagged = sum(r["cleanlab_issue"] for r in rows)
-    summary = {"ranking": rank_by, "k": k, "regions": len(rows), "flagged": flagged,
-               "unscored_regions": len(unscored), "labels": base.data.labels,
-               "raster": base.data.raster, "classes": [c.name for c in labels.classes],
-               "models": [str(out / f"fold_{f}.tsm") for f in range(k)],
+    summary = {"ranking": rank_by, "scorer": by, "k": k, "regions": len(rows),
+               "flagged": flagged, "unscored_regions": len(unscored),
+               "labels": base.data.labels, "raster": base.data.raster,
+               "classes": [c.name for c in labels.classes],
+               "models": [] if forest else [str(out / f"fold_{f}.tsm") for f in range(k)],
+               "trees": forest.trees if forest else None,
                "seconds": round(time.perf_counter() - start, 1)}
     write_outputs(paths, rows, [by_region[r["region_id"]] for r in rows], crs_wkt, summary)
     reporter.progress(1.0, "review", "done")
-    reporter.log(f"review: {len(rows)} region(s) ranked by {rank_by}, {flagged} flagged by "
-                 f"cleanlab -> {paths[0]}")
+    reporter.log(f"review: {len(rows)} region(s) scored by {k} {by} models, ranked by "
+                 f"{rank_by}, {flagged} flagged by cleanlab -> {paths[0]}")
     return {"review_gpkg": str(paths[0]), "review_csv": str(paths[1]),
-            "review_json": str(paths[2]), "ranking": rank_by, "k": k, "regions": len(rows),
+            "review_json": str(paths[2]), "ranking": rank_by, "scorer": by, "k": k,
+            "regions": len(rows),
             "flagged": flagged,
             "suspects": [{key: r[key] for key in SUSPECT_KEYS} for r in rows[:top]]}
 
@@ -213,6 +237,51 @@ def score_fold(model_path: str, labels: LabelSet, cfg: TrainOptions, cache: Imag
     store = ImageWindowStore(cache, origins, PatchGeometry(sample_px, block_px), stats)
     ds = PatchDataset(store, labels.labels, index.split_map, SPLITS.index("test"), origins)
     return add_test_pixels(loaded.network, ds, labels.regions, acc)
+
+
+#: Held-out pixels the forest predicts at once (bounds memory on large label rasters).
+FOREST_CHUNK_PX = 1_000_000
+
+
+def forest_fold(labels: LabelSet, cfg: TrainOptions, cache: ImageCache,
+                acc: RegionAccumulator, settings: ForestSettings,
+                reporter: Reporter) -> np.ndarray:
+    """Fit a forest on a fold's training and validation regions; add its test regions' pixels.
+
+    The fold's split is the one its network would get (training/sampling.py, ``cfg``'s
+    k folds and fold). The forest is fitted on a class-stratified sample of at most
+    ``settings.max_samples`` pixels, and predicts every labelled pixel of the test regions.
+
+    Returns:
+        The ids of the regions scored.
+
+    Raises:
+        LabelError: The fold's training regions have image data of fewer than two classes.
+    """
+    sp = cfg.split
+    split_cfg = SplitConfig(sp.split, sp.val_fraction, sp.test_fraction, sp.split_block_px,
+                            sp.seed, sp.k_folds, sp.fold)
+    split_map = build_index(labels, split_cfg, sp.split_block_px).split_map
+    lab, source = labels.labels, cache.source
+    rng = np.random.default_rng(settings.seed + sp.fold)
+    fit = read_pixels(source, lab, sample_positions(lab, (split_map == 0) | (split_map == 1),
+                                                    settings.max_samples, rng, True))
+    check_two_classes(fit, labels.classes, f"Fold {sp.fold + 1}'s forest needs training "
+                      "pixels", "Use fewer folds (--k) or draw more polygons of each class.")
+    forest = new_forest(settings)
+    forest.fit(fit.x, fit.y)
+    test = np.flatnonzero(split_map == 2)
+    seen: set[int] = set()
+    for i in range(0, len(test), FOREST_CHUNK_PX):
+        part = read_pixels(source, lab, test[i:i + FOREST_CHUNK_PX])
+        if not len(part.y):
+            continue
+        regions = labels.regions.ravel()[part.positions]
+        acc.add(class_probabilities(forest, part.x, len(labels.classes)), part.y, regions)
+        seen.update(np.unique(regions).tolist())
+    reporter.log(f"fold {sp.fold + 1}: forest of {settings.trees} trees fitted on "
+                 f"{len(fit.y)} pixels, {len(seen)} held-out region(s) scored")
+    return np.array(sorted(seen), dtype=np.int64)
 
 
 @torch.inference_mode()

@@ -59,8 +59,9 @@ def test_review_job_ranks_the_flipped_polygon_first(scene, tmp_path: Path) -> No
     assert events[-1].kind == "result", proc.stderr
     res = events[-1].payload
     assert set(res) == {"command", "review_gpkg", "review_csv", "review_json", "ranking",
-                        "k", "regions", "flagged", "suspects"}
-    assert (res["ranking"], res["k"], res["regions"]) == ("loss", 3, 18)
+                        "scorer", "k", "regions", "flagged", "suspects"}
+    assert (res["ranking"], res["scorer"], res["k"], res["regions"]) == ("loss", "network", 3,
+                                                                        18)
     assert [e.fraction for e in events if e.kind == "progress"
             and e.stage == "review"] == pytest.approx([1 / 3, 2 / 3, 1, 1], abs=1e-3)
     top = res["suspects"]
@@ -93,6 +94,40 @@ def test_review_job_ranks_the_flipped_polygon_first(scene, tmp_path: Path) -> No
         assert shape(feat.geometry).equals(original)
     doc = json.loads((out / "review.json").read_text(encoding="utf-8"))
     assert doc["regions"] == 18 and doc["rows"][0]["feature_id"] == "9"
+
+
+def test_review_with_forests_ranks_the_flipped_polygon_first(scene, tmp_path: Path) -> None:
+    """--scorer forest: k forests of pixels on the same folds, no network, no fold model."""
+    sc, polygons, _, cache = scene
+    out = tmp_path / "rf"
+    proc = terraseg("review", "--raster", sc.raster, "--labels", polygons, "--class-field",
+                    "klass", "--k", "3", "--scorer", "forest", "--trees", "30", "--out-dir",
+                    out, "--cache-dir", cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "scored by forest models" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["review.csv", "review.gpkg",
+                                                      "review.json"]
+    rows = list(csv.DictReader(open(out / "review.csv", encoding="utf-8")))
+    assert len(rows) == 18 and rows[0]["feature_id"] == "9"
+    assert (rows[0]["given_class"], rows[0]["predicted_class"]) == ("unsealed", "sealed")
+    assert float(rows[0]["given_probability"]) < 0.2  # the forests call it sealed
+    # the same folds as the networks': every k-th polygon of each class per fold
+    assert sorted(int(r["fold"]) for r in rows) == [0] * 7 + [1] * 6 + [2] * 5
+    assert float(rows[0]["score"]) > 2 * float(rows[1]["score"])
+    doc = json.loads((out / "review.json").read_text(encoding="utf-8"))
+    assert (doc["scorer"], doc["trees"], doc["models"]) == ("forest", 30, [])
+
+
+def test_review_refuses_an_unknown_scorer(scene, tmp_path: Path) -> None:
+    sc, polygons, _, _ = scene
+    job = {"command": "review", "args": {"raster": str(sc.raster), "labels": str(polygons),
+                                         "class_field": "klass", "scorer": "svm",
+                                         "out_dir": str(tmp_path / "x")}}
+    proc = terraseg("worker", cwd=tmp_path, stdin=json.dumps(job))
+    events = [parse_line(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert events[-1].kind == "error"
+    assert "svm" in events[-1].message and "forest" in events[-1].message + events[-1].hint
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
