@@ -290,6 +290,13 @@ class TrainOptions:
             raise ConfigError(f"--freeze-epochs {net.freeze_epochs} needs a pretrained encoder.",
                               "Add --encoder FILE (from terraseg pretrain, or a model file), "
                               "or leave out --freeze-epochs.")
+        if net.freeze_epochs > self.optim.epochs:
+            raise ConfigError(
+                f"--freeze-epochs {net.freeze_epochs} is more than --epochs "
+                f"{self.optim.epochs}: training would end before the encoder is unfrozen.",
+                f"Use --freeze-epochs {min(5, max(1, self.optim.epochs // 2))} (the study "
+                "freezes 5-10 epochs) or more --epochs; --freeze-epochs equal to --epochs "
+                "keeps the encoder frozen throughout.")
         check_devices(self.runtime.devices)
         if self.runtime.precision not in PRECISIONS:
             raise ConfigError(f"--precision '{self.runtime.precision}' is not a precision "
