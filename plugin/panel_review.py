@@ -6,7 +6,10 @@ layer and the Train section's settings: k models are trained on folds of the pol
 loss, or confident learning), and the most suspicious polygons come back as
 ``review.gpkg`` / ``review.csv`` / ``review.json`` in a new folder ``review/<time>`` next to
 the models folder. The folds start from random weights: fine-tuning the last model would
-score polygons with a model that has seen them.
+score polygons with a model that has seen them. 'Scored by' can replace the k networks with
+k random forests of pixels on the same folds (``scorer`` forest: seconds instead of k
+trainings, no fold models written); Train's settings are still sent then (its seed,
+cache and split settings apply, its network options go unused).
 
 The panel lists the suspects (rank, given -> predicted class, probability); zooming to
 one and accepting, relabelling or deleting it are :mod:`.panel_review_suspects`. Then Train
@@ -55,6 +58,12 @@ REVIEW_LAYER = "review"
 """The layer of ``review.gpkg``."""
 RANKINGS = ("loss", "cleanlab")
 """Rankings of ``terraseg review --ranking``: mean out-of-fold loss, confident learning."""
+SCORERS = {"network": "Networks (Train's settings; minutes)",
+           "forest": "Random forests (seconds)"}
+"""``terraseg review --scorer`` values and the 'Scored by' texts; the first is the default
+(the engine's)."""
+SCORER_WORDS = {"network": "networks", "forest": "random forests"}
+"""How the log and the summary name the models of each scorer."""
 DEFAULT_FOLDS = 5
 DEFAULT_TOP = 50
 SCORE_CLASSES = 5
@@ -65,13 +74,17 @@ _FOLD_LOG = re.compile(r"fold (\d+)/(\d+)")
 
 
 def review_summary(result: dict[str, Any]) -> str:
-    """One line on a review: regions ranked, by what, how many confident learning flags."""
+    """One line on a review: regions scored by what, ranked how, confident learning flags.
+
+    A result without ``scorer`` (an engine before it) was scored by networks.
+    """
     ranking = result.get("ranking", "loss")
     how = "confident learning" if ranking == "cleanlab" else "mean out-of-fold loss"
+    scorer = SCORER_WORDS.get(str(result.get("scorer", "network")), str(result.get("scorer")))
     listed = len(result.get("suspects") or [])
-    return (f"{result.get('regions', 0)} labelled regions ranked by {how} "
-            f"({result.get('k')} folds), {result.get('flagged', 0)} flagged by confident "
-            f"learning; the {listed} most suspicious listed")
+    return (f"{result.get('regions', 0)} labelled regions scored by {result.get('k')} "
+            f"{scorer} (one per fold), ranked by {how}, {result.get('flagged', 0)} flagged "
+            f"by confident learning; the {listed} most suspicious listed")
 
 
 def style_by_score(layer: QgsVectorLayer, field: str = "score") -> None:
@@ -115,7 +128,8 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
         self._review_box = box
         layout = QVBoxLayout(box)
         intro = QLabel("Finds training polygons whose class is probably wrong: each one is "
-                       "scored by a model trained without it (the Train settings, k times).")
+                       "scored by a model trained without it (k networks with the Train "
+                       "settings, or k quick random forests).")
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QFormLayout()
@@ -126,6 +140,16 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
                                           "of the polygons (grouped by region), which it "
                                           "scores. Every class needs at least k polygons.")
         form.addRow("Folds", self.review_folds_spin)
+        self.review_scorer_combo = QComboBox()
+        for value, label in SCORERS.items():
+            self.review_scorer_combo.addItem(label, value)
+        self.review_scorer_combo.setToolTip(
+            "What scores each held-out polygon. Networks (the default, as the engine's): k "
+            "trainings with the Train settings - minutes to hours, and the network's own view "
+            "of the labels. Random forests: k forests of single pixels' band values on the "
+            "same folds - seconds, no training, a quick first pass (they see no texture or "
+            "shape, so they miss mistakes only context reveals).")
+        form.addRow("Scored by", self.review_scorer_combo)
         self.review_ranking_combo = QComboBox()
         self.review_ranking_combo.addItems(list(RANKINGS))
         self.review_ranking_combo.setToolTip(
@@ -141,8 +165,9 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
         layout.addLayout(form)
         self.review_button = QPushButton(REVIEW_BUTTON_TEXT)
         self.review_button.setToolTip(
-            "Trains k models on folds of the label layer's polygons with the Train settings "
-            "and lists the polygons their held-out model disagrees with most.")
+            "Trains k models on folds of the label layer's polygons (networks with the Train "
+            "settings, or random forests: 'Scored by') and lists the polygons their held-out "
+            "model disagrees with most.")
         self.review_button.clicked.connect(lambda: self.review_labels())
         layout.addWidget(self.review_button)
         self.review_summary = QLabel()
@@ -213,12 +238,22 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
         return unique_path(models.parent / REVIEW_FOLDER / stamp)
 
     def set_review_options(self, k: int | None = None, ranking: str | None = None,
-                           top: int | None = None) -> None:
-        """Set the folds, the ranking (``loss`` or ``cleanlab``) and how many are listed.
+                           top: int | None = None, scorer: str | None = None) -> None:
+        """Set the folds, the ranking, how many are listed and the scorer.
+
+        Args:
+            k: Folds.
+            ranking: ``loss`` or ``cleanlab``.
+            top: Polygons listed.
+            scorer: ``network`` or ``forest``.
 
         Raises:
-            KeyError: An unknown ranking.
+            KeyError: An unknown ranking or scorer.
         """
+        if scorer is not None:
+            if scorer not in SCORERS:
+                raise KeyError(f"Unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}.")
+            self.review_scorer_combo.setCurrentIndex(self.review_scorer_combo.findData(scorer))
         if k is not None:
             self.review_folds_spin.setValue(int(k))
         if ranking is not None:
@@ -228,8 +263,15 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
         if top is not None:
             self.review_top_spin.setValue(int(top))
 
+    def review_scorer(self) -> str:
+        """The chosen scorer: ``network`` or ``forest``."""
+        return str(self.review_scorer_combo.currentData() or next(iter(SCORERS)))
+
     def review_job(self, labels: str, out_dir: str) -> dict[str, Any]:
         """The ``review`` job of the panel's raster, labels and Train settings.
+
+        Train's settings go with forests too (the engine leaves them unused; the seed
+        still seeds the forests).
 
         Args:
             labels: The label layer's path for the engine.
@@ -246,7 +288,7 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
             bands=self.bands_spec(), nodata=nodata, **self.terrain_options(),
             **self.training_options(), k=self.review_folds_spin.value(),
             ranking=self.review_ranking_combo.currentText(),
-            top=self.review_top_spin.value(), out_dir=out_dir)
+            top=self.review_top_spin.value(), scorer=self.review_scorer(), out_dir=out_dir)
 
     def review_labels(self, wait: bool = False, timeout_s: float = 3600.0) -> bool:
         """Rank the label layer's polygons by how likely their class is wrong (a worker job).
@@ -285,9 +327,11 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
         request = {"folder": str(out_dir), "label_layer_id": layer.id(),
                    "labels_crs": layer.crs().authid(), "labels": labels}
         args = job["args"]
+        models = (f"{args.get('model')} from scratch" if args["scorer"] == "network"
+                  else "random forests of pixels (Train's network options unused)")
         self._log("info", f"Reviewing the labels of {layer.name()} on {raster.name()}: "
-                          f"{args['k']} folds of {args.get('model')} from scratch, ranking "
-                          f"{args['ranking']}, into {out_dir}")
+                          f"{args['k']} folds of {models}, ranking {args['ranking']}, "
+                          f"into {out_dir}")
         self._review_fold = None
         return self._start_job("review", job,
                                lambda result: self._on_review_result(request, result),

@@ -7,6 +7,10 @@ likely their class is wrong: ``review.gpkg`` (layer ``review``: rank, feature_id
 region_key, given_class, predicted_class, predicted_probability, score), ``review.csv`` and
 ``review.json`` in the output folder.
 
+SCORER chooses what predicts the held-out polygons: k networks (the default, the engine's)
+or k random forests of pixels on the same folds (TREES trees each: seconds, no training, no
+fold model written; the training parameters then go unused but for the seed and cache).
+
 The data and training parameters are 'Train model''s own (:class:`~.train.TrainModel`'s
 definitions, cloned), so a review trains as 'Train model' would; there is no model file to
 write and no model to fine-tune from (each fold starts from random weights), and no
@@ -36,6 +40,9 @@ from .train import TrainModel
 
 #: Rankings of ``terraseg review --ranking``.
 RANKINGS = ("loss", "cleanlab")
+#: Scorers of ``terraseg review --scorer``; the first is the default (the engine's).
+SCORERS = ("network", "forest")
+DEFAULT_TREES = 100
 DEFAULT_FOLDS = 5
 DEFAULT_TOP = 50
 #: 'Train model' parameters a review does not take: its model file, the model to
@@ -74,7 +81,10 @@ class ReviewLabels(TrainModel):
             "review.csv and review.json into the output folder; the log lists the most "
             "suspicious ones. Every class needs at least k polygons. Each fold starts from "
             "random weights (no fine-tuning: a model that saw a polygon cannot judge it), so "
-            "a review takes about k trainings. Correct or delete the polygons in the label "
+            "a review takes about k trainings. Scorer 'forest' replaces the networks by random "
+            "forests of pixels (Trees each) on the same folds: seconds instead of k trainings, "
+            "a quicker but coarser first pass (no texture or shape); the training parameters "
+            "then go unused but for the seed. Correct or delete the polygons in the label "
             "layer, then train again.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
@@ -98,7 +108,7 @@ class ReviewLabels(TrainModel):
             "FLAGGED", self.tr("Regions flagged as mislabelled by confident learning")))
 
     def add_review_parameters(self) -> None:
-        """K (folds), RANKING and TOP."""
+        """K (folds), RANKING, TOP, SCORER and TREES."""
         self.addParameter(QgsProcessingParameterNumber(
             "K", self.tr("Folds (k models; every class needs at least k polygons)"),
             QgsProcessingParameterNumber.Integer, DEFAULT_FOLDS, minValue=2))
@@ -108,6 +118,13 @@ class ReviewLabels(TrainModel):
         self.addParameter(QgsProcessingParameterNumber(
             "TOP", self.tr("Most suspicious polygons listed in the result"),
             QgsProcessingParameterNumber.Integer, DEFAULT_TOP, minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(
+            "SCORER", self.tr("Scored by: k networks (training parameters below), or k random "
+                              "forests of pixels (seconds)"),
+            list(SCORERS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "TREES", self.tr("Trees per random forest (scorer 'forest' only)"),
+            QgsProcessingParameterNumber.Integer, DEFAULT_TREES, minValue=1))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
@@ -130,12 +147,15 @@ class ReviewLabels(TrainModel):
             "k": self.parameterAsInt(parameters, "K", context),
             "ranking": RANKINGS[self.parameterAsEnum(parameters, "RANKING", context)],
             "top": self.parameterAsInt(parameters, "TOP", context),
+            "scorer": SCORERS[self.parameterAsEnum(parameters, "SCORER", context)],
+            "trees": self.parameterAsInt(parameters, "TREES", context),
             "out_dir": out_dir, "overwrite": True,
         }
         named.update(self.extra_options(parameters, context))  # the JSON options win
         result = self.run_engine(jobs.make_job("review", **named), feedback)
         suspects = result.get("suspects") or []
-        feedback.pushInfo(f"{result.get('regions')} labelled regions ranked by "
+        feedback.pushInfo(f"{result.get('regions')} labelled regions scored by "
+                          f"{result.get('scorer', 'network')} models, ranked by "
                           f"{result.get('ranking')} ({result.get('k')} folds), "
                           f"{result.get('flagged')} flagged by confident learning; the most "
                           "suspicious:")

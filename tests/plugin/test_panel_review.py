@@ -6,7 +6,8 @@ checked field by field (the Train settings, no fine-tuning, the review options);
 result in the engine's contract (``review.gpkg`` with layer ``review``, written here with
 QGIS) is fed to the panel's own result handler. Selecting a suspect must zoom the map (in
 another CRS than the labels') to its box and select it; Change class and Delete edit the
-label layer undoably without saving it.
+label layer undoably without saving it. One review runs through the engine with random
+forests (seconds): the scorer reaches the result and no fold model is written.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def test_review_job_carries_the_train_settings(panel, started, scene, tmp_path) 
                                                         "sealed=sealed,unsealed=unsealed")
     assert args["bands"] == panel.bands_spec()
     assert (args["k"], args["ranking"], args["top"]) == (3, "cleanlab", 10)
+    assert args["scorer"] == "network"  # the engine's default, Train's settings used
     out_dir = Path(args["out_dir"])
     assert out_dir.parent == tmp_path / "review" and not out_dir.exists()
     assert "init_model" not in args and "out" not in args  # k new models, none written
@@ -162,10 +164,31 @@ def test_review_job_carries_the_train_settings(panel, started, scene, tmp_path) 
     # the same training options as Train sends
     assert {k: args[k] for k in panel.training_options() if k in args} == {
         k: v for k, v in panel.training_options().items() if v is not None}
-    assert "3 folds" in panel.log_text() and "ranking cleanlab" in panel.log_text()
+    assert f"3 folds of {args['model']} from scratch" in panel.log_text(), panel.log_text()
+    assert "ranking cleanlab" in panel.log_text()
+
+    # forests: the same job with scorer forest (Train's settings still sent, unused)
+    started.clear()
+    combo = panel.review_scorer_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == [
+        "Networks (Train's settings; minutes)", "Random forests (seconds)"]
+    assert "default" in combo.toolTip() and "seconds" in combo.toolTip()
+    combo.setCurrentText("Random forests (seconds)")
+    assert panel.review_labels()
+    [(_, forest_job, _)] = started
+    assert forest_job["args"]["scorer"] == "forest"
+    assert {k: v for k, v in forest_job["args"].items() if k not in ("scorer", "out_dir")} == {
+        k: v for k, v in args.items() if k not in ("scorer", "out_dir")}
+    assert panel.log_text().rstrip().endswith(
+        f"3 folds of random forests of pixels (Train's network options unused), ranking "
+        f"cleanlab, into {forest_job['args']['out_dir']}")
+    panel.set_review_options(scorer="network")
+    assert panel.review_scorer() == "network" and combo.currentIndex() == 0
 
     with pytest.raises(KeyError, match="cleanlab"):
         panel.set_review_options(ranking="median")
+    with pytest.raises(KeyError, match="forest"):
+        panel.set_review_options(scorer="svm")
 
 
 def test_suspects_zoom_select_change_and_delete(panel, started, scene, qgis_iface,
@@ -191,9 +214,9 @@ def test_suspects_zoom_select_change_and_delete(panel, started, scene, qgis_ifac
         ("1", "unsealed → sealed", "0.80", "2.000"),   # fid 3: a sealed box, flipped
         ("2", "sealed → unsealed", "0.70", "1.000"),   # fid 12: an unsealed box, flipped
         ("3", "sealed → sealed", "0.60", "0.000")]     # fid 5: right
-    assert panel.review_summary.text().startswith(
-        "18 labelled regions ranked by mean out-of-fold loss (3 folds), 3 flagged by confident "
-        "learning; the 3 most suspicious listed.")
+    assert panel.review_summary.text().startswith(  # no scorer in the result: networks
+        "18 labelled regions scored by 3 networks (one per fold), ranked by mean out-of-fold "
+        "loss, 3 flagged by confident learning; the 3 most suspicious listed.")
     review = panel.review_layer()
     assert review is not None and review.featureCount() == 3
     assert isinstance(review.renderer(), QgsGraduatedSymbolRenderer)
@@ -313,6 +336,9 @@ def test_review_through_the_engine_lists_the_label_layers_features(panel, engine
     assert panel.metrics_table.rowCount() == 0  # the folds' epochs are not Train's
     result = panel.last_review["result"]
     assert result["regions"] == 18 and result["k"] == 2 and result["ranking"] == "loss"
+    assert result["scorer"] == "network"  # the default: the fold networks are written
+    assert sorted(p.name for p in Path(panel.last_review["folder"]).glob("fold_*.tsm")) == [
+        "fold_0.tsm", "fold_1.tsm"]
     rows = panel.review_suspects
     assert len(rows) == 5 == len(panel.review_rows())
     assert [s["rank"] for s in rows] == [1, 2, 3, 4, 5]
@@ -329,3 +355,34 @@ def test_review_through_the_engine_lists_the_label_layers_features(panel, engine
     assert layer.selectedFeatureIds() == [int(rows[0]["feature_id"])]
     assert qgis_iface.mapCanvas().extent().contains(
         on_map(layer, rows[0]["bbox"], qgis_iface.mapCanvas()))
+
+
+def test_review_with_forests_through_the_engine(panel, engine, scene, cache_dir, tmp_path
+                                                ) -> None:
+    """'Random forests': k forests on the folds in seconds, no fold model, the list fills."""
+    if not has_review_command(engine):
+        pytest.skip("the engine has no `terraseg review` command yet")
+    raster = QgsRasterLayer(str(scene.raster), "scene", "gdal")
+    QgsProject.instance().addMapLayer(raster)
+    panel.set_raster_layer(raster)
+    layer = draw_scene_labels(panel, tmp_path)
+    panel.set_training_options(cache_dir=str(cache_dir))
+    panel.set_review_options(k=3, top=6, scorer="forest")
+    assert panel.review_labels(wait=True, timeout_s=120), panel.log_text()
+    result = panel.last_review["result"]
+    assert (result["scorer"], result["k"], result["regions"]) == ("forest", 3, 18)
+    folder = Path(panel.last_review["folder"])
+    assert sorted(p.name for p in folder.iterdir()) == ["review.csv", "review.gpkg",
+                                                        "review.json"]  # no fold_*.tsm
+    assert "random forests of pixels" in panel.log_text()
+    assert panel.review_summary.text().startswith(
+        "18 labelled regions scored by 3 random forests (one per fold), ranked by mean "
+        "out-of-fold loss,")
+    rows = panel.review_suspects
+    assert [s["rank"] for s in rows] == [1, 2, 3, 4, 5, 6] and len(panel.review_rows()) == 6
+    for suspect in rows:
+        assert given_class(layer, int(suspect["feature_id"])) == suspect["given_class"]
+    # the boxes' pixels separate the classes: the forests put the two flipped ones first
+    assert sorted(int(s["feature_id"]) for s in rows[:2]) == list(FLIPPED)
+    assert all(s["predicted_class"] != s["given_class"] for s in rows[:2])
+    assert panel.progress_bar.value() == 1000 and panel.metrics_table.rowCount() == 0

@@ -1,14 +1,16 @@
 """Processing's 'Review labels (find mislabelled polygons)' (issue 12).
 
 The algorithm's parameters are 'Train model''s (less its model file, fine-tuning and
-pseudo-labels) plus K, RANKING, TOP and an output folder; the job it sends is compared with
-the job 'Train model' sends for the same parameters (run_engine replaced in both). One run
-goes through the real engine on the synthetic scene (96x96, 9 polygons per class) when the
-engine has the ``review`` command.
+pseudo-labels) plus K, RANKING, TOP, SCORER, TREES and an output folder; the job it sends
+is compared with the job 'Train model' sends for the same parameters (run_engine replaced in
+both). Runs go through the real engine on the synthetic scene (96x96, 9 polygons per class)
+when the engine has the ``review`` command: with random forests (seconds), and with networks
+(slow).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -24,8 +26,8 @@ TINY = {"EPOCHS": TINY_TRAIN["epochs"], "PATIENCE": TINY_TRAIN["patience"],
         "BLOCKS": TINY_TRAIN["blocks"], "SAMPLES_PER_EPOCH": TINY_TRAIN["samples_per_epoch"],
         "BATCH_SIZE": TINY_TRAIN["batch_size"]}
 RESULT = {"review_gpkg": "/r/review.gpkg", "review_csv": "/r/review.csv",
-          "review_json": "/r/review.json", "ranking": "cleanlab", "k": 3, "regions": 18,
-          "flagged": 2, "suspects": [
+          "review_json": "/r/review.json", "ranking": "cleanlab", "scorer": "forest", "k": 3,
+          "regions": 18, "flagged": 2, "suspects": [
               {"rank": 1, "feature_id": "7", "region_key": "v:a", "given_class": "sealed",
                "predicted_class": "unsealed", "predicted_probability": 0.91, "score": 2.5,
                "bbox": [0, 0, 1, 1]}]}
@@ -70,7 +72,7 @@ def test_listed_by_the_provider(terraseg_provider):
     kept = [name for name in train_names if name not in NOT_FOR_REVIEW]
     assert kept[:5] == ["INPUT_RASTER", "LABELS", "CLASS_FIELD", "CLASS_MAP", "BANDS"]
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        *kept[:5], "K", "RANKING", "TOP", *kept[5:], "OUTPUT_FOLDER"]
+        *kept[:5], "K", "RANKING", "TOP", "SCORER", "TREES", *kept[5:], "OUTPUT_FOLDER"]
     assert {"EPOCHS", "ARCHITECTURE", "PATCH_SIZE", "CACHE_DIR", "EXTRA_OPTIONS"} <= set(kept)
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT_FOLDER", "REVIEW", "CSV", "REGIONS", "FLAGGED"]
@@ -79,6 +81,9 @@ def test_listed_by_the_provider(terraseg_provider):
     assert (params["K"].defaultValue(), params["RANKING"].defaultValue(),
             params["TOP"].defaultValue()) == (5, 0, 50)
     assert params["K"].minimum() == 2
+    assert params["SCORER"].options() == ["network", "forest"]
+    assert (params["SCORER"].defaultValue(), params["TREES"].defaultValue(),
+            params["TREES"].minimum()) == (0, 100, 1)
     # the training parameters are Train model's own: same defaults
     train = {p.name(): p for p in terraseg_provider.algorithm("train_model")
              .parameterDefinitions()}
@@ -87,7 +92,7 @@ def test_listed_by_the_provider(terraseg_provider):
         assert params[name].description() == train[name].description(), name
     help_text = alg.shortHelpString()
     assert all(word in help_text for word in ("review.gpkg", "k folds", "confident learning",
-                                              "random weights"))
+                                              "random weights", "random forests"))
 
 
 def test_job_is_train_models_with_the_review_fields(processing, scene, tmp_path,
@@ -106,27 +111,30 @@ def test_job_is_train_models_with_the_review_fields(processing, scene, tmp_path,
               "EXTRA_OPTIONS": '{"val_fraction": 0.3}'}
     out = str(tmp_path / "review")
     feedback = Feedback()
-    res = processing.run(ALG, {**common, "K": 3, "RANKING": 1, "TOP": 7,
-                               "OUTPUT_FOLDER": out}, feedback=feedback)
+    res = processing.run(ALG, {**common, "K": 3, "RANKING": 1, "TOP": 7, "SCORER": 1,
+                               "TREES": 12, "OUTPUT_FOLDER": out}, feedback=feedback)
     processing.run("terraseg:train_model", {**common, "OUTPUT": str(tmp_path / "m.tsm")})
     review, train = sent
     assert review["command"] == "review"
     expected = {k: v for k, v in train["args"].items() if k != "out"}
-    expected.update(k=3, ranking="cleanlab", top=7, out_dir=out)
+    expected.update(k=3, ranking="cleanlab", top=7, scorer="forest", trees=12, out_dir=out)
     assert review["args"] == expected
     assert review["args"]["epochs"] == 2 and review["args"]["val_fraction"] == 0.3
     assert res == {"OUTPUT_FOLDER": out, "REVIEW": "/r/review.gpkg|layername=review",
                    "CSV": "/r/review.csv", "REGIONS": 18, "FLAGGED": 2}
-    first = feedback.info.index("18 labelled regions ranked by cleanlab (3 folds), 2 flagged "
-                                "by confident learning; the most suspicious:")
+    first = feedback.info.index("18 labelled regions scored by forest models, ranked by "
+                                "cleanlab (3 folds), 2 flagged by confident learning; the "
+                                "most suspicious:")
     assert feedback.info[first + 1] == "1. feature 7: sealed -> unsealed (p 0.91, score 2.500)"
 
-    # defaults: 5 folds, loss, 50 listed
+    # defaults: 5 folds, loss, 50 listed, networks (the engine's default; trees unused)
     processing.run(ALG, {**common, "OUTPUT_FOLDER": out})
-    assert {k: sent[-1]["args"][k] for k in ("k", "ranking", "top")} == {
-        "k": 5, "ranking": "loss", "top": 50}
+    assert {k: sent[-1]["args"][k] for k in ("k", "ranking", "top", "scorer", "trees")} == {
+        "k": 5, "ranking": "loss", "top": 50, "scorer": "network", "trees": 100}
     with pytest.raises(QgsProcessingException):
         processing.run(ALG, {**common, "K": 1, "OUTPUT_FOLDER": out})
+    with pytest.raises(QgsProcessingException):
+        processing.run(ALG, {**common, "TREES": 0, "OUTPUT_FOLDER": out})
     assert len(sent) == 3
 
 
@@ -149,3 +157,24 @@ def test_review_of_the_scene_through_the_engine(processing, engine, scene, cache
             "score"} <= names
     ranks = sorted(int(f["rank"]) for f in layer.getFeatures())
     assert ranks == list(range(1, 19))
+
+
+def test_review_with_forests_through_the_engine(processing, engine, scene, cache_dir, tmp_path):
+    """SCORER forest and TREES reach the engine: k forests, no training, no fold model."""
+    if not has_review_command(engine):
+        pytest.skip("the engine has no `terraseg review` command yet")
+    out = tmp_path / "review"
+    feedback = Feedback()
+    res = processing.run(ALG, {
+        "INPUT_RASTER": str(scene.raster), "LABELS": str(scene.labels), "CLASS_FIELD": "klass",
+        "K": 3, "TOP": 5, "SCORER": 1, "TREES": 7, "CACHE_DIR": str(cache_dir),
+        "OUTPUT_FOLDER": str(out)}, feedback=feedback)
+    assert res["REGIONS"] == 18
+    assert sorted(p.name for p in out.iterdir()) == ["review.csv", "review.gpkg", "review.json"]
+    doc = json.loads((out / "review.json").read_text(encoding="utf-8"))
+    assert (doc["scorer"], doc["trees"], doc["k"], doc["models"]) == ("forest", 7, 3, [])
+    assert any(line.startswith("18 labelled regions scored by forest models, ranked by loss "
+                               "(3 folds)") for line in feedback.info), feedback.info
+    layer = QgsVectorLayer(res["REVIEW"], "review", "ogr")
+    assert layer.isValid() and layer.featureCount() == 18
+    assert sorted(int(f["rank"]) for f in layer.getFeatures()) == list(range(1, 19))
