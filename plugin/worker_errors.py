@@ -118,6 +118,7 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
           ANY: "the engine's 'k' setting (not in the panel)"},
     "ranking": {ANY: "the Ranking in Review labels"},
     "top": {ANY: "Polygons listed in Review labels"},
+    "scorer": {ANY: "'Scored by' in Review labels"},
 }
 
 # "--flag" with the value that follows it, when it is one (a number, a quoted text, a

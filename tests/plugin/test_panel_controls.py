@@ -263,6 +263,8 @@ CONTROLS = (
     Control("review_folds_spin", spin(3), {"review": {"k": 3}}),
     Control("review_ranking_combo", text("cleanlab"), {"review": {"ranking": "cleanlab"}}),
     Control("review_top_spin", spin(20), {"review": {"top": 20}}),
+    Control("review_scorer_combo", text("Random forests (seconds)"),
+            {"review": {"scorer": "forest"}}),
     # Data & task, Labels
     Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS}),
     Control("band_table", cell(3, 3, "nir_b"),
