@@ -34,6 +34,9 @@ from terraseg.protocol.errors import RasterError
 NO_CODE = 0
 #: Nodata of probabilities after warping.
 NO_PROB = -1.0
+#: The shift is measured on at most this many pixels per side (the centre of the common
+#: data): enough for a global shift, and the FFT's memory stays bounded.
+MAX_SHIFT_WINDOW_PX = 2048
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def _warp_classes(ds: rasterio.DatasetReader, grid: Grid, transform
 def _measure(a: np.ndarray, valid_a: np.ndarray, b: np.ndarray, valid_b: np.ndarray,
              images: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
              ) -> ShiftEstimate:
-    """Shift of B against A on the box of their common data."""
+    """Shift of B against A on the box of their common data (its centre when large)."""
     if images:
         img_a, img_b, va, vb = images
     else:
@@ -161,12 +164,20 @@ def _measure(a: np.ndarray, valid_a: np.ndarray, b: np.ndarray, valid_b: np.ndar
         raise RasterError("After the shift, the two dates share no pixel with data.",
                           "Check the inputs, or pass --max-shift -1 to skip the check.")
     rows, cols = np.nonzero(both)
-    box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    r0, r1 = _central(int(rows.min()), int(rows.max()) + 1)
+    c0, c1 = _central(int(cols.min()), int(cols.max()) + 1)
+    box = np.s_[r0:r1, c0:c1]
     if images:
         ia, ib = fill_invalid(img_a[box], both[box]), fill_invalid(img_b[box], both[box])
     else:
         ia, ib = class_image(img_a[box], both[box]), class_image(img_b[box], both[box])
     return estimate_shift(ia, ib)
+
+
+def _central(start: int, stop: int) -> tuple[int, int]:
+    """The central :data:`MAX_SHIFT_WINDOW_PX` of [start, stop) (all of it when shorter)."""
+    extra = max(0, stop - start - MAX_SHIFT_WINDOW_PX)
+    return start + extra // 2, stop - (extra - extra // 2)
 
 
 def _images(inputs: PairInputs, grid: Grid, shift: ShiftEstimate | None
