@@ -70,6 +70,7 @@ def _load() -> None:
     """Import the command modules (they register themselves)."""
     from terraseg.cli import (  # noqa: F401
         commands_apply,
+        commands_change,
         commands_files,
         commands_inspect,
         commands_pretrain,
