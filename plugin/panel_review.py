@@ -147,8 +147,10 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
             "What scores each held-out polygon. Networks (the default, as the engine's): k "
             "trainings with the Train settings - minutes to hours, and the network's own view "
             "of the labels. Random forests: k forests of single pixels' band values on the "
-            "same folds - seconds, no training, a quick first pass (they see no texture or "
-            "shape, so they miss mistakes only context reveals).")
+            "same folds - seconds, no training, a quick first pass; with few or noisy "
+            "polygons they found more of the flipped polygons than networks did "
+            "(docs/label_review.md). They see no texture or shape, so they miss mistakes "
+            "only context reveals.")
         form.addRow("Scored by", self.review_scorer_combo)
         self.review_ranking_combo = QComboBox()
         self.review_ranking_combo.addItems(list(RANKINGS))
