@@ -37,11 +37,12 @@ def _change_args(p: argparse.ArgumentParser) -> None:
                                                     "fromto_area.csv, fromto.json, ...")
     p.add_argument("--legend", metavar="CSV", help="class names: code,name[,colour] (CORINE's "
                                                    "grid_code,clc_code,... legend works)")
-    p.add_argument("--max-shift", type=float, default=1.0, metavar="PX",
+    p.add_argument("--max-shift", type=float, default=0.5, metavar="PX",
                    help="largest misregistration (pixels, measured by phase correlation) "
                         "accepted; negative: do not check")
     p.add_argument("--correct-shift", action="store_true",
-                   help="move the second date by the measured shift instead of refusing")
+                   help="move the second date by the measured shift (whenever it is over "
+                        "0.1 px) instead of refusing one over --max-shift")
     p.add_argument("--border", type=int, default=0, metavar="PX",
                    help="pixels within this distance of a class boundary of either map are "
                         "unknown (not compared): removes sliver changes")

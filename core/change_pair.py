@@ -99,13 +99,18 @@ def class_validity(ds: rasterio.DatasetReader, codes: np.ndarray) -> np.ndarray:
     return (codes != nodata) & (codes != NO_CODE)
 
 
+#: Shifts shorter than this (pixels) are not corrected: within the estimate's precision.
+MIN_CORRECTION_PX = 0.1
+
+
 def load_pair(inputs: PairInputs, max_shift_px: float, correct_shift: bool) -> AlignedPair:
     """Read both dates onto A's grid and check (or correct) their misregistration.
 
     Args:
         inputs: The rasters.
         max_shift_px: Largest shift accepted without correction; negative: no check.
-        correct_shift: Move B by the measured shift when it exceeds ``max_shift_px``.
+        correct_shift: Move B by the measured shift whenever it exceeds
+            :data:`MIN_CORRECTION_PX` (``max_shift_px`` then refuses nothing).
 
     Raises:
         RasterError: Rasters that cannot be read, do not overlap, share no pixel with data,
@@ -127,16 +132,16 @@ def load_pair(inputs: PairInputs, max_shift_px: float, correct_shift: bool) -> A
         images = _images(inputs, grid, None) if inputs.image_a and inputs.image_b else None
         source = "images" if images else "classes"
         shift = residual = None
-        if max_shift_px >= 0:
+        if max_shift_px >= 0 or correct_shift:
             shift = _measure(a, valid_a, b, valid_b, images)
-            if shift.length_px > max_shift_px:
-                if not correct_shift:
-                    raise _shift_error(shift, max_shift_px, source)
+            if correct_shift and shift.length_px > MIN_CORRECTION_PX:
                 moved = shifted_transform(ds_b.transform, grid, shift.dx_px, shift.dy_px)
                 b, valid_b = _warp_classes(ds_b, grid, moved)
                 if images:
                     images = _images(inputs, grid, shift)
                 residual = _measure(a, valid_a, b, valid_b, images)
+            elif not correct_shift and 0 <= max_shift_px < shift.length_px:
+                raise _shift_error(shift, max_shift_px, source)
         prob_a = _probabilities(inputs.probability_a, grid, None)
         prob_b = _probabilities(inputs.probability_b, grid,
                                 shift if residual is not None else None)

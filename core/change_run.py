@@ -72,7 +72,7 @@ class ChangeOptions:
     """
 
     legend: str | None = None
-    max_shift_px: float = 1.0
+    max_shift_px: float = 0.5
     correct_shift: bool = False
     border_px: int = 0
     threshold: float = 0.5

@@ -160,6 +160,11 @@ def test_a_two_pixel_shift_is_measured_refused_and_corrected(tmp_path: Path) -> 
     assert fixed["changed_px"] == 0 and fixed["shift"]["corrected"]
     assert fixed["shift"]["residual_px"] <= 0.2
     assert fixed["compared_px"] == N * (N - 2)  # B has no data under A's last 2 columns
+    # --correct-shift corrects any measurable shift, also one --max-shift would accept
+    loose = run(tmp_path, ca, cb, out="loose", correct_shift=True, max_shift_px=5.0)
+    assert loose["shift"]["corrected"] and loose["changed_px"] == 0
+    kept = run(tmp_path, ca, cb, out="kept", max_shift_px=5.0)
+    assert not kept["shift"]["corrected"] and kept["changed_px"] == naive["changed_px"]
 
 
 def test_a_border_band_removes_boundary_slivers_not_real_change(tmp_path: Path) -> None:
