@@ -47,8 +47,8 @@ def _change_args(p: argparse.ArgumentParser) -> None:
                    help="pixels within this distance of a class boundary of either map are "
                         "unknown (not compared): removes sliver changes")
     p.add_argument("--threshold", type=float, default=0.5,
-                   help="change probability from which a pixel is changed (with both "
-                        "probability rasters)")
+                   help="with both probability rasters: a pixel whose class differs is "
+                        "changed from this change probability on")
     p.add_argument("--zones", help="polygons: a from-to table per zone (fromto_zones.csv)")
     p.add_argument("--zone-field", help="zone attribute naming the zones")
     p.add_argument("--transition", action="append", default=[], metavar="FROM=TO",

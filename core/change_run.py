@@ -6,8 +6,10 @@ without ``overwrite``:
 - ``fromto.tif``: from-to code per pixel (core/change.py), colour table, tag
   ``TERRASEG_CLASSES`` naming each code ``from -> to`` (so ``terraseg vectorise``/``areas``
   name them), band description listing the code rule;
-- ``change_mask.tif``: 1 changed, 0 unchanged, 255 nodata or unknown; from the change
-  probability at ``threshold`` when both probability rasters are given, else class differs;
+- ``change_mask.tif``: 1 changed, 0 unchanged, 255 nodata or unknown: the class differs
+  and, when both probability rasters are given, the change probability is at least
+  ``threshold`` (an unsure pixel of the same class on both dates has a change probability
+  of 0.5 or more, but is no change);
 - ``change_probability.tif`` (float32, -1 nodata): only with both probability rasters;
 - ``fromto_area.csv``: rows from, columns to, m2 and % of the compared area;
 - ``fromto.json``: the summary (also the command's result);
@@ -141,8 +143,8 @@ def run_change(inputs: PairInputs, opts: ChangeOptions, out_dir: str | Path,
     prob = _change_probability(pair, classes)
     class_changed = changed_codes(classes.k)[ft]
     if prob is not None:
-        known = (ft > 0) & (prob >= 0)
-        mask = np.where(known, prob >= opts.threshold, MASK_NODATA)
+        known = (ft > 0) & (prob >= 0)  # a class flip the models are unsure of is no change
+        mask = np.where(known, class_changed & (prob >= opts.threshold), MASK_NODATA)
     else:
         known = ft > 0
         mask = np.where(known, class_changed, MASK_NODATA)

@@ -25,6 +25,7 @@ from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, Q
 
 from . import label_layer, presets, project_state
 from .engine import EngineLocation, find_engine
+from .panel_change import ChangePanelMixin
 from .panel_common import TITLE, exec_qt, group_box, name_widgets
 from .panel_coverage import CoveragePanelMixin
 from .panel_data import DataPanelMixin
@@ -54,6 +55,7 @@ class TerraSegDock(
     PredictPanelMixin,
     EvaluatePanelMixin,
     ExportPanelMixin,
+    ChangePanelMixin,
     JobsPanelMixin,
     QgsDockWidget,
 ):
@@ -152,6 +154,7 @@ class TerraSegDock(
         layout.addWidget(self._build_predict_box())
         layout.addWidget(self._build_evaluate_box())
         layout.addWidget(self._build_export_box())
+        layout.addWidget(self._build_change_box())
         layout.addWidget(self._build_log_box())
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -285,6 +288,7 @@ class TerraSegDock(
         self._update_pseudo_controls(busy, has_raster)
         self._update_encoder_controls(busy, has_raster)
         self._update_review_controls(busy, has_raster, has_labels)
+        self._update_change_controls(busy, has_raster)
         self._explain_buttons()  # tooltips say why a button is disabled
 
     def shutdown(self) -> None:

@@ -101,6 +101,8 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "extent-layer": {ANY: "Predict's Extent of layer"},
     "out-dir": {"review": "the review folder (Review labels makes a new one next to the "
                           "models folder)",
+                "change": "the change folder (Map change makes a new one next to the models "
+                          "folder)",
                 ANY: "the results folder (Predict makes a new one next to the model)"},
     # Export
     "classes": {ANY: "the class map of the last prediction"},
@@ -119,6 +121,15 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "ranking": {ANY: "the Ranking in Review labels"},
     "top": {ANY: "Polygons listed in Review labels"},
     "scorer": {ANY: "'Scored by' in Review labels"},
+    # Change
+    "raster-a": {ANY: "the Raster in Data & task (the first date)"},
+    "raster-b": {ANY: "the Second date in Change"},
+    "classes-a": {ANY: "'Classes, first date' in Change"},
+    "classes-b": {ANY: "'Classes, second date' in Change"},
+    "max-shift": {ANY: "the Largest shift in Change"},
+    "correct-shift": {ANY: "'Correct the shift' in Change"},
+    "border": {ANY: "the Border band in Change"},
+    "transition": {ANY: "the Transitions of interest in Change"},
 }
 
 # "--flag" with the value that follows it, when it is one (a number, a quoted text, a

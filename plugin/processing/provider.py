@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..engine import PLUGIN_DIR, find_engine
 from .areas import AreaStatistics
 from .base import TerraSegAlgorithm
+from .change import ChangeBetweenClassMaps, ChangeBetweenDates
 from .evaluate import Evaluate
 from .predict import Predict
 from .pseudo_label import PseudoLabels
@@ -22,7 +23,7 @@ from .vectorise import Vectorise
 ICON = PLUGIN_DIR / "resources" / "icon.png"
 ALGORITHMS: tuple[type[TerraSegAlgorithm], ...] = (
     RasteriseLabels, TrainModel, Predict, Evaluate, Vectorise, AreaStatistics, PseudoLabels,
-    ReviewLabels)
+    ReviewLabels, ChangeBetweenDates, ChangeBetweenClassMaps)
 
 
 def plugin_version() -> str:
@@ -36,10 +37,11 @@ def plugin_version() -> str:
 
 
 class TerraSegProvider(QgsProcessingProvider):
-    """Processing provider ``terraseg`` with TerraSeg's eight algorithms.
+    """Processing provider ``terraseg`` with TerraSeg's ten algorithms.
 
-    Rasterise labels, Train model, Predict, Evaluate, Vectorise, Area statistics and
-    Pseudo-labels from coarse labels (random forest) and Review labels.
+    Rasterise labels, Train model, Predict, Evaluate, Vectorise, Area statistics,
+    Pseudo-labels from coarse labels (random forest), Review labels, Change between two
+    dates and Change between two class maps.
     """
 
     def id(self) -> str:

@@ -141,6 +141,15 @@ def test_change_probability_is_one_minus_the_chance_both_dates_agree(tmp_path: P
     mask = read(tmp_path / "out" / "change_mask.tif")
     assert mask[0, 0] == 255 and (mask[1:] == 0).all()  # 0.62 < 0.7: no change
     assert res["changed_by"] == "probability" and res["class_changed_px"] == N * N
+    run(tmp_path, ca, cb, pa=paths[0], pb=paths[1], threshold=0.6, max_shift_px=-1,
+        out="low")
+    assert (read(tmp_path / "low" / "change_mask.tif")[1:] == 1).all()  # 0.62 >= 0.6
+    # the same unsure map on both dates: change probability 0.32, 0.5 at p = (0.5, 0.5),
+    # but the class never differs, so nothing is changed at any threshold
+    run(tmp_path, ca, ca, pa=paths[0], pb=paths[0], threshold=0.3, max_shift_px=-1,
+        out="same")
+    assert np.allclose(read(tmp_path / "same" / "change_probability.tif")[1:, 1:], 0.32)
+    assert (read(tmp_path / "same" / "change_mask.tif")[1:] == 0).all()
 
 
 def test_a_two_pixel_shift_is_measured_refused_and_corrected(tmp_path: Path) -> None:

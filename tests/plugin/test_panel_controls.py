@@ -49,12 +49,15 @@ VOLATILE = {"out", "out_dir", "extent_layer", "zones"}
 # it sends Train's settings (so every Train row changes it too, by design) plus its own
 # folds, ranking and length, whose rows name it
 ACTIONS = ("train", "predict", "vectorise", "areas", "areas_zones", "evaluate", "quickmap",
-           "pseudo-label", "pretrain")
+           "pseudo-label", "pretrain", "change")
 INPUT_TYPES = (QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QLineEdit)
 
 # Input widgets that reach no job, each with the reason.
 EXCLUDED = {
     "debug_check": "Log: shows the engine's debug lines in the panel's log; no engine option",
+    "change_from_combo": "Change: the from class that Add writes into Transitions of interest "
+                         "(whose row checks the job)",
+    "change_to_combo": "Change: the to class that Add writes into Transitions of interest",
 }
 
 
@@ -265,6 +268,28 @@ CONTROLS = (
     Control("review_top_spin", spin(20), {"review": {"top": 20}}),
     Control("review_scorer_combo", text("Random forests (seconds)"),
             {"review": {"scorer": "forest"}}),
+    # Change (issue 13): the last model predicts Data & task's raster and the second date,
+    # then two class layers are compared instead
+    Control("change_raster_combo", pick_layer("raster2"),
+            {"change": {"model": lambda v, ctx: v == ctx.dock.last_model,
+                        "raster_a": lambda v, ctx: v == ctx.dock.raster_layer().source(),
+                        "raster_b": path_of("raster2"), "bands": "red=1,green=2,blue=3,nir=4",
+                        "max_shift": 1.0, "border": 0, "correct_shift": ABSENT,
+                        "transition": ABSENT, "classes_a": ABSENT}},
+            why="no second date, no change job: this row starts it"),
+    Control("change_max_shift_spin", spin(2.5), {"change": {"max_shift": 2.5}}),
+    Control("change_correct_shift_check", check(True), {"change": {"correct_shift": True}}),
+    Control("change_border_spin", spin(2), {"change": {"border": 2}}),
+    Control("change_transitions_edit", text("sealed=unsealed; *=sealed"),
+            {"change": {"transition": ["sealed=unsealed", "*=sealed"]}}),
+    Control("change_classes_a_combo", pick_layer("coarse"), {},
+            why="unused while the last model predicts both dates"),
+    Control("change_classes_b_combo", pick_layer("dem"), {}),
+    Control("change_source_combo", text("Two class layers"),
+            {"change": {"classes_a": path_of("coarse"), "classes_b": path_of("dem"),
+                        "model": ABSENT, "raster_a": ABSENT, "raster_b": ABSENT,
+                        "bands": ABSENT, "max_shift": 2.5, "border": 2}},
+            why="from here on the change job ignores Data & task's raster and bands"),
     # Data & task, Labels
     Control("nodata_edit", text("7"), {kind: {"nodata": 7.0} for kind in NODATA_JOBS}),
     Control("band_table", cell(3, 3, "nir_b"),
@@ -415,6 +440,11 @@ def run_actions(ctx: Any) -> dict[str, dict[str, Any]]:
         ctx.dock.pseudo_preview_button.click()
     else:
         assert not ctx.dock.pseudo_preview_button.isEnabled()
+    if not ctx.dock.button_blockers()["change_button"]:  # 'Map change' needs a second date
+        assert ctx.dock.change_button.isEnabled(), ctx.dock.change_button.toolTip()
+        ctx.dock.change_button.click()
+    else:
+        assert not ctx.dock.change_button.isEnabled()
     if ctx.dock.chosen_encoder() is not None:  # 'Pretrain on this raster' needs a ResNet
         assert ctx.dock.pretrain_button.isEnabled(), ctx.dock.pretrain_button.toolTip()
         ctx.dock.pretrain_button.click()

@@ -30,7 +30,8 @@ from qgis.core import (
 ARCH_UNET_SMALL = 1  # index of unet_small in the Architecture choices
 
 ALGORITHMS = ("rasterise_labels", "train_model", "predict", "evaluate", "vectorise",
-              "area_statistics", "pseudo_label", "review_labels")
+              "area_statistics", "pseudo_label", "review_labels", "change_dates",
+              "change_class_maps")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,8 @@ def test_each_algorithm_in_its_own_module(terraseg_provider):
 
     modules = {"rasterise_labels": "rasterise", "train_model": "train", "predict": "predict",
                "evaluate": "evaluate", "vectorise": "vectorise", "area_statistics": "areas",
-               "pseudo_label": "pseudo_label", "review_labels": "review_labels"}
+               "pseudo_label": "pseudo_label", "review_labels": "review_labels",
+               "change_dates": "change", "change_class_maps": "change"}
     assert {cls.ALG_ID: cls.__module__ for cls in ALGORITHMS} == {
         name: f"terraseg.plugin.processing.{module}" for name, module in modules.items()}
     assert all(issubclass(cls, TerraSegAlgorithm) for cls in ALGORITHMS)
