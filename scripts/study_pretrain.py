@@ -38,6 +38,7 @@ Outputs: ``study_output/pretrain/results.json``, ``table.md`` and ``learning_cur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import random
@@ -448,6 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--pretrain-epochs", type=int, default=0,
+                   help="pretraining epochs instead of the settings' (use another --out-dir)")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--publish", action="store_true",
                    help="copy the table and plot to docs/ (docs/images/pretrain_curve.svg)")
@@ -458,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run (or resume) the study and write results.json, table.md, learning_curve.svg."""
     a = parse_args(argv)
     s = QUICK if a.quick else FULL
+    if a.pretrain_epochs:
+        s = dataclasses.replace(s, pretrain_epochs=a.pretrain_epochs)
     out = a.out_dir or (DEFAULT_OUT / ("quick" if a.quick else "full"))
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(x) for x in a.seeds.split(",")]
