@@ -22,6 +22,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from scipy.ndimage import gaussian_filter
 
+from terraseg.protocol.events import parse_line
+
 
 def texture(c: int, size: int, seed: int, sigma: float = 1.0) -> np.ndarray:
     """Smooth random bands (phase correlation needs structure). Shape: (c, size, size)."""
@@ -54,11 +56,15 @@ def test_pair_raster_holds_a_then_b_warped_onto_a(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[:3], a)
     expected = (b[:, :-1, :-1] + b[:, 1:, :-1] + b[:, :-1, 1:] + b[:, 1:, 1:]) / 4
     np.testing.assert_allclose(got[3:], expected, rtol=1e-5)
-    # a subset of A's bands, and B's in another order
-    proc = terraseg("pair", "--raster-a", ra, "--raster-b", rb, "--out", out, "--overwrite",
-                    "--bands-a", "3,1", "--bands-b", "nir=2,x=3", "--max-shift", "-1",
-                    cwd=tmp_path)
+    # a subset of A's bands, and B's in another order, as a worker job (the plugin's way)
+    job = {"command": "pair", "args": {"raster_a": str(ra), "raster_b": str(rb),
+                                       "out": str(out), "overwrite": True, "bands_a": "3,1",
+                                       "bands_b": "nir=2,x=3", "max_shift": -1}}
+    proc = terraseg("worker", cwd=tmp_path, stdin=json.dumps(job))
     assert proc.returncode == 0, proc.stderr
+    events = [parse_line(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert events[-1].kind == "result" and events[-1].payload["bands_per_date"] == 2
+    assert events[-1].payload["band_names"] == ["a:red", "a:blue", "b:nir", "b:x"]
     with rasterio.open(out) as ds:
         assert ds.descriptions == ("a:red", "a:blue", "b:nir", "b:x")
         np.testing.assert_array_equal(ds.read(1), a[2])
