@@ -328,8 +328,7 @@ class ChangePanelMixin:
     def button_blockers(self) -> dict[str, list[str]]:
         """The other sections' blockers and Map change's."""
         blockers = super().button_blockers()  # type: ignore[misc]
-        busy = ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "  # type: ignore[attr-defined]
-                 "cancel it."] if self.is_busy() else [])  # type: ignore[attr-defined]
+        busy = self.busy_blockers()  # type: ignore[attr-defined]
         blockers["change_button"] = busy + self._change_blockers()
         return blockers
 

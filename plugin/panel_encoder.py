@@ -229,10 +229,8 @@ class EncoderPanelMixin:
     def button_blockers(self) -> dict[str, list[str]]:
         """The other sections' blockers and 'Pretrain on this raster''s."""
         blockers = super().button_blockers()  # type: ignore[misc]
-        busy = ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "
-                 "cancel it."] if self.is_busy() else [])
-        raster = [] if self.raster_layer() is not None else [
-            "Choose a raster layer under Data & task."]
+        busy = self.busy_blockers()  # type: ignore[attr-defined]
+        raster = self.raster_blockers()  # type: ignore[attr-defined]
         model = self.arch_combo.currentText()
         resnet = [] if encoder_of(model) else [
             f"The {model} network has no ResNet encoder to pretrain: choose unet_, fpn_ or "

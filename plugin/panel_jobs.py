@@ -206,12 +206,20 @@ class JobsPanelMixin:
         self._update_buttons()
         self.jobFinished.emit(kind, ok)
 
+    def busy_blockers(self) -> list[str]:
+        """The blocker of every engine action while a job runs (empty when none does)."""
+        return ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "
+                 "cancel it."] if self.is_busy() else [])
+
+    def raster_blockers(self) -> list[str]:
+        """The blocker of actions that need Data & task's raster (empty when chosen)."""
+        return [] if self.raster_layer() is not None else [
+            "Choose a raster layer under Data & task."]
+
     def button_blockers(self) -> dict[str, list[str]]:
         """Why each action button cannot run now, by attribute name (empty: it can)."""
-        busy = ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "
-                 "cancel it."] if self.is_busy() else [])
-        raster = [] if self.raster_layer() is not None else [
-            "Choose a raster layer under Data & task."]
+        busy = self.busy_blockers()
+        raster = self.raster_blockers()
         layer = self._label_layer
         if layer is None:
             labels = ["Choose or create a label layer under Labels."]

@@ -263,10 +263,8 @@ class PseudoPanelMixin:
     def button_blockers(self) -> dict[str, list[str]]:
         """The panel's blockers (:class:`~.panel_jobs.JobsPanelMixin`) and the preview's."""
         blockers = super().button_blockers()  # type: ignore[misc]
-        busy = ([f"A TerraSeg job ({self.job_kind or 'engine'}) is running: wait for it or "
-                 "cancel it."] if self.is_busy() else [])
-        raster = [] if self.raster_layer() is not None else [
-            "Choose a raster layer under Data & task."]
+        busy = self.busy_blockers()  # type: ignore[attr-defined]
+        raster = self.raster_blockers()  # type: ignore[attr-defined]
         coarse = [] if self.coarse_layer() is not None else [
             "Choose a Coarse map (a class raster or polygons) above."]
         blockers["pseudo_preview_button"] = busy + raster + coarse
