@@ -130,7 +130,8 @@ def check_network(opts: TrainOptions) -> None:
     """The network the options describe can be built (patch/block/stride, tile size).
 
     The rules are the model's and its kind's own (core/models/); here they run on a network
-    of one band and two classes on the meta device (nothing allocated), before any raster
+    of two bands (the change networks need an even count) and two classes on the meta
+    device (nothing allocated), before any raster
     is read. Fine-tuning keeps the initial model's shape, which is checked when it is read.
 
     Raises:
@@ -141,7 +142,7 @@ def check_network(opts: TrainOptions) -> None:
     from terraseg.core.models.registry import build_on_meta_device, get_entry
 
     entry = get_entry(opts.network.model)
-    params = entry.kind.network_params(opts.network, 1, 2, entry.make_config)
+    params = entry.kind.network_params(opts.network, 2, 2, entry.make_config)
     build_on_meta_device(opts.network.model, params)
 
 

@@ -73,6 +73,7 @@ def _load() -> None:
         commands_change,
         commands_files,
         commands_inspect,
+        commands_pair,
         commands_pretrain,
         commands_pseudo,
         commands_quick,

@@ -104,7 +104,7 @@ PRESETS: dict[str, Preset] = {
 PATCH_MODELS = ("patch_cnn",)
 TILE_MODELS = ("unet_small", "unet", "unet_residual", "unet_se", "unet_cbam", "unet_multires",
                *(f"{family}_resnet{depth}" for family in ("unet", "fpn", "deeplabv3plus")
-                 for depth in (18, 34, 50)))
+                 for depth in (18, 34, 50)), "fc_ef", "fc_siam_diff")
 # tile sizes are multiples of the U-Nets' total stride (16); the ResNet U-Net and FPN need
 # 32 and the engine names the nearest valid sizes otherwise
 TILE_STRIDE_PX = 16

@@ -20,7 +20,7 @@ from terraseg.protocol.errors import ProtocolError
 #: Commands the worker runs (each also a ``terraseg`` subcommand).
 COMMANDS = ("train", "predict", "evaluate", "grid", "cv", "compare", "info", "rasterise",
             "vectorise", "areas", "mosaic", "env", "quickmap",
-            "inspect", "pseudo-label", "review", "pretrain", "change")
+            "inspect", "pseudo-label", "review", "pretrain", "change", "pair")
 #: Commands whose first argument is positional rather than an option.
 POSITIONAL = {"info": "model", "inspect": "raster"}
 #: Options given once per value (a list becomes ``--raster A --raster B``).

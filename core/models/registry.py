@@ -18,6 +18,12 @@ from terraseg.core.models.encoder_decoder import CONFIGS as ENCODER_DECODER_CONF
 from terraseg.core.models.encoder_decoder import EncoderDecoder
 from terraseg.core.models.kinds import KINDS, ModelKind
 from terraseg.core.models.patch_cnn import PatchCNN, PatchCNNConfig
+from terraseg.core.models.siam_diff import (
+    EarlyFusionConfig,
+    EarlyFusionUNet,
+    SiamDiffConfig,
+    SiamDiffUNet,
+)
 from terraseg.core.models.unet import (
     CBAMUNetConfig,
     MultiResUNetConfig,
@@ -75,6 +81,15 @@ MODELS: dict[str, ModelEntry] = {
     # unet_resnet18 ... deeplabv3plus_resnet50: smp's Unet/FPN/DeepLabV3Plus (seed 003)
     **{name: ModelEntry(cfg, EncoderDecoder, cfg.describe(), kind=KINDS["tile"])
        for name, cfg in ENCODER_DECODER_CONFIGS.items()},
+    # direct change networks on a pair raster (terraseg pair; Daudt et al. 2018)
+    "fc_ef": ModelEntry(
+        EarlyFusionConfig, EarlyFusionUNet,
+        "Change: early-fusion U-Net (FC-EF) on a pair raster (both dates' bands stacked).",
+        kind=KINDS["tile"]),
+    "fc_siam_diff": ModelEntry(
+        SiamDiffConfig, SiamDiffUNet,
+        "Change: Siamese U-Net (FC-Siam-diff) on a pair raster: one encoder per date "
+        "(shared weights), |difference| skips.", kind=KINDS["tile"]),
 }
 
 

@@ -33,7 +33,7 @@ from terraseg.protocol.options import NetworkOptions
 #: Small networks of each kind (fast on a CPU).
 SMALL = {"patch": NetworkOptions(patch_px=25, block_px=5, planes=(4, 4, 4), blocks=(1, 1, 1)),
          "tile": NetworkOptions(tile_px=32, base_width=4)}
-IN_CH, N_CLS = 3, 4
+IN_CH, N_CLS = 4, 4  # even: the change networks read two dates
 
 
 def small(name: str) -> tuple[dict, torch.nn.Module, object]:
@@ -85,7 +85,7 @@ class TestModelContract:
         kind = MODELS[name].kind
         meta = ModelMeta(
             architecture=Architecture(name, params), geometry=kind.geometry(opts, net),
-            bands=Bands((1, 2, 3), ("r", "g", "b")),
+            bands=Bands((1, 2, 3, 4), ("r", "g", "b", "n")),
             normalisation=Normalisation((0.0,) * IN_CH, (1.0,) * IN_CH),
             classes=tuple(ModelClass(i + 1, f"c{i + 1}") for i in range(N_CLS)),
             training_raster=TrainingRaster((10.0, 10.0)), loss=kind.default_loss)
