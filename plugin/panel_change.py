@@ -117,6 +117,9 @@ class ChangePanelMixin:
         layout.addWidget(intro)
         form = QFormLayout()
         self.change_source_combo = QComboBox()
+        self.change_source_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.change_source_combo.setMinimumContentsLength(16)  # the dock stays narrow
         for value, label in SOURCES.items():
             self.change_source_combo.addItem(label, value)
         self.change_source_combo.setToolTip(
@@ -202,14 +205,19 @@ class ChangePanelMixin:
         grid.setContentsMargins(0, 0, 0, 0)
         pick = QHBoxLayout()
         self.change_from_combo = QComboBox()
+        self.change_from_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.change_from_combo.setMinimumContentsLength(3)  # the dock stays narrow
         self.change_to_combo = QComboBox()
+        self.change_to_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.change_to_combo.setMinimumContentsLength(3)  # the dock stays narrow
         self.change_from_combo.setToolTip("Class of the first date (* = any).")
         self.change_to_combo.setToolTip("Class of the second date (* = any).")
         self.change_add_transition_button = QPushButton("Add")
         self.change_add_transition_button.setToolTip(
             "Adds 'from=to' to the transitions of interest (their own layer and polygons).")
         self.change_add_transition_button.clicked.connect(lambda: self.add_transition())
-        pick.addWidget(QLabel("Transition"))
         pick.addWidget(self.change_from_combo, 1)
         pick.addWidget(QLabel("→"))
         pick.addWidget(self.change_to_combo, 1)

@@ -119,13 +119,13 @@ class EncoderPanelMixin:
         self.freeze_spin = QSpinBox()
         self.freeze_spin.setRange(int(SPEC_BY_JOB_KEY["freeze_epochs"].minimum or 0), 100000)
         self.freeze_spin.setValue(FREEZE_EPOCHS)
-        form.addRow("Freeze encoder for N epochs", self.freeze_spin)
+        form.addRow("Frozen epochs", self.freeze_spin)
         self.encoder_lr_spin = QDoubleSpinBox()
         self.encoder_lr_spin.setDecimals(3)
         self.encoder_lr_spin.setRange(0.001, 10.0)
         self.encoder_lr_spin.setSingleStep(0.05)
         self.encoder_lr_spin.setValue(DEFAULTS.network.encoder_lr)
-        form.addRow("Encoder learning rate x", self.encoder_lr_spin)
+        form.addRow("Encoder LR ×", self.encoder_lr_spin)
         helps = {
             self.encoder_edit: ENCODER_HELP, self.encoder_browse_button: ENCODER_HELP,
             self.pretrain_epochs_spin: "Epochs of 'Pretrain on this raster' (SimCLR).",

@@ -141,6 +141,9 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
                                           "scores. Every class needs at least k polygons.")
         form.addRow("Folds", self.review_folds_spin)
         self.review_scorer_combo = QComboBox()
+        self.review_scorer_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.review_scorer_combo.setMinimumContentsLength(16)  # the dock stays narrow
         for value, label in SCORERS.items():
             self.review_scorer_combo.addItem(label, value)
         self.review_scorer_combo.setToolTip(

@@ -87,8 +87,8 @@ PANEL_CONTROLS: dict[str, dict[str, str]] = {
     "pseudo-class-map": {ANY: "the Class mapping of the Coarse map in Train"},
     "encoder": {"pretrain": "the Architecture in Train (its ResNet is the encoder pretrained)",
                 ANY: "the Encoder file in Train > Pretrained encoder"},
-    "freeze-epochs": {ANY: "'Freeze encoder for N epochs' in Train > Pretrained encoder"},
-    "encoder-lr": {ANY: "the Encoder learning rate in Train > Pretrained encoder"},
+    "freeze-epochs": {ANY: "'Frozen epochs' in Train > Pretrained encoder"},
+    "encoder-lr": {ANY: "'Encoder LR ×' in Train > Pretrained encoder"},
     "task": {ANY: "'Pretrain on this raster' in Train > Pretrained encoder (self-supervised)"},
     "base-width": {ANY: "the Recipe in Train (it sets the base width; no control of its own)"},
     # Predict
