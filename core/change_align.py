@@ -201,3 +201,23 @@ def _refine_peak(cross: np.ndarray, sy: float, sx: float) -> tuple[float, float,
     my, mx = np.unravel_index(int(np.argmax(local)), local.shape)
     return (float(sy + (my - centre) / UPSAMPLE), float(sx + (mx - centre) / UPSAMPLE),
             float(local[my, mx]))
+
+
+def misregistration_error(shift: ShiftEstimate, max_shift_px: float, measured_on: str,
+                          consequence: str) -> RasterError:
+    """The refusal of a shift above ``--max-shift``, with the figure and the fixes.
+
+    Args:
+        shift: The measured shift.
+        max_shift_px: ``--max-shift``.
+        measured_on: What was correlated (``classes``, ``images``).
+        consequence: What the shift would do, e.g. "differencing would report sliver
+            changes along every class boundary".
+    """
+    return RasterError(
+        f"The second date is misregistered against the first by {shift.length_px:.3f} px "
+        f"(dx {shift.dx_px:+.2f}, dy {shift.dy_px:+.2f} px, measured by phase correlation "
+        f"of the {measured_on}, correlation peak {shift.peak:.2f}), more than --max-shift "
+        f"{max_shift_px:g} px: {consequence}.",
+        "Pass --correct-shift to move the second date by the measured shift, raise "
+        "--max-shift, or co-register the rasters first.")

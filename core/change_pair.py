@@ -21,6 +21,7 @@ from terraseg.core.change_align import (
     estimate_shift,
     fill_invalid,
     grid_of,
+    misregistration_error,
     shifted_transform,
     warp_onto,
 )
@@ -141,7 +142,9 @@ def load_pair(inputs: PairInputs, max_shift_px: float, correct_shift: bool) -> A
                     images = _images(inputs, grid, shift)
                 residual = _measure(a, valid_a, b, valid_b, images)
             elif not correct_shift and 0 <= max_shift_px < shift.length_px:
-                raise _shift_error(shift, max_shift_px, source)
+                raise misregistration_error(
+                    shift, max_shift_px, source,
+                    "differencing would report sliver changes along every class boundary")
         prob_a = _probabilities(inputs.probability_a, grid, None)
         prob_b = _probabilities(inputs.probability_b, grid,
                                 shift if residual is not None else None)
@@ -223,14 +226,3 @@ def _probabilities(path: str | None, grid: Grid, shift: ShiftEstimate | None
     bad = ~np.all(np.isfinite(p) & (p >= 0), axis=0)
     p[:, bad] = NO_PROB
     return p, codes
-
-
-def _shift_error(shift: ShiftEstimate, max_shift_px: float, source: str) -> RasterError:
-    return RasterError(
-        f"The second date is misregistered against the first by {shift.length_px:.3f} px "
-        f"(dx {shift.dx_px:+.2f}, dy {shift.dy_px:+.2f} px, measured by phase correlation "
-        f"of the {source}, correlation peak {shift.peak:.2f}), more than --max-shift "
-        f"{max_shift_px:g} px: differencing would report sliver changes along every class "
-        "boundary.",
-        "Pass --correct-shift to move the second date by the measured shift, raise "
-        "--max-shift, or co-register the rasters first.")

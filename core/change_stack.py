@@ -38,6 +38,7 @@ from terraseg.core.change_align import (
     estimate_shift,
     fill_invalid,
     grid_of,
+    misregistration_error,
     shifted_transform,
 )
 from terraseg.core.change_pair import MAX_SHIFT_WINDOW_PX
@@ -134,7 +135,9 @@ def stack_pair(raster_a: str, raster_b: str, out: str | Path,
                 shift = measure_shift(src_a, vrt, map_b, common)
             if shift.length_px > opts.max_shift_px:
                 if not opts.correct_shift:
-                    raise shift_error(shift, opts.max_shift_px)
+                    raise misregistration_error(
+                        shift, opts.max_shift_px, "images",
+                        "a change network would learn the shift as change")
                 moved = shifted_transform(ds_b.transform, grid, shift.dx_px, shift.dy_px)
                 with warped(ds_b, grid, moved) as vrt:
                     residual = measure_shift(src_a, vrt, map_b, common)
@@ -265,14 +268,3 @@ def _shift_dict(shift: ShiftEstimate | None, residual: ShiftEstimate | None
     return {"dx_px": shift.dx_px, "dy_px": shift.dy_px, "length_px": shift.length_px,
             "peak": shift.peak, "corrected": residual is not None,
             "residual_px": residual.length_px if residual is not None else None}
-
-
-def shift_error(shift: ShiftEstimate, max_shift_px: float) -> RasterError:
-    """The refusal of a shift above ``--max-shift``, with the figure and the fixes."""
-    return RasterError(
-        f"The second date is misregistered against the first by {shift.length_px:.3f} px "
-        f"(dx {shift.dx_px:+.2f}, dy {shift.dy_px:+.2f} px, measured by phase correlation "
-        f"of the images, correlation peak {shift.peak:.2f}), more than --max-shift "
-        f"{max_shift_px:g} px: a change network would learn the shift as change.",
-        "Pass --correct-shift to move the second date by the measured shift, raise "
-        "--max-shift, or co-register the rasters first.")

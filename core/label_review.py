@@ -194,15 +194,20 @@ def check_review_numbers(k: int, top: int) -> None:
         raise ConfigError(f"--top is {top}; it must be 0 or more.", "Use e.g. --top 50.")
 
 
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` when it is one of ``choices``, else a ConfigError listing them."""
+    if value not in choices:
+        raise ConfigError(f"Unknown {what} '{value}'.", f"Use one of: {', '.join(choices)}.")
+    return value
+
+
 def check_ranking(ranking: str) -> Ranking:
     """``loss`` or ``cleanlab``.
 
     Raises:
         ConfigError: Any other name (listing the valid ones).
     """
-    if ranking not in RANKINGS:
-        raise ConfigError(f"Unknown ranking '{ranking}'.", f"Use one of: {', '.join(RANKINGS)}.")
-    return ranking  # type: ignore[return-value]
+    return _check_choice(ranking, RANKINGS, "ranking")  # type: ignore[return-value]
 
 
 def check_scorer(scorer: str) -> Scorer:
@@ -211,9 +216,7 @@ def check_scorer(scorer: str) -> Scorer:
     Raises:
         ConfigError: Any other name (listing the valid ones).
     """
-    if scorer not in SCORERS:
-        raise ConfigError(f"Unknown scorer '{scorer}'.", f"Use one of: {', '.join(SCORERS)}.")
-    return scorer  # type: ignore[return-value]
+    return _check_choice(scorer, SCORERS, "scorer")  # type: ignore[return-value]
 
 
 def suspicion(ranking: Ranking, loss: np.ndarray, quality: np.ndarray) -> np.ndarray:

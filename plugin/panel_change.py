@@ -36,7 +36,6 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -51,7 +50,14 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import change_layers, jobs, modelinfo, results
-from .panel_common import TITLE, group_box, layer_filter, save_file_name, unique_path
+from .panel_common import (
+    TITLE,
+    group_box,
+    layer_filter,
+    narrow_combo,
+    save_file_name,
+    unique_path,
+)
 
 CHANGE_BUTTON_TEXT = "Map change"
 CHANGE_FOLDER = "change"
@@ -116,10 +122,7 @@ class ChangePanelMixin:
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QFormLayout()
-        self.change_source_combo = QComboBox()
-        self.change_source_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.change_source_combo.setMinimumContentsLength(16)  # the dock stays narrow
+        self.change_source_combo = narrow_combo(16)
         for value, label in SOURCES.items():
             self.change_source_combo.addItem(label, value)
         self.change_source_combo.setToolTip(
@@ -204,14 +207,8 @@ class ChangePanelMixin:
         grid = QVBoxLayout(row)
         grid.setContentsMargins(0, 0, 0, 0)
         pick = QHBoxLayout()
-        self.change_from_combo = QComboBox()
-        self.change_from_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.change_from_combo.setMinimumContentsLength(3)  # the dock stays narrow
-        self.change_to_combo = QComboBox()
-        self.change_to_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.change_to_combo.setMinimumContentsLength(3)  # the dock stays narrow
+        self.change_from_combo = narrow_combo(3)
+        self.change_to_combo = narrow_combo(3)
         self.change_from_combo.setToolTip("Class of the first date (* = any).")
         self.change_to_combo.setToolTip("Class of the second date (* = any).")
         self.change_add_transition_button = QPushButton("Add")

@@ -9,7 +9,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QFileDialog, QSpinBox, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QFileDialog, QSpinBox, QWidget
 
 TITLE = "TerraSeg"
 METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -83,6 +83,18 @@ def group_box(title: str, name: str, collapsed: bool = False) -> QgsCollapsibleG
     box.setSaveCollapsedState(False)
     box.setCollapsed(collapsed)
     return box
+
+
+def narrow_combo(characters: int) -> QComboBox:
+    """A combo box as wide as ``characters`` characters, whatever its items' texts.
+
+    Long item texts would otherwise set the dock's minimum width (the tooltip and the popup
+    still show them whole).
+    """
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(characters)
+    return combo
 
 
 def odd_spin(minimum: int, maximum: int, value: int) -> QSpinBox:

@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import QComboBox, QLabel
 from ..protocol.options import interactive_default
 from ..protocol.presets import TRAIN_PRESETS
 from . import presets
+from .panel_common import narrow_combo
 
 AERIAL = "Aerial imagery (51 px context, study 000)"
 FEW_POLYGONS = "Few polygons, 10-30 m imagery (5 px context)"
@@ -125,12 +126,8 @@ class RecipePanelMixin:
     def _build_recipe_combo(self) -> QComboBox:
         self._recipe_chosen = False  # by the user (or code) in this session
         self._recipe_auto = False  # the pixel-size default is setting the combo
-        self.recipe_combo = QComboBox()
+        self.recipe_combo = narrow_combo(18)  # the long titles must not widen the dock
         self.recipe_combo.addItems(list(RECIPES))
-        # the long titles must not widen the dock
-        self.recipe_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.recipe_combo.setMinimumContentsLength(18)
         self.recipe_combo.setToolTip(recipe_tooltip())
         self.recipe_combo.currentTextChanged.connect(self._on_recipe_changed)
         self.recipe_note = QLabel()

@@ -44,7 +44,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import jobs, label_layer, presets, results
-from .panel_common import TITLE, group_box, unique_path
+from .panel_common import TITLE, group_box, narrow_combo, unique_path
 from .panel_review_suspects import COLUMNS as COLUMNS  # re-exported: the list's names
 from .panel_review_suspects import ZOOM_MARGIN as ZOOM_MARGIN
 from .panel_review_suspects import ReviewSuspectsMixin
@@ -140,10 +140,7 @@ class ReviewPanelMixin(ReviewSuspectsMixin):
                                           "of the polygons (grouped by region), which it "
                                           "scores. Every class needs at least k polygons.")
         form.addRow("Folds", self.review_folds_spin)
-        self.review_scorer_combo = QComboBox()
-        self.review_scorer_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.review_scorer_combo.setMinimumContentsLength(16)  # the dock stays narrow
+        self.review_scorer_combo = narrow_combo(16)
         for value, label in SCORERS.items():
             self.review_scorer_combo.addItem(label, value)
         self.review_scorer_combo.setToolTip(
